@@ -1,0 +1,442 @@
+/**
+ * The driver plugin contract: `struct iommu_ops`, the capability declaration, the
+ * hardware-unit contract and `defineDriver`.
+ *
+ * A driver is a frozen descriptor made by a factory (`amd(options)`), registered
+ * explicitly with a machine. Its declared capabilities are tied to the ops that implement
+ * them in the type (dirty tracking declared ⇒ `dirtyOps` required), and the registry
+ * re-checks the tie at run time for untyped JavaScript plugins.
+ *
+ * @module
+ */
+
+import type { IommuCap } from './constants.ts'
+import type {
+  DirtyOps,
+  DomainOps,
+  IommuDomain,
+  IommuResvRegion,
+  UserData,
+  UserDataArray,
+} from './domain.ts'
+import { IommuError } from './errno.ts'
+import type { IommuGroup } from './iommu/group.ts'
+import type { DmaTransaction } from './machine/dma.ts'
+import type { Machine } from './machine/machine.ts'
+import type { PciDevice } from './machine/pci.ts'
+
+/** The contract version a driver is written against; the registry rejects others. */
+export const DRIVER_API_VERSION = 1
+
+/**
+ * What `hwInfo` returns: the hardware-information structure the uAPI copies to user space
+ * (`IOMMU_GET_HW_INFO`), laid out as the uAPI struct.
+ */
+export interface HwInfo {
+  /** One of `HwInfoType`. */
+  readonly type: number
+  /** The struct's bytes (little-endian). */
+  readonly data: Uint8Array
+}
+
+/** A page request the device sent (PRI), as handed to the driver's `pageResponse`. */
+export interface IopfFault {
+  readonly pasid: number
+  readonly grpid: number
+  readonly perm: number
+  readonly addr: bigint
+  readonly flags: number
+}
+
+/** The response to a page request (`struct iommu_page_response`). */
+export interface PageResponse {
+  readonly pasid: number
+  readonly grpid: number
+  /** `IOMMU_PAGE_RESP_SUCCESS` (0) or `IOMMU_PAGE_RESP_INVALID` (1). */
+  readonly code: number
+}
+
+/**
+ * The part of an iommufd vIOMMU object a driver sees (`struct iommufd_viommu`).
+ *
+ * @experimental nesting is refined by the vIOMMU issues
+ */
+export interface IommufdViommu {
+  /** `IOMMU_VIOMMU_TYPE_*`. */
+  readonly type: number
+  /** The physical IOMMU instance the vIOMMU is a slice of. */
+  readonly unit: IommuUnit
+  /** The stage-2 nest-parent domain. */
+  readonly parent: IommuDomain
+  /** The driver's vIOMMU ops, set by `viommuInit`. */
+  ops: ViommuOps | null
+  /** Driver-private state. */
+  priv: unknown
+}
+
+/**
+ * vIOMMU operations (`struct iommufd_viommu_ops`).
+ *
+ * @experimental
+ */
+export interface ViommuOps {
+  /** Free driver state of the vIOMMU. */
+  destroy?(viommu: IommufdViommu): void
+  /**
+   * Allocate a NESTED domain translated through this vIOMMU.
+   *
+   * @throws EOPNOTSUPP for unknown flags or data types; EINVAL for malformed data
+   */
+  allocDomainNested?(viommu: IommufdViommu, flags: number, data: UserData): IommuDomain
+  /**
+   * Invalidate vIOMMU-wide caches; rewrite `array.entryNum` to the number handled.
+   *
+   * @throws EINVAL, EOPNOTSUPP, EFAULT
+   */
+  cacheInvalidate?(viommu: IommufdViommu, array: UserDataArray): void
+}
+
+/**
+ * Nested-translation operations of a driver that declares `nesting`.
+ *
+ * @experimental
+ */
+export interface NestingOps {
+  /**
+   * domainAllocNested() - allocate a user-managed stage-1 domain on `parent`
+   * (`iommu_ops.domain_alloc_nested`). Absent on drivers that nest only through a vIOMMU.
+   *
+   * @throws EOPNOTSUPP - unknown flags or data type; EINVAL - `parent` is not a nest parent
+   *   or the data is malformed; ENOMEM
+   */
+  domainAllocNested?(
+    dev: PciDevice,
+    parent: IommuDomain,
+    flags: number,
+    data: UserData,
+  ): IommuDomain
+  /**
+   * getViommuSize() - whether a vIOMMU of `viommuType` is supported on `dev`'s IOMMU.
+   *
+   * @returns non-zero when supported (the kernel returns the driver structure's size)
+   */
+  getViommuSize?(dev: PciDevice, viommuType: number): number
+  /**
+   * viommuInit() - set up driver state of a vIOMMU on `parent`; must set `viommu.ops`.
+   *
+   * @throws EOPNOTSUPP, EINVAL, ENOMEM
+   */
+  viommuInit?(viommu: IommufdViommu, parent: IommuDomain, data: UserData | null): void
+}
+
+/**
+ * The per-driver operations (`struct iommu_ops`). Every op may throw {@link IommuError};
+ * the errno values are listed per op.
+ */
+export interface IommuOps {
+  /**
+   * capable() - whether the device's IOMMU has capability `cap`. Absent ⇒ every cap false.
+   */
+  capable?(dev: PciDevice, cap: IommuCap): boolean
+
+  /**
+   * hwInfo() - the hardware information reported by `IOMMU_GET_HW_INFO`.
+   *
+   * @param type - the requested `HwInfoType`; `DEFAULT` means the driver's own
+   * @throws EOPNOTSUPP - the requested type is not supported; ENOMEM
+   */
+  hwInfo?(dev: PciDevice, type: number): HwInfo
+
+  /**
+   * domainAllocPagingFlags() - allocate a paging domain for `dev`
+   * (`domain_alloc_paging_flags`). Must return a domain or throw; never null.
+   *
+   * @param flags - `HwptAllocFlags` (NEST_PARENT, DIRTY_TRACKING, PASID)
+   * @param data - driver-specific user data, or null
+   * @throws EOPNOTSUPP - unknown or unsupported flags, or user data the driver does not
+   *   understand; EINVAL; ENOMEM; ENODEV
+   */
+  domainAllocPagingFlags?(dev: PciDevice, flags: number, data: UserData | null): IommuDomain
+
+  /**
+   * domainAllocPaging() - same as `domainAllocPagingFlags(dev, 0, null)`. A driver should
+   * implement only one of the two.
+   *
+   * @throws ENOMEM, ENODEV
+   */
+  domainAllocPaging?(dev: PciDevice): IommuDomain
+
+  /**
+   * domainAllocIdentity() - allocate an identity domain when a static one cannot serve.
+   *
+   * @throws ENOMEM, EOPNOTSUPP
+   */
+  domainAllocIdentity?(dev: PciDevice): IommuDomain
+
+  /**
+   * probeDevice() - take the device under the driver and return the IOMMU unit serving it
+   * (`probe_device` returning the `iommu_device`).
+   *
+   * @throws ENODEV - not handled by this driver; ENOMEM
+   */
+  probeDevice(dev: PciDevice): IommuUnit
+
+  /** releaseDevice() - the device leaves the driver; stop using any domain on it. */
+  releaseDevice?(dev: PciDevice): void
+
+  /** probeFinalize() - called after the device's default domain is attached. */
+  probeFinalize?(dev: PciDevice): void
+
+  /**
+   * deviceGroup() - find or create the device's IOMMU group (`pciDeviceGroup`,
+   * `genericDeviceGroup` and `genericSingleDeviceGroup` are the usual answers).
+   *
+   * @throws ENOMEM, EINVAL
+   */
+  deviceGroup(dev: PciDevice): IommuGroup
+
+  /** getResvRegions() - reserved regions of the device (MSI windows, RMRR/IVMD). */
+  getResvRegions?(dev: PciDevice): IommuResvRegion[]
+
+  /** isAttachDeferred() - defer the default-domain attach until the DMA API is used. */
+  isAttachDeferred?(dev: PciDevice): boolean
+
+  /** pageResponse() - deliver the response to a page request. */
+  pageResponse?(dev: PciDevice, fault: IopfFault, response: PageResponse): void
+
+  /**
+   * defDomainType() - the default domain the device needs: `DomainType.IDENTITY`,
+   * `DomainType.DMA`, or 0 for no preference.
+   */
+  defDomainType?(dev: PciDevice): number
+
+  /**
+   * Page sizes the driver's paging domains use (bit n = 2^n bytes); allocated domains
+   * that set none inherit it (the kernel's former `ops->pgsize_bitmap`).
+   */
+  readonly pgsizeBitmap?: bigint
+  /** An always available, always attachable identity domain. */
+  readonly identityDomain?: IommuDomain
+  /** An always available, always attachable blocking domain (needed for PASID). */
+  readonly blockedDomain?: IommuDomain
+  /** Attached before `releaseDevice` (the blocked domain is the usual choice). */
+  readonly releaseDomain?: IommuDomain
+  /**
+   * The driver supports a user-managed PASID table: faults on PASIDs without their own
+   * domain go to the NESTED domain attached to the RID.
+   */
+  readonly userPasidTable?: boolean
+}
+
+/**
+ * The capabilities a driver declares. Each `true` obliges the driver to provide the ops
+ * that implement it; `capable()` then says per device whether the hardware has it.
+ */
+export interface DriverCapabilities {
+  /** Hardware dirty tracking ⇒ `dirtyOps`. */
+  readonly dirtyTracking: boolean
+  /** Nested translation ⇒ `nesting` ops. */
+  readonly nesting: boolean
+  /** PASID attach ⇒ `domainOps.setDevPasid` and `ops.blockedDomain`. */
+  readonly pasid: boolean
+  /** `enforce_cache_coherency` ⇒ `domainOps.enforceCacheCoherency`. */
+  readonly enforceCacheCoherency: boolean
+  /** Deferred (flush-queue) invalidation ⇒ `domainOps.flushIotlbAll`. */
+  readonly deferredFlush: boolean
+  /** I/O page faults (PRI) ⇒ `ops.pageResponse`. */
+  readonly iopf: boolean
+}
+
+/** What a driver's `createUnit` receives: the machine and where the unit sits in it. */
+export interface UnitContext {
+  /** The machine the unit is built into. */
+  readonly machine: Machine
+  /** Index of the unit among the machine's IOMMU units. */
+  readonly index: number
+  /** Per-unit hardware configuration given to `createMachine`/`addIommu`. */
+  readonly config: unknown
+}
+
+/**
+ * One IOMMU hardware instance (`struct iommu_device` plus the hardware behind it). Each
+ * driver's hardware model implements `translate`: the only way DMA reaches memory.
+ */
+export interface IommuUnit {
+  /** Instance name, e.g. `'amd-iommu0'`. */
+  readonly name: string
+  /** The driver that brought the unit up. */
+  readonly driver: Driver
+  /** Number of PASIDs the instance supports (`iommu_device.max_pasids`). */
+  readonly maxPasids: number
+  /**
+   * translate() - translate one DMA access in hardware: read the structures the driver
+   * wrote into memory and registers, use and fill the caches, update accessed/dirty bits,
+   * log faults. Must not consult the driver's software state.
+   *
+   * On success fills `txn.pa` (physical byte address of `txn.iova`) and `txn.len` (bytes
+   * translated contiguously from there, at least 1, at most to the end of the IO page)
+   * and returns true. On a fault sets `txn.fault` (and `txn.faultLevel` if known), logs
+   * the event as the hardware would, and returns false; memory is left untouched.
+   */
+  translate(txn: DmaTransaction): boolean
+}
+
+// A capability typed `true` requires its ops, `false` forbids them, and the general
+// `boolean` (a driver seen through the base type) leaves them optional.
+type DirtyPart<C extends DriverCapabilities> = C['dirtyTracking'] extends true
+  ? { readonly dirtyOps: DirtyOps }
+  : C['dirtyTracking'] extends false
+    ? { readonly dirtyOps?: never }
+    : { readonly dirtyOps?: DirtyOps }
+
+type NestingPart<C extends DriverCapabilities> = C['nesting'] extends true
+  ? { readonly nesting: NestingOps }
+  : C['nesting'] extends false
+    ? { readonly nesting?: never }
+    : { readonly nesting?: NestingOps }
+
+type Need<C extends DriverCapabilities, K extends keyof DriverCapabilities, T> = C[K] extends true
+  ? T
+  : unknown
+
+/** Domain ops required by the declared capabilities. */
+export type DomainOpsFor<C extends DriverCapabilities> = DomainOps &
+  Need<C, 'pasid', Required<Pick<DomainOps, 'setDevPasid'>>> &
+  Need<C, 'enforceCacheCoherency', Required<Pick<DomainOps, 'enforceCacheCoherency'>>> &
+  Need<C, 'deferredFlush', Required<Pick<DomainOps, 'flushIotlbAll'>>>
+
+/** Driver ops required by the declared capabilities. */
+export type IommuOpsFor<C extends DriverCapabilities> = IommuOps &
+  Need<C, 'pasid', { readonly blockedDomain: IommuDomain }> &
+  Need<C, 'iopf', Required<Pick<IommuOps, 'pageResponse'>>>
+
+/** The descriptor a driver author writes; {@link defineDriver} checks and freezes it. */
+export type DriverSpec<C extends DriverCapabilities = DriverCapabilities> = {
+  /** Unique driver name (`'amd'`, `'intel'`, `'smmuv3'`, `'mock'`). */
+  readonly name: string
+  /** Must be {@link DRIVER_API_VERSION}. */
+  readonly apiVersion: typeof DRIVER_API_VERSION
+  /** The declared capabilities; each `true` requires its ops. */
+  readonly capabilities: C
+  /**
+   * createUnit() - bring up one hardware instance in the machine (tables in memory,
+   * registers, queues) and return it. Called once per unit the machine is built with.
+   */
+  createUnit(ctx: UnitContext): IommuUnit
+  /** The driver's `iommu_ops`. */
+  readonly ops: IommuOpsFor<C>
+  /** The default domain ops (`default_domain_ops`) installed on domains that set none. */
+  readonly domainOps: DomainOpsFor<C>
+} & DirtyPart<C> &
+  NestingPart<C>
+
+/** A registered-ready driver: the frozen spec, tagged. */
+export type Driver<C extends DriverCapabilities = DriverCapabilities> = DriverSpec<C> & {
+  readonly kind: 'iommu-driver'
+}
+
+/**
+ * Define a driver. The capability/ops tie is checked by the type system (a declared
+ * capability without its ops does not compile) and again at run time.
+ *
+ * @throws EINVAL - the spec is malformed (run-time check for untyped JavaScript plugins)
+ */
+export function defineDriver<const C extends DriverCapabilities>(spec: DriverSpec<C>): Driver<C> {
+  validateDriver(spec)
+  return Object.freeze({ ...spec, kind: 'iommu-driver' as const }) as Driver<C>
+}
+
+function isFn(v: unknown): boolean {
+  return typeof v === 'function'
+}
+
+/**
+ * Check a driver descriptor the way the registry does, for plugins that bypassed the
+ * types: kind/apiVersion, required ops, and that every declared capability has its ops.
+ *
+ * @throws EINVAL naming the first problem found
+ */
+export function validateDriver(spec: unknown): void {
+  const bad = (why: string): never => {
+    throw new IommuError('EINVAL', `invalid IOMMU driver: ${why}`)
+  }
+  if (typeof spec !== 'object' || spec === null) bad('not an object')
+  const d = spec as Record<string, unknown>
+  if (typeof d.name !== 'string' || d.name.length === 0) bad('missing name')
+  const name = d.name as string
+  if (d.apiVersion !== DRIVER_API_VERSION) bad(`${name}: apiVersion must be ${DRIVER_API_VERSION}`)
+  if (!isFn(d.createUnit)) bad(`${name}: missing createUnit`)
+  const ops = d.ops as Record<string, unknown> | undefined
+  const domainOps = d.domainOps as Record<string, unknown> | undefined
+  const caps = d.capabilities as Record<string, unknown> | undefined
+  if (typeof ops !== 'object' || ops === null) bad(`${name}: missing ops`)
+  if (typeof domainOps !== 'object' || domainOps === null) bad(`${name}: missing domainOps`)
+  if (typeof caps !== 'object' || caps === null) bad(`${name}: missing capabilities`)
+  const o = ops as Record<string, unknown>
+  const dops = domainOps as Record<string, unknown>
+  const c = caps as Record<string, unknown>
+  if (!isFn(o.probeDevice)) bad(`${name}: ops.probeDevice is required`)
+  if (!isFn(o.deviceGroup)) bad(`${name}: ops.deviceGroup is required`)
+  if (!isFn(dops.attachDev)) bad(`${name}: domainOps.attachDev is required`)
+  const ties: [keyof DriverCapabilities, boolean, string][] = [
+    ['dirtyTracking', isDirtyOps(d.dirtyOps), 'dirtyOps'],
+    ['nesting', typeof d.nesting === 'object' && d.nesting !== null, 'nesting ops'],
+    ['pasid', isFn(dops.setDevPasid) && typeof o.blockedDomain === 'object', 'setDevPasid'],
+    ['enforceCacheCoherency', isFn(dops.enforceCacheCoherency), 'enforceCacheCoherency'],
+    ['deferredFlush', isFn(dops.flushIotlbAll), 'flushIotlbAll'],
+    ['iopf', isFn(o.pageResponse), 'pageResponse'],
+  ]
+  for (const [cap, present, what] of ties) {
+    if (typeof c[cap] !== 'boolean') bad(`${name}: capabilities.${cap} must be a boolean`)
+    if (c[cap] === true && !present) bad(`${name}: declares ${cap} without ${what}`)
+  }
+  if (c.dirtyTracking !== true && d.dirtyOps !== undefined) {
+    bad(`${name}: dirtyOps without declaring dirtyTracking`)
+  }
+}
+
+function isDirtyOps(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null) return false
+  const o = v as Record<string, unknown>
+  return isFn(o.setDirtyTracking) && isFn(o.readAndClearDirty)
+}
+
+/**
+ * The explicit driver registry (nothing registers itself on import). Names are unique:
+ * registering a second driver of the same name is EEXIST, re-registering the same
+ * descriptor is a no-op.
+ */
+export class DriverRegistry {
+  readonly #byName = new Map<string, Driver>()
+
+  /**
+   * Register a driver after re-checking it.
+   *
+   * @throws EINVAL - not a valid driver; EEXIST - another driver has that name
+   */
+  register(driver: Driver): void {
+    validateDriver(driver)
+    if ((driver as { kind?: unknown }).kind !== 'iommu-driver') {
+      throw new IommuError(
+        'EINVAL',
+        `invalid IOMMU driver: ${driver.name} not made by defineDriver`,
+      )
+    }
+    const existing = this.#byName.get(driver.name)
+    if (existing === driver) return
+    if (existing !== undefined) {
+      throw new IommuError('EEXIST', `an IOMMU driver named '${driver.name}' is registered`)
+    }
+    this.#byName.set(driver.name, driver)
+  }
+
+  /** The driver registered under `name`, if any. */
+  get(name: string): Driver | undefined {
+    return this.#byName.get(name)
+  }
+
+  /** All registered drivers, in registration order. */
+  list(): Driver[] {
+    return [...this.#byName.values()]
+  }
+}

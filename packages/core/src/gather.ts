@@ -1,0 +1,151 @@
+/**
+ * IOTLB gather and the dirty-bitmap recorder (`struct iommu_iotlb_gather`,
+ * `struct iommu_dirty_bitmap`).
+ *
+ * Both sit on hot paths (unmap of many leaves, one record per dirty IOPTE), so they keep
+ * their bounds as plain numbers: addresses in units of {@link GATHER_UNIT} (2 KiB, the
+ * smallest IO page size anywhere in the model), which makes every 64-bit address exact
+ * below 2^53. The kernel-shaped `start`/`end` are exposed as `bigint` getters.
+ *
+ * @module
+ */
+
+/** log2 of the resolution of gather bounds: 2 KiB, the smallest IO page in the model. */
+export const GATHER_UNIT_SHIFT = 11
+/** Resolution of gather bounds in bytes. */
+export const GATHER_UNIT = 1 << GATHER_UNIT_SHIFT
+
+const UNIT = BigInt(GATHER_UNIT_SHIFT)
+const ULONG_MAX = 0xffff_ffff_ffff_ffffn
+
+/** Where the gather's IOVA bounds should go: a page number and its size as log2. */
+function toUnits(pfn: number, shift: number): number {
+  return shift === GATHER_UNIT_SHIFT ? pfn : pfn * 2 ** (shift - GATHER_UNIT_SHIFT)
+}
+
+/**
+ * Accumulates an IOVA range to invalidate, and the page-table pages to free after the
+ * invalidation (`struct iommu_iotlb_gather`).
+ *
+ * Invariants, as in the kernel: a fresh gather is empty (`start` = ULONG_MAX, `end` = 0);
+ * `iommuIotlbSync()` calls the driver's `iotlbSync` only when `start < end`, then re-inits.
+ * Bounds are kept at 2 KiB resolution; a sub-2 KiB range is widened outward.
+ */
+export class IotlbGather {
+  /** First gathered unit (inclusive); `Infinity` when empty. */
+  startUnit = Number.POSITIVE_INFINITY
+  /** Last gathered unit (inclusive); `-1` when empty. */
+  endUnit = -1
+  /**
+   * Flush interval in bytes recorded by {@link iommuIotlbGatherAddPage} (0 = none).
+   * Only the page-based drivers use it (arm-smmu-v3).
+   */
+  pgsize = 0
+  /** Bitmap of page-table levels whose leaf entries were removed (generic_pt). */
+  leafLevels = 0
+  /** Bitmap of page-table levels whose table entries were removed (generic_pt). */
+  tableLevels = 0
+  /**
+   * Page-table frames (PFNs) removed from the table, to free only after the IOTLB
+   * (and walk caches) were invalidated.
+   */
+  readonly freelist: number[] = []
+  /** True if the flush will be done later by a full flush (flush queue). */
+  queued = false
+
+  /** IOVA of the first byte to flush; `ULONG_MAX` when empty (kernel init value). */
+  get start(): bigint {
+    return this.endUnit < 0 ? ULONG_MAX : BigInt(this.startUnit) << UNIT
+  }
+
+  /** IOVA of the last byte to flush (inclusive); 0 when empty. */
+  get end(): bigint {
+    return this.endUnit < 0 ? 0n : ((BigInt(this.endUnit) + 1n) << UNIT) - 1n
+  }
+
+  /** True when nothing was gathered (the kernel's `start >= end`). */
+  get empty(): boolean {
+    return this.endUnit < 0
+  }
+
+  /** Reset to the empty state (`iommu_iotlb_gather_init`). The freelist must be drained. */
+  init(): void {
+    this.startUnit = Number.POSITIVE_INFINITY
+    this.endUnit = -1
+    this.pgsize = 0
+    this.leafLevels = 0
+    this.tableLevels = 0
+    this.freelist.length = 0
+    this.queued = false
+  }
+
+  /**
+   * Widen the range by `count` pages of `2^shift` bytes starting at page number `pfn`
+   * (`iommu_iotlb_gather_add_range` on the hot path). `shift` must be ≥ 11.
+   */
+  addPages(pfn: number, count: number, shift: number): void {
+    const s = toUnits(pfn, shift)
+    const e = s + toUnits(count, shift) - 1
+    if (s < this.startUnit) this.startUnit = s
+    if (e > this.endUnit) this.endUnit = e
+  }
+
+  /** Widen the range by [iova, iova + size) (`iommu_iotlb_gather_add_range`). */
+  addRange(iova: bigint, size: bigint): void {
+    if (size <= 0n) return
+    const s = Number(iova >> UNIT)
+    const e = Number((iova + size - 1n) >> UNIT)
+    if (s < this.startUnit) this.startUnit = s
+    if (e > this.endUnit) this.endUnit = e
+  }
+
+  /**
+   * True when [iova, iova + size) neither overlaps nor touches the gathered range
+   * (`iommu_iotlb_gather_is_disjoint`). An empty gather is never disjoint.
+   */
+  isDisjoint(iova: bigint, size: bigint): boolean {
+    if (this.endUnit < 0) return false
+    const s = Number(iova >> UNIT)
+    const e = Number((iova + size - 1n) >> UNIT)
+    return e + 1 < this.startUnit || s > this.endUnit + 1
+  }
+}
+
+/**
+ * Where dirty IOVA ranges are written: iommufd's `iova_bitmap`, or anything with the same
+ * one method. Ranges come as `count` pages of `2^shift` bytes from page number `pfn`.
+ */
+export interface DirtyBitmapSink {
+  /** Mark [pfn << shift, (pfn + count) << shift) dirty (`iova_bitmap_set`). */
+  set(pfn: number, count: number, shift: number): void
+}
+
+/**
+ * The recorder a driver's `readAndClearDirty` reports into (`struct iommu_dirty_bitmap`):
+ * every dirty IOPTE is recorded once, whole, into the bitmap (if any) and into the gather
+ * (if any) so that the caller can flush what was cleared.
+ */
+export class IommuDirtyBitmap {
+  /** Sink for the dirty bits, or null to only clear (dirty tracking being enabled). */
+  readonly bitmap: DirtyBitmapSink | null
+  /** Range to invalidate after clearing, or null when the caller does not flush. */
+  readonly gather: IotlbGather | null
+  /** Number of {@link record} calls, i.e. dirty IOPTEs reported. */
+  records = 0
+
+  constructor(bitmap: DirtyBitmapSink | null, gather: IotlbGather | null) {
+    this.bitmap = bitmap
+    this.gather = gather
+    gather?.init()
+  }
+
+  /**
+   * Record `count` dirty pages of `2^shift` bytes starting at page number `pfn`
+   * (`iommu_dirty_bitmap_record`). A driver records the whole IOPTE, whatever its size.
+   */
+  record(pfn: number, count: number, shift: number): void {
+    this.records++
+    this.bitmap?.set(pfn, count, shift)
+    this.gather?.addPages(pfn, count, shift)
+  }
+}
