@@ -16,6 +16,11 @@ export const GATHER_UNIT_SHIFT = 11
 export const GATHER_UNIT = 1 << GATHER_UNIT_SHIFT
 
 const UNIT = BigInt(GATHER_UNIT_SHIFT)
+
+/** What frees a frame: the machine's `PhysicalMemory`. */
+export interface FrameReleaser {
+  put(pfn: number): void
+}
 const ULONG_MAX = 0xffff_ffff_ffff_ffffn
 
 /** Where the gather's IOVA bounds should go: a page number and its size as log2. */
@@ -47,9 +52,10 @@ export class IotlbGather {
   tableLevels = 0
   /**
    * Page-table frames (PFNs) removed from the table, to free only after the IOTLB
-   * (and walk caches) were invalidated.
+   * (and walk caches) were invalidated. Add with {@link deferFree}.
    */
   readonly freelist: number[] = []
+  #memory: FrameReleaser | null = null
   /** True if the flush will be done later by a full flush (flush queue). */
   queued = false
 
@@ -68,7 +74,30 @@ export class IotlbGather {
     return this.endUnit < 0
   }
 
-  /** Reset to the empty state (`iommu_iotlb_gather_init`). The freelist must be drained. */
+  /**
+   * Queue a removed page-table frame to be freed by {@link releaseFreelist} once the
+   * invalidation is done (the kernel's `iommu_pages_list_add(&gather->freelist, ...)`).
+   */
+  deferFree(memory: FrameReleaser, pfn: number): void {
+    this.#memory = memory
+    this.freelist.push(pfn)
+  }
+
+  /**
+   * Free the queued page-table frames (`iommu_put_pages_list(&gather->freelist)`): only
+   * after the IOTLB and walk caches were invalidated. `iommuIotlbSync` calls it after the
+   * driver's `iotlbSync`.
+   */
+  releaseFreelist(): void {
+    const mem = this.#memory
+    if (mem !== null) for (const pfn of this.freelist) mem.put(pfn)
+    this.freelist.length = 0
+  }
+
+  /**
+   * Reset to the empty state (`iommu_iotlb_gather_init`). Frames still on the freelist
+   * must have been released first: they are dropped from the list, not freed.
+   */
   init(): void {
     this.startUnit = Number.POSITIVE_INFINITY
     this.endUnit = -1

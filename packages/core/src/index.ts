@@ -65,6 +65,7 @@ export {
 } from './errno.ts'
 export {
   type DirtyBitmapSink,
+  type FrameReleaser,
   GATHER_UNIT,
   GATHER_UNIT_SHIFT,
   IommuDirtyBitmap,

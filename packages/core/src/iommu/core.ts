@@ -1167,10 +1167,13 @@ export class IommuCore {
 
   /**
    * Flush what `gather` collected (`iommu_iotlb_sync`): the driver's `iotlbSync` runs only
-   * for a non-empty gather; the gather is re-initialized.
+   * for a non-empty gather, then the gather's page-table pages are freed and the gather is
+   * re-initialized.
    */
   iommuIotlbSync(domain: IommuDomain, gather: IotlbGather): void {
     if (domain.ops.iotlbSync && !gather.empty) domain.ops.iotlbSync(domain, gather)
+    // Table pages removed by the unmap are freed only after the invalidation.
+    gather.releaseFreelist()
     gather.init()
   }
 
