@@ -222,6 +222,11 @@ export interface IommuOps {
   /** Attached before `releaseDevice` (the blocked domain is the usual choice). */
   readonly releaseDomain?: IommuDomain
   /**
+   * Legacy: when set, always the default domain (an IDENTITY/BLOCKED/PLATFORM domain).
+   * The selftest mock uses its blocked domain this way. Do not use in new drivers.
+   */
+  readonly defaultDomain?: IommuDomain
+  /**
    * The driver supports a user-managed PASID table: faults on PASIDs without their own
    * domain go to the NESTED domain attached to the RID.
    */

@@ -351,8 +351,11 @@ export class IommuCore {
 
   #defDomainTypeOf(group: IommuGroup, dev: PciDevice, cur: number): number {
     const ops = opsOf(dev)
-    if (!ops.defDomainType) return cur
-    const type = ops.defDomainType(dev)
+    let type: number
+    // A driver with a static default domain always chooses it.
+    if (ops.defaultDomain) type = ops.defaultDomain.type
+    else if (ops.defDomainType) type = ops.defDomainType(dev)
+    else return cur
     if (!type || cur === type) return cur
     if (!cur) return type
     // Conflicting requests in one group: IDENTITY takes precedence (the kernel logs).
@@ -407,6 +410,12 @@ export class IommuCore {
   }
 
   #groupAllocDefaultDomain(group: IommuGroup, reqType: number): IommuDomain {
+    const legacy = opsOf(group.firstDev).defaultDomain
+    if (legacy) {
+      if (reqType !== legacy.type)
+        throw new IommuError('EINVAL', 'driver forces its default domain')
+      return legacy
+    }
     if (reqType) return this.#allocDefaultOfType(group, reqType)
     let type = this.#defaultType
     // A flush queue is only useful when unmap does not flush (IOMMU_CAP_DEFERRED_FLUSH).

@@ -1,0 +1,485 @@
+/**
+ * The driver conformance kit: a vitest suite any IOMMU driver plugin runs against itself,
+ * in the spirit of typescript-eslint's RuleTester. It checks the contract, not a vendor:
+ * capabilities match ops, group-wide attach / replace / detach, map → DMA → unmap round
+ * trips with the data checked, faults that change nothing, dirty tracking when declared,
+ * and that every failure is one of the errno values the kernel documents for the op.
+ *
+ * @example
+ * ```ts
+ * import { describeDriverConformance } from '@iommu/core/testing'
+ * describeDriverConformance(() => amd())
+ * ```
+ *
+ * @module
+ */
+
+import { describe, expect, it } from 'vitest'
+import { DomainType, HwptAllocFlags, IOMMU_DIRTY_NO_CLEAR, IommuCap, Prot } from '../constants.ts'
+import type { IommuDomain } from '../domain.ts'
+import { type Driver, validateDriver } from '../driver.ts'
+import { type Errno, IommuError } from '../errno.ts'
+import { IommuDirtyBitmap, IotlbGather } from '../gather.ts'
+import type { AttachHandle } from '../iommu/group.ts'
+import { DmaFault } from '../machine/dma.ts'
+import { createMachine, type Machine } from '../machine/machine.ts'
+import type { PciDevice, PciDeviceOptions } from '../machine/pci.ts'
+import type { Process } from '../machine/process.ts'
+import { mockIommu } from './mock-iommu.ts'
+
+/** Options of {@link describeDriverConformance}. */
+export interface DriverConformanceOptions {
+  /** Title of the suite (default: the driver's name). */
+  readonly name?: string
+  /** Hardware configuration of the unit under test (`createUnit`'s `ctx.config`). */
+  readonly unitConfig?: unknown
+  /** Extra options for every device the suite adds. */
+  readonly device?: PciDeviceOptions
+  /**
+   * Called after each scenario with the machine, for driver-specific checks that must hold
+   * whatever happened (e.g. a hardware model's missing-invalidation detector is silent).
+   */
+  readonly afterEach?: (machine: Machine) => void
+}
+
+/** The errno values the kernel documents per operation. */
+export const DOCUMENTED_ERRNO = {
+  attachDev: ['EINVAL', 'ENOMEM', 'ENOSPC', 'EBUSY', 'ENODEV'],
+  setDevPasid: ['EINVAL', 'ENOMEM', 'ENOSPC', 'EBUSY', 'ENODEV'],
+  domainAllocPagingFlags: ['EOPNOTSUPP', 'EINVAL', 'ENOMEM', 'ENODEV'],
+  map: ['EEXIST', 'EADDRINUSE', 'ENOMEM', 'EINVAL', 'ENODEV'],
+  setDirtyTracking: ['EINVAL', 'ENOMEM', 'EOPNOTSUPP'],
+  readAndClearDirty: ['EINVAL', 'EOPNOTSUPP'],
+} as const satisfies Record<string, readonly Errno[]>
+
+/** Run `fn`; if it throws, the error must be an IommuError with a code in `allowed`. */
+function documented<T>(allowed: readonly Errno[], fn: () => T): T {
+  try {
+    return fn()
+  } catch (e) {
+    expect(e).toBeInstanceOf(IommuError)
+    expect(allowed).toContain((e as IommuError).code)
+    throw e
+  }
+}
+
+/** Expect `fn` to throw an IommuError with `code` (which must also be documented). */
+function expectErrno(code: Errno, allowed: readonly Errno[], fn: () => unknown): void {
+  let thrown: unknown = null
+  try {
+    documented(allowed, fn)
+  } catch (e) {
+    thrown = e
+  }
+  expect(thrown, `expected ${code}`).toBeInstanceOf(IommuError)
+  expect((thrown as IommuError).code).toBe(code)
+}
+
+interface Rig {
+  readonly machine: Machine
+  readonly driver: Driver
+  readonly proc: Process
+  addDevice(o?: PciDeviceOptions): PciDevice
+}
+
+/** A pattern of `n` bytes that differs per `seed`. */
+function pattern(n: number, seed: number): Uint8Array {
+  const b = new Uint8Array(n)
+  let x = (seed * 2654435761) >>> 0 || 1
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    b[i] = x & 0xff
+  }
+  return b
+}
+
+/** An IOVA inside the domain's aperture, 2 MiB aligned. */
+function baseIova(d: IommuDomain): bigint {
+  const two = 0x20_0000n
+  const start = d.geometry.apertureStart === 0n ? two * 8n : d.geometry.apertureStart
+  return ((start + two - 1n) / two) * two
+}
+
+/**
+ * Map `pages` pinned CPU pages of a fresh buffer at `iova`, one `iommu_map` per
+ * physically contiguous run. Returns the buffer address.
+ */
+function mapBuffer(
+  rig: Rig,
+  domain: IommuDomain,
+  iova: bigint,
+  pages: number,
+  prot: number,
+  fill?: Uint8Array,
+): number {
+  const va = rig.proc.mmap(pages * 4096)
+  if (fill) rig.proc.write(va, fill)
+  const pfns = new Int32Array(pages)
+  rig.proc.pinUserPages(va, pages, true, pfns)
+  let i = 0
+  while (i < pages) {
+    let j = i + 1
+    while (j < pages && pfns[j] === (pfns[j - 1] as number) + 1) j++
+    const pa = BigInt(pfns[i] as number) * 4096n
+    documented(DOCUMENTED_ERRNO.map, () =>
+      rig.machine.iommu.iommuMap(domain, iova + BigInt(i) * 4096n, pa, BigInt(j - i) * 4096n, prot),
+    )
+    i = j
+  }
+  return va
+}
+
+class RecordingSink {
+  readonly ranges: [bigint, bigint][] = []
+  set(pfn: number, count: number, shift: number): void {
+    this.ranges.push([BigInt(pfn) << BigInt(shift), BigInt(count) << BigInt(shift)])
+  }
+}
+
+function readDirty(
+  rig: Rig,
+  d: IommuDomain,
+  iova: bigint,
+  size: bigint,
+  flags: number,
+): RecordingSink {
+  const sink = new RecordingSink()
+  const gather = new IotlbGather()
+  const dirty = new IommuDirtyBitmap(sink, gather)
+  const ops = d.dirtyOps
+  if (ops === null) throw new Error('domain has no dirty ops')
+  documented(DOCUMENTED_ERRNO.readAndClearDirty, () =>
+    ops.readAndClearDirty(d, iova, size, flags, dirty),
+  )
+  // As iommufd does: invalidate what was cleared so the next write sets dirty again.
+  rig.machine.iommu.iommuIotlbSync(d, gather)
+  return sink
+}
+
+/**
+ * Define the conformance suite for a driver. `makeDriver` is called once per scenario:
+ * every scenario runs on a fresh machine.
+ */
+export function describeDriverConformance(
+  makeDriver: () => Driver,
+  options: DriverConformanceOptions = {},
+): void {
+  const probe = makeDriver()
+  const caps = probe.capabilities
+  const rigs: Rig[] = []
+
+  const setup = (): Rig => {
+    const driver = makeDriver()
+    const foreign = mockIommu({ name: `${driver.name}-conformance-foreign` })
+    const machine = createMachine({
+      iommus: [{ driver, config: options.unitConfig }, foreign],
+    })
+    const proc = machine.createProcess()
+    const rig: Rig = {
+      machine,
+      driver,
+      proc,
+      addDevice: (o = {}) => machine.addPciDevice({ ...options.device, ...o, iommu: 0 }),
+    }
+    rigs.push(rig)
+    return rig
+  }
+
+  const claim = (rig: Rig, dev: PciDevice) => {
+    rig.machine.iommu.iommuDeviceClaimDmaOwner(dev, rig)
+  }
+
+  const alloc = (rig: Rig, dev: PciDevice, flags = 0): IommuDomain =>
+    documented(DOCUMENTED_ERRNO.domainAllocPagingFlags, () =>
+      rig.machine.iommu.iommuDomainAllocPagingUser(dev, flags, null),
+    )
+
+  const attach = (rig: Rig, d: IommuDomain, dev: PciDevice): AttachHandle => {
+    const handle: AttachHandle = { domain: null }
+    const group = dev.group
+    if (group === null) throw new Error('device has no group')
+    documented(DOCUMENTED_ERRNO.attachDev, () =>
+      rig.machine.iommu.iommuAttachGroupHandle(d, group, handle),
+    )
+    return handle
+  }
+
+  describe(`IOMMU driver conformance: ${options.name ?? probe.name}`, () => {
+    it('declares a valid descriptor whose capabilities are tied to their ops', () => {
+      expect(() => validateDriver(probe)).not.toThrow()
+      expect(probe.kind).toBe('iommu-driver')
+      expect(Object.isFrozen(probe)).toBe(true)
+      if (caps.dirtyTracking) {
+        expect(typeof probe.dirtyOps?.setDirtyTracking).toBe('function')
+        expect(typeof probe.dirtyOps?.readAndClearDirty).toBe('function')
+      } else {
+        expect(probe.dirtyOps).toBeUndefined()
+      }
+      if (caps.pasid) expect(typeof probe.domainOps.setDevPasid).toBe('function')
+      if (caps.enforceCacheCoherency) {
+        expect(typeof probe.domainOps.enforceCacheCoherency).toBe('function')
+      }
+    })
+
+    it('answers capable() consistently with the declared capabilities and the ops', () => {
+      const rig = setup()
+      const dev = rig.addDevice()
+      const iommu = rig.machine.iommu
+      if (iommu.deviceIommuCapable(dev, IommuCap.DIRTY_TRACKING)) {
+        expect(caps.dirtyTracking).toBe(true)
+        const d = alloc(rig, dev, HwptAllocFlags.DIRTY_TRACKING)
+        expect(d.dirtyOps).not.toBeNull()
+        iommu.iommuDomainFree(d)
+      } else {
+        expectErrno('EOPNOTSUPP', DOCUMENTED_ERRNO.domainAllocPagingFlags, () =>
+          alloc(rig, dev, HwptAllocFlags.DIRTY_TRACKING),
+        )
+      }
+      if (iommu.deviceIommuCapable(dev, IommuCap.ENFORCE_CACHE_COHERENCY)) {
+        expect(caps.enforceCacheCoherency).toBe(true)
+        const d = alloc(rig, dev)
+        expect(d.ops.enforceCacheCoherency?.(d)).toBe(true)
+        iommu.iommuDomainFree(d)
+      }
+      if (iommu.deviceIommuCapable(dev, IommuCap.DEFERRED_FLUSH)) {
+        expect(caps.deferredFlush).toBe(true)
+      }
+      const plain = alloc(rig, dev)
+      expect(plain.dirtyOps).toBeNull()
+      expect(plain.type).toBe(DomainType.UNMANAGED)
+      expect(plain.owner).toBe(rig.driver)
+      expect(plain.pgsizeBitmap).not.toBe(0n)
+      iommu.iommuDomainFree(plain)
+    })
+
+    it('rejects unknown allocation flags and foreign user data with EOPNOTSUPP', () => {
+      const rig = setup()
+      const dev = rig.addDevice()
+      expectErrno('EOPNOTSUPP', DOCUMENTED_ERRNO.domainAllocPagingFlags, () =>
+        alloc(rig, dev, 1 << 30),
+      )
+      const data = { type: 0x7777, len: 8, read: () => new Uint8Array(8) }
+      expectErrno('EOPNOTSUPP', DOCUMENTED_ERRNO.domainAllocPagingFlags, () =>
+        rig.machine.iommu.iommuDomainAllocPagingUser(dev, 0, data),
+      )
+    })
+
+    it('attaches, replaces and detaches group-wide with the core rules', () => {
+      const rig = setup()
+      const dev = rig.addDevice()
+      const iommu = rig.machine.iommu
+      const group = dev.group
+      if (group === null) throw new Error('no group')
+      expect(group.domain).toBe(group.defaultDomain)
+      claim(rig, dev)
+      expect(group.domain).toBe(group.blockingDomain)
+      const d1 = alloc(rig, dev)
+      const d2 = alloc(rig, dev)
+      const h1 = attach(rig, d1, dev)
+      expect(group.domain).toBe(d1)
+      expect(h1.domain).toBe(d1)
+      // §1.5 rule 3: a second first-attach while one is stored is EBUSY.
+      expect(() => iommu.iommuAttachGroupHandle(d2, group, { domain: null })).toThrow(
+        expect.objectContaining({ code: 'EBUSY' }),
+      )
+      const h2: AttachHandle = { domain: null }
+      documented(DOCUMENTED_ERRNO.attachDev, () => iommu.iommuReplaceGroupHandle(group, d2, h2))
+      expect(group.domain).toBe(d2)
+      expect(group.pasidArray.get(0)?.handle).toBe(h2)
+      // Replacing with the attached domain is a no-op success.
+      iommu.iommuReplaceGroupHandle(group, d2, { domain: null })
+      expect(group.domain).toBe(d2)
+      iommu.iommuDetachGroupHandle(d2, group)
+      expect(group.domain).toBe(group.blockingDomain)
+      iommu.iommuDeviceReleaseDmaOwner(dev)
+      expect(group.domain).toBe(group.defaultDomain)
+      iommu.iommuDomainFree(d1)
+      iommu.iommuDomainFree(d2)
+    })
+
+    it('refuses a domain of another driver with EINVAL (§1.5 rule 2)', () => {
+      const rig = setup()
+      const dev = rig.addDevice()
+      const other = rig.machine.addPciDevice({ iommu: 1 })
+      const foreign = rig.machine.iommu.iommuDomainAllocPagingUser(other, 0, null)
+      claim(rig, dev)
+      expectErrno('EINVAL', DOCUMENTED_ERRNO.attachDev, () => attach(rig, foreign, dev))
+      expect(dev.group?.domain).toBe(dev.group?.blockingDomain)
+    })
+
+    it('moves data both ways: process memory → mapping → device DMA → process read', () => {
+      const rig = setup()
+      const dev = rig.addDevice()
+      claim(rig, dev)
+      const d = alloc(rig, dev)
+      attach(rig, d, dev)
+      const iova = baseIova(d)
+      const pages = 16
+      const before = pattern(pages * 4096, 1)
+      const va = mapBuffer(rig, d, iova, pages, Prot.READ | Prot.WRITE, before)
+      expect(rig.machine.iommu.iommuIovaToPhys(d, iova + 0x123n) & 0xfffn).toBe(0x123n)
+      // The device reads what the process wrote.
+      expect(dev.dma.read(iova, pages * 4096)).toEqual(before)
+      // The process reads what the device wrote, across page boundaries.
+      const update = pattern(3 * 4096 + 100, 2)
+      dev.dma.write(iova + 0x1f00n, update)
+      expect(rig.proc.read(va + 0x1f00, update.length)).toEqual(update)
+      expect(rig.proc.read(va, 0x1f00)).toEqual(before.subarray(0, 0x1f00))
+      // After unmap the same access faults.
+      expect(rig.machine.iommu.iommuUnmap(d, iova, BigInt(pages * 4096))).toBe(BigInt(pages * 4096))
+      expect(() => dev.dma.read(iova, 4)).toThrow(DmaFault)
+    })
+
+    it('faults DMA to unmapped or read-only IOVA and leaves memory unchanged', () => {
+      const rig = setup()
+      const dev = rig.addDevice()
+      claim(rig, dev)
+      const d = alloc(rig, dev)
+      attach(rig, d, dev)
+      const iova = baseIova(d)
+      const orig = pattern(2 * 4096, 3)
+      const va = mapBuffer(rig, d, iova, 2, Prot.READ, orig)
+      const w = dev.dma.stats.faults
+      expect(() => dev.dma.write(iova + 8n, new Uint8Array([1, 2, 3]))).toThrow(
+        expect.objectContaining({ reason: 'permission', write: true }),
+      )
+      expect(dev.dma.stats.faults).toBe(w + 1)
+      expect(rig.proc.read(va, orig.length)).toEqual(orig)
+      expect(dev.dma.read(iova, 16)).toEqual(orig.subarray(0, 16))
+      // A write that runs from a mapped page into an unmapped one writes nothing at all.
+      const rw = pattern(4096, 4)
+      const va2 = mapBuffer(rig, d, iova + 0x10_0000n, 1, Prot.READ | Prot.WRITE, rw)
+      expect(() => dev.dma.write(iova + 0x10_0000n + 0x800n, new Uint8Array(4096).fill(7))).toThrow(
+        DmaFault,
+      )
+      expect(rig.proc.read(va2, 4096)).toEqual(rw)
+      expect(() => dev.dma.read(iova + 0x40_0000n, 1)).toThrow(
+        expect.objectContaining({ reason: 'translation' }),
+      )
+    })
+
+    it('keeps devices without a translation blocked', () => {
+      const rig = setup()
+      const dev = rig.addDevice()
+      claim(rig, dev)
+      expect(() => dev.dma.read(0x100_0000n, 4)).toThrow(DmaFault)
+    })
+
+    it('reports errno from the documented set for bad map and attach requests', () => {
+      const rig = setup()
+      const dev = rig.addDevice()
+      claim(rig, dev)
+      const d = alloc(rig, dev)
+      attach(rig, d, dev)
+      const iova = baseIova(d)
+      const iommu = rig.machine.iommu
+      // §1.9: iova, paddr and size must be aligned to the smallest page (EINVAL).
+      expectErrno('EINVAL', DOCUMENTED_ERRNO.map, () =>
+        iommu.iommuMap(d, iova + 1n, 0x10_0000n, 4096n, Prot.READ),
+      )
+      mapBuffer(rig, d, iova, 2, Prot.READ | Prot.WRITE)
+      let code: Errno | null = null
+      try {
+        iommu.iommuMap(d, iova, 0x20_0000n, 4096n, Prot.READ)
+      } catch (e) {
+        code = (e as IommuError).code
+      }
+      expect(['EEXIST', 'EADDRINUSE']).toContain(code)
+      // The failed map left the first mapping intact.
+      expect(iommu.iommuIovaToPhys(d, iova)).not.toBe(0x20_0000n)
+      expect(iommu.iommuIovaToPhys(d, iova)).not.toBe(0n)
+    })
+
+    if (caps.pasid) {
+      it('attaches a PASID, translates DMA tagged with it, and blocks it after detach', () => {
+        const rig = setup()
+        const dev = rig.addDevice({ pasidBits: 20 })
+        claim(rig, dev)
+        const iommu = rig.machine.iommu
+        const d = documented(DOCUMENTED_ERRNO.domainAllocPagingFlags, () =>
+          iommu.iommuDomainAllocPagingUser(dev, HwptAllocFlags.PASID, null),
+        )
+        const iova = baseIova(d)
+        const data = pattern(4096, 5)
+        mapBuffer(rig, d, iova, 1, Prot.READ | Prot.WRITE, data)
+        documented(DOCUMENTED_ERRNO.setDevPasid, () => iommu.iommuAttachDevicePasid(d, dev, 7))
+        expect(dev.dma.read(iova, 4096, { pasid: 7 })).toEqual(data)
+        expect(() => dev.dma.read(iova, 4, { pasid: 8 })).toThrow(DmaFault)
+        iommu.iommuDetachDevicePasid(d, dev, 7)
+        expect(() => dev.dma.read(iova, 4, { pasid: 7 })).toThrow(DmaFault)
+        iommu.iommuDeviceReleaseDmaOwner(dev)
+      })
+    }
+
+    if (caps.dirtyTracking) {
+      it('refuses a dirty-tracking domain on a device without dirty tracking (EINVAL)', () => {
+        const rig = setup()
+        const good = rig.addDevice()
+        const bad = rig.addDevice({ dirtyTracking: false })
+        if (!rig.machine.iommu.deviceIommuCapable(good, IommuCap.DIRTY_TRACKING)) return
+        expect(rig.machine.iommu.deviceIommuCapable(bad, IommuCap.DIRTY_TRACKING)).toBe(false)
+        const d = alloc(rig, good, HwptAllocFlags.DIRTY_TRACKING)
+        claim(rig, bad)
+        expectErrno('EINVAL', DOCUMENTED_ERRNO.attachDev, () => attach(rig, d, bad))
+        expectErrno('EOPNOTSUPP', DOCUMENTED_ERRNO.domainAllocPagingFlags, () =>
+          alloc(rig, bad, HwptAllocFlags.DIRTY_TRACKING),
+        )
+      })
+
+      it('sets dirty on DMA write, reports it once, and keeps it with NO_CLEAR', () => {
+        const rig = setup()
+        const dev = rig.addDevice()
+        if (!rig.machine.iommu.deviceIommuCapable(dev, IommuCap.DIRTY_TRACKING)) return
+        claim(rig, dev)
+        const d = alloc(rig, dev, HwptAllocFlags.DIRTY_TRACKING)
+        attach(rig, d, dev)
+        const iova = baseIova(d)
+        const pages = 8
+        const size = BigInt(pages * 4096)
+        mapBuffer(rig, d, iova, pages, Prot.READ | Prot.WRITE)
+        const dops = d.dirtyOps
+        if (dops === null) throw new Error('no dirty ops')
+        documented(DOCUMENTED_ERRNO.setDirtyTracking, () => dops.setDirtyTracking(d, true))
+        readDirty(rig, d, iova, size, 0)
+        expect(readDirty(rig, d, iova, size, 0).ranges).toEqual([])
+        const target = iova + 3n * 4096n + 0x10n
+        dev.dma.write(target, new Uint8Array([0xab]))
+        const first = readDirty(rig, d, iova, size, 0).ranges
+        expect(first.length).toBe(1)
+        const [start, len] = first[0] as [bigint, bigint]
+        expect(start <= target && target < start + len).toBe(true)
+        expect(readDirty(rig, d, iova, size, 0).ranges).toEqual([])
+        // NO_CLEAR reports without clearing: twice the same, then a clearing read, then none.
+        dev.dma.write(target, new Uint8Array([0xcd]))
+        expect(readDirty(rig, d, iova, size, IOMMU_DIRTY_NO_CLEAR).ranges).toEqual(first)
+        expect(readDirty(rig, d, iova, size, IOMMU_DIRTY_NO_CLEAR).ranges).toEqual(first)
+        expect(readDirty(rig, d, iova, size, 0).ranges).toEqual(first)
+        expect(readDirty(rig, d, iova, size, 0).ranges).toEqual([])
+        // A DMA read does not dirty anything.
+        dev.dma.read(iova, pages * 4096)
+        expect(readDirty(rig, d, iova, size, 0).ranges).toEqual([])
+        documented(DOCUMENTED_ERRNO.setDirtyTracking, () => dops.setDirtyTracking(d, false))
+      })
+    }
+
+    it('releases devices and frees their domains', () => {
+      const rig = setup()
+      const dev = rig.addDevice()
+      const d = alloc(rig, dev)
+      rig.machine.iommu.iommuDomainFree(d)
+      rig.machine.removePciDevice(dev)
+      expect(dev.iommu).toBeNull()
+      expect(rig.machine.iommu.groups.size).toBe(0)
+    })
+
+    if (options.afterEach) {
+      const check = options.afterEach
+      it('passes the driver-specific invariants on every machine of this suite', () => {
+        expect(rigs.length).toBeGreaterThan(0)
+        for (const r of rigs) check(r.machine)
+      })
+    }
+  })
+}

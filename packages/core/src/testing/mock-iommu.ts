@@ -1,0 +1,616 @@
+/**
+ * A mock IOMMU driver in the spirit of the kernel selftest's (`iommufd/selftest.c`): a
+ * 2 KiB IO page (half the CPU page, to exercise sub-page alignment), the aperture
+ * 0x1000000–0x7fffffff, devices with and without dirty tracking, injectable reserved
+ * regions, a hook that marks IOVA dirty as hardware would, a nested domain with an
+ * "IOTLB" array, and the PASID-1024 fake error.
+ *
+ * It keeps its own simple page table (a radix of 512-entry blocks keyed by IO page
+ * number) and does not depend on `@iommu/io-pgtable`. Its "hardware" is a RID/PASID →
+ * domain table written by attach and read by `translate`, which marks IO pages dirty on
+ * DMA writes while the domain tracks dirty pages.
+ *
+ * @module
+ */
+
+import { DomainType, HwptAllocFlags, IOMMU_DIRTY_NO_CLEAR, IommuCap, Prot } from '../constants.ts'
+import {
+  copyStructFromUser,
+  copyStructFromUserArray,
+  type DirtyOps,
+  type DomainOps,
+  IommuDomain,
+  type IommuResvRegion,
+  type UserData,
+  type UserDataArray,
+} from '../domain.ts'
+import { type Driver, defineDriver, type IommuUnit, type UnitContext } from '../driver.ts'
+import { IommuError } from '../errno.ts'
+import type { IommuDirtyBitmap, IotlbGather } from '../gather.ts'
+import type { DmaTransaction } from '../machine/dma.ts'
+import type { Machine } from '../machine/machine.ts'
+import type { PciDevice } from '../machine/pci.ts'
+
+/** `MOCK_APERTURE_START`. */
+export const MOCK_APERTURE_START = 0x100_0000n
+/** `MOCK_APERTURE_LAST`. */
+export const MOCK_APERTURE_LAST = 0x7fff_ffffn
+/** `MOCK_PAGE_SIZE`: the mock IOPTE granule. */
+export const MOCK_PAGE_SIZE = 2048
+/** `MOCK_HUGE_PAGE_SIZE`: 512 mock pages. */
+export const MOCK_HUGE_PAGE_SIZE = 512 * MOCK_PAGE_SIZE
+/** `MOCK_PASID_WIDTH`: PASID bits of a `MOCK_FLAGS_DEVICE_PASID` device. */
+export const MOCK_PASID_WIDTH = 20
+/** `IOMMU_HW_INFO_TYPE_SELFTEST`. */
+export const IOMMU_HW_INFO_TYPE_SELFTEST = 0xfeed_beef
+/** `IOMMU_HW_INFO_SELFTEST_REGVAL`. */
+export const IOMMU_HW_INFO_SELFTEST_REGVAL = 0xdead_beef
+/** `IOMMU_HWPT_DATA_SELFTEST`: `struct iommu_hwpt_selftest { u32 iotlb; u32 pagetable_type }`. */
+export const IOMMU_HWPT_DATA_SELFTEST = 0xdead
+/** `IOMMU_HWPT_INVALIDATE_DATA_SELFTEST`. */
+export const IOMMU_HWPT_INVALIDATE_DATA_SELFTEST = 0xdead_beef
+/** `IOMMU_TEST_INVALIDATE_FLAG_ALL`. */
+export const IOMMU_TEST_INVALIDATE_FLAG_ALL = 1
+/** `MOCK_NESTED_DOMAIN_IOTLB_ID_MAX` / `_NUM`. */
+export const MOCK_NESTED_DOMAIN_IOTLB_ID_MAX = 3
+export const MOCK_NESTED_DOMAIN_IOTLB_NUM = 4
+/** `IOMMU_TEST_PASID_RESERVED`: the PASID with the fake second-attach error. */
+export const IOMMU_TEST_PASID_RESERVED = 1024
+/** `MOCK_IOMMUPT_*`: the `pagetable_type` of the selftest HWPT data. */
+export const MockPagetableType = { DEFAULT: 0, HUGE: 1, AMDV1: 2 } as const
+
+const F_PRESENT = 1
+const F_READ = 2
+const F_WRITE = 4
+const F_DIRTY = 8
+const F_START = 16
+const F_LAST = 32
+const F_HUGE = 64
+
+const BLOCK_SHIFT = 9
+const BLOCK = 1 << BLOCK_SHIFT
+
+interface Block {
+  /** Output page number (PA >> pageShift) per entry. */
+  readonly pa: Float64Array
+  readonly flags: Uint8Array
+  used: number
+}
+
+/** Options of {@link mockIommu}. */
+export interface MockIommuOptions {
+  /** Driver name (default `'mock'`); two drivers in one machine need two names. */
+  readonly name?: string
+  /** IO page size in bytes: a power of two ≥ 2 KiB (default 2 KiB). */
+  readonly ioPageSize?: number
+  /** Also map huge pages of this size (the old `MOCK_FLAGS_DEVICE_HUGE_IOVA`); 0 = no. */
+  readonly hugePageSize?: number
+  /** Aperture of paging domains (default `MOCK_APERTURE_START`..`MOCK_APERTURE_LAST`). */
+  readonly aperture?: { readonly start: bigint; readonly end: bigint }
+  /** Reserved regions reported for every device (injected). */
+  readonly resvRegions?: readonly IommuResvRegion[]
+  /** PASIDs the mock IOMMU supports (default 2^20). */
+  readonly maxPasids?: number
+}
+
+/** A mock paging domain with its own page table. */
+export class MockDomain extends IommuDomain {
+  /** log2 of the IO page size. */
+  readonly pageShift: number
+  /** Huge page size in IO pages (0 = none). */
+  readonly hugePages: number
+  /** Huge-only domain (`MOCK_IOMMUPT_HUGE`): every map must be huge-aligned and sized. */
+  readonly hugeOnly: boolean
+  /** Dirty tracking is on (`MOCK_DIRTY_TRACK`). */
+  dirtyTracking = false
+  readonly #blocks = new Map<number, Block>()
+  /** Mapped IO pages. */
+  mappedPages = 0
+
+  constructor(
+    ops: DomainOps<MockDomain>,
+    dirty: DirtyOps<MockDomain> | null,
+    o: {
+      pageShift: number
+      hugePages: number
+      hugeOnly: boolean
+      pgsizeBitmap: bigint
+      aperture: { start: bigint; end: bigint }
+    },
+  ) {
+    super({
+      ops,
+      dirtyOps: dirty,
+      pgsizeBitmap: o.pgsizeBitmap,
+      geometry: {
+        apertureStart: o.aperture.start,
+        apertureEnd: o.aperture.end,
+        forceAperture: true,
+      },
+    })
+    this.pageShift = o.pageShift
+    this.hugePages = o.hugePages
+    this.hugeOnly = o.hugeOnly
+  }
+
+  #block(index: number, create: boolean): Block | undefined {
+    const key = Math.floor(index / BLOCK)
+    let b = this.#blocks.get(key)
+    if (b === undefined && create) {
+      b = { pa: new Float64Array(BLOCK), flags: new Uint8Array(BLOCK), used: 0 }
+      this.#blocks.set(key, b)
+    }
+    return b
+  }
+
+  /** Flags of IO page `index` (0 = not mapped). */
+  flagsAt(index: number): number {
+    const b = this.#block(index, false)
+    return b === undefined ? 0 : (b.flags[index % BLOCK] as number)
+  }
+
+  /** Output page number of IO page `index` (valid when mapped). */
+  paAt(index: number): number {
+    const b = this.#block(index, false)
+    return b === undefined ? 0 : (b.pa[index % BLOCK] as number)
+  }
+
+  /** @internal store one entry. */
+  set(index: number, paPage: number, flags: number): void {
+    const b = this.#block(index, true) as Block
+    const i = index % BLOCK
+    if (b.flags[i] === 0) {
+      b.used++
+      this.mappedPages++
+    }
+    b.pa[i] = paPage
+    b.flags[i] = flags
+  }
+
+  /** @internal erase one entry; returns its flags. */
+  erase(index: number): number {
+    const key = Math.floor(index / BLOCK)
+    const b = this.#blocks.get(key)
+    if (b === undefined) return 0
+    const i = index % BLOCK
+    const f = b.flags[i] as number
+    if (f !== 0) {
+      b.flags[i] = 0
+      this.mappedPages--
+      if (--b.used === 0) this.#blocks.delete(key)
+    }
+    return f
+  }
+
+  /** @internal update flags of a mapped entry. */
+  setFlags(index: number, flags: number): void {
+    const b = this.#block(index, false)
+    if (b !== undefined) b.flags[index % BLOCK] = flags
+  }
+
+  /** First IO page of the huge page containing `index` (or `index` itself). */
+  pteStart(index: number): number {
+    if (this.hugePages && this.flagsAt(index) & F_HUGE) {
+      return index - (index % this.hugePages)
+    }
+    return index
+  }
+
+  /** IO pages covered by the IOPTE at `index`. */
+  pteLength(index: number): number {
+    return this.hugePages && this.flagsAt(index) & F_HUGE ? this.hugePages : 1
+  }
+}
+
+/** A mock nested (user-managed stage-1) domain with its mock IOTLB. */
+export class MockNestedDomain extends IommuDomain {
+  /** `iotlb[MOCK_NESTED_DOMAIN_IOTLB_NUM]`, invalidated by `cacheInvalidateUser`. */
+  readonly iotlb: Uint32Array = new Uint32Array(MOCK_NESTED_DOMAIN_IOTLB_NUM)
+  /** The stage-2 parent. */
+  readonly parent: MockDomain
+
+  constructor(ops: DomainOps<MockNestedDomain>, parent: MockDomain, iotlb: number) {
+    super({ type: DomainType.NESTED, ops })
+    this.parent = parent
+    this.iotlb.fill(iotlb)
+  }
+}
+
+/** Per-device state of the mock (`struct mock_dev`). */
+interface MockDev {
+  domain: IommuDomain | null
+  readonly pasids: Map<number, IommuDomain>
+  pasid1024FakeError: boolean
+}
+
+/** The mock IOMMU unit: its "hardware" is the RID/PASID → domain table. */
+export class MockIommuUnit implements IommuUnit {
+  readonly name: string
+  readonly driver: Driver
+  readonly maxPasids: number
+  readonly #byRid = new Map<number, MockDev>()
+  /** DMA translations performed. */
+  translations = 0
+
+  constructor(name: string, driver: Driver, maxPasids: number) {
+    this.name = name
+    this.driver = driver
+    this.maxPasids = maxPasids
+  }
+
+  /** @internal per-device state. */
+  devState(rid: number): MockDev {
+    let s = this.#byRid.get(rid)
+    if (s === undefined) {
+      s = { domain: null, pasids: new Map(), pasid1024FakeError: false }
+      this.#byRid.set(rid, s)
+    }
+    return s
+  }
+
+  translate(txn: DmaTransaction): boolean {
+    this.translations++
+    const st = this.#byRid.get(txn.rid)
+    const domain = txn.hasPasid ? st?.pasids.get(txn.pasid) : st?.domain
+    const d = domain instanceof MockNestedDomain ? domain.parent : domain
+    if (d === undefined || d === null || d.type === DomainType.BLOCKED) {
+      txn.fault = 'blocked'
+      return false
+    }
+    if (d.type === DomainType.IDENTITY) {
+      txn.pa = txn.iovaPfn * 4096 + txn.offset
+      txn.len = 4096 - txn.offset
+      return true
+    }
+    if (!(d instanceof MockDomain)) {
+      txn.fault = 'bad-entry'
+      return false
+    }
+    const shift = d.pageShift
+    // IO page number of the access, exact for any 64-bit IOVA.
+    const index =
+      shift <= 12
+        ? txn.iovaPfn * 2 ** (12 - shift) + Math.floor(txn.offset / 2 ** shift)
+        : Math.floor(txn.iovaPfn / 2 ** (shift - 12))
+    const f = d.flagsAt(index)
+    if (f === 0) {
+      txn.fault = 'translation'
+      return false
+    }
+    if (!(f & (txn.write ? F_WRITE : F_READ))) {
+      txn.fault = 'permission'
+      return false
+    }
+    if (txn.write && d.dirtyTracking && !(f & F_DIRTY)) {
+      // Hardware sets the dirty bit of the whole IOPTE on the first write through it.
+      const start = d.pteStart(index)
+      d.setFlags(start, d.flagsAt(start) | F_DIRTY)
+    }
+    const pageSize = 2 ** shift
+    const within = (txn.iovaPfn * 4096 + txn.offset) % pageSize
+    txn.pa = d.paAt(index) * pageSize + within
+    txn.len = pageSize - within
+    return true
+  }
+}
+
+interface MockCaps {
+  readonly dirtyTracking: true
+  readonly nesting: true
+  readonly pasid: true
+  readonly enforceCacheCoherency: false
+  readonly deferredFlush: false
+  readonly iopf: true
+}
+
+function log2(v: number): number {
+  return 31 - Math.clz32(v)
+}
+
+/**
+ * Mark IO pages of [iova, iova + length) dirty as the hardware would on a DMA write
+ * (the selftest's `IOMMU_TEST_OP_DIRTY`): the whole IOPTE containing each page.
+ *
+ * @returns the number of IOPTEs newly marked
+ * @throws EINVAL - dirty tracking is off, or the range is not IO-page aligned
+ */
+export function mockMarkDirty(domain: IommuDomain, iova: bigint, length: bigint): number {
+  if (!(domain instanceof MockDomain)) throw new IommuError('EINVAL', 'not a mock paging domain')
+  if (!domain.dirtyTracking) throw new IommuError('EINVAL', 'dirty tracking is off')
+  const page = BigInt(2 ** domain.pageShift)
+  if (iova % page !== 0n || length % page !== 0n || length === 0n) {
+    throw new IommuError('EINVAL', 'unaligned dirty range')
+  }
+  let n = 0
+  const first = Number(iova / page)
+  const count = Number(length / page)
+  for (let i = first; i < first + count; i++) {
+    const f = domain.flagsAt(i)
+    if (f === 0) continue
+    const start = domain.pteStart(i)
+    const sf = domain.flagsAt(start)
+    if (!(sf & F_DIRTY)) {
+      domain.setFlags(start, sf | F_DIRTY)
+      n++
+    }
+  }
+  return n
+}
+
+/**
+ * Build the mock driver. Each call is a separate driver (use distinct `name`s to put
+ * two in one machine).
+ */
+export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
+  const name = options.name ?? 'mock'
+  const pageSize = options.ioPageSize ?? MOCK_PAGE_SIZE
+  if (pageSize < 2048 || (pageSize & (pageSize - 1)) !== 0) {
+    throw new RangeError(`mock IO page size must be a power of two >= 2048: ${pageSize}`)
+  }
+  const pageShift = log2(pageSize)
+  const huge = options.hugePageSize ?? 0
+  if (huge && (huge <= pageSize || (huge & (huge - 1)) !== 0)) {
+    throw new RangeError(`mock huge page size must be a larger power of two: ${huge}`)
+  }
+  const aperture = options.aperture ?? { start: MOCK_APERTURE_START, end: MOCK_APERTURE_LAST }
+  const units: MockIommuUnit[] = []
+  let machineRef: Machine | null = null
+
+  const unitOf = (dev: PciDevice): MockIommuUnit => {
+    const u = dev.iommu?.unit ?? dev.unit
+    if (!(u instanceof MockIommuUnit)) throw new IommuError('ENODEV', `${dev.name}: not mock`)
+    return u
+  }
+
+  /** `mock_domain_nop_attach`. */
+  const attachDev = (domain: IommuDomain, dev: PciDevice): void => {
+    // A device without dirty tracking cannot join a dirty-tracking domain (EINVAL).
+    if (domain.dirtyOps !== null && !dev.dirtyTracking) {
+      throw new IommuError('EINVAL', `${dev.name} cannot track dirty pages`)
+    }
+    unitOf(dev).devState(dev.rid).domain = domain
+  }
+
+  /** `mock_domain_set_dev_pasid_nop`, with the PASID-1024 fake error. */
+  const setDevPasid = (domain: IommuDomain, dev: PciDevice, pasid: number): void => {
+    const st = unitOf(dev).devState(dev.rid)
+    if (pasid === IOMMU_TEST_PASID_RESERVED) {
+      if (domain.type === DomainType.BLOCKED) {
+        st.pasid1024FakeError = false
+      } else if (st.pasid1024FakeError) {
+        st.pasid1024FakeError = false
+        throw new IommuError('ENOMEM', 'mock: fake error on the second PASID 1024 attach')
+      } else {
+        st.pasid1024FakeError = true
+      }
+    }
+    if (domain.type === DomainType.BLOCKED) st.pasids.delete(pasid)
+    else st.pasids.set(pasid, domain)
+  }
+
+  const blockedDomain = new IommuDomain({
+    type: DomainType.BLOCKED,
+    ops: { attachDev, setDevPasid },
+  })
+
+  const faults = () => machineRef?.faults ?? null
+
+  const pagingOps = {
+    attachDev,
+    setDevPasid,
+    mapPages(d, iova, paddr, pgsize, pgcount, prot) {
+      const step = BigInt(pageSize)
+      if (d.hugeOnly && (pgsize !== BigInt(huge) || iova % BigInt(huge) !== 0n)) {
+        // The huge-only variant maps nothing but whole huge pages.
+        throw new IommuError('ENOLINK', 'mock huge domain: map is not huge-aligned')
+      }
+      if (!(prot & (Prot.READ | Prot.WRITE))) throw new IommuError('EINVAL', 'no access')
+      if (faults()?.shouldFail('mock:map')) throw new IommuError('ENOMEM', 'injected map failure')
+      const first = Number(iova / step)
+      const per = Number(pgsize / step)
+      const total = per * pgcount
+      for (let k = 0; k < total; k++) {
+        if (d.flagsAt(first + k) !== 0) {
+          // Roll back this call's entries: nothing of it stays mapped.
+          for (let j = 0; j < k; j++) d.erase(first + j)
+          throw new IommuError(
+            'EADDRINUSE',
+            `mock: IOVA 0x${(iova + BigInt(k) * step).toString(16)} is mapped`,
+          )
+        }
+        let f = F_PRESENT
+        if (prot & Prot.READ) f |= F_READ
+        if (prot & Prot.WRITE) f |= F_WRITE
+        if (k === 0) f |= F_START
+        if (k === total - 1) f |= F_LAST
+        if (per > 1) f |= F_HUGE
+        d.set(first + k, Number(paddr / step) + k, f)
+      }
+      return pgsize * BigInt(pgcount)
+    },
+    unmapPages(d, iova, pgsize, pgcount, gather: IotlbGather) {
+      const step = BigInt(pageSize)
+      const first = Number(iova / step)
+      const total = Number((pgsize * BigInt(pgcount)) / step)
+      let n = 0
+      for (; n < total; n++) {
+        const f = d.erase(first + n)
+        if (f === 0) break
+        // iommufd must only unmap whole maps: the mock checks it as the kernel's WARNs do.
+        if (!d.hugePages && n === 0 && !(f & F_START)) {
+          throw new Error(`mock: unmap at 0x${iova.toString(16)} splits a mapping`)
+        }
+        if (!d.hugePages && n === total - 1 && !(f & F_LAST)) {
+          throw new Error('mock: unmap ends inside a mapping')
+        }
+      }
+      if (n) gather.addRange(iova, BigInt(n) * step)
+      return BigInt(n) * step
+    },
+    iovaToPhys(d, iova) {
+      const step = BigInt(pageSize)
+      const index = Number(iova / step)
+      if (d.flagsAt(index) === 0) return 0n
+      return BigInt(d.paAt(index)) * step + (iova % step)
+    },
+    free() {},
+  } satisfies DomainOps<MockDomain>
+
+  const dirtyOps: DirtyOps<MockDomain> = {
+    setDirtyTracking(d, enabled) {
+      if (enabled && d.dirtyOps === null) throw new IommuError('EINVAL', 'no dirty ops')
+      d.dirtyTracking = enabled
+    },
+    readAndClearDirty(d, iova, size, flags, dirty: IommuDirtyBitmap) {
+      const step = BigInt(pageSize)
+      const first = Number(iova / step)
+      const end = first + Number((size + step - 1n) / step)
+      for (let i = first; i < end; ) {
+        const f = d.flagsAt(i)
+        if (f === 0) {
+          i++
+          continue
+        }
+        // A huge IOPTE is one entry: report and clear it whole.
+        const start = d.pteStart(i)
+        const len = d.pteLength(i)
+        const sf = d.flagsAt(start)
+        if (sf & F_DIRTY) {
+          dirty.record(start, len, pageShift)
+          if (!(flags & IOMMU_DIRTY_NO_CLEAR)) d.setFlags(start, sf & ~F_DIRTY)
+        }
+        i = start + len
+      }
+    },
+  }
+
+  const nestedOps: DomainOps<MockNestedDomain> = {
+    attachDev,
+    setDevPasid,
+    cacheInvalidateUser(d, array: UserDataArray) {
+      let processed = 0
+      try {
+        if (array.type !== IOMMU_HWPT_INVALIDATE_DATA_SELFTEST) {
+          throw new IommuError('EINVAL', `invalidation type ${array.type}`)
+        }
+        for (let i = 0; i < array.entryNum; i++) {
+          const inv = copyStructFromUserArray(array, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, i, 8, 8)
+          const flags = inv.getUint32(0, true)
+          const id = inv.getUint32(4, true)
+          if (flags & ~IOMMU_TEST_INVALIDATE_FLAG_ALL) throw new IommuError('EOPNOTSUPP', 'flags')
+          if (id > MOCK_NESTED_DOMAIN_IOTLB_ID_MAX) throw new IommuError('EINVAL', 'iotlb_id')
+          if (flags & IOMMU_TEST_INVALIDATE_FLAG_ALL) d.iotlb.fill(0)
+          else d.iotlb[id] = 0
+          processed++
+        }
+      } finally {
+        array.entryNum = processed
+      }
+    },
+    free() {},
+  }
+
+  const allocPaging = (dev: PciDevice, flags: number, data: UserData | null): MockDomain => {
+    const known = HwptAllocFlags.DIRTY_TRACKING | HwptAllocFlags.NEST_PARENT | HwptAllocFlags.PASID
+    const wantDirty = (flags & HwptAllocFlags.DIRTY_TRACKING) !== 0
+    if (flags & ~known || (wantDirty && !dev.dirtyTracking)) {
+      throw new IommuError('EOPNOTSUPP', `mock: flags 0x${flags.toString(16)}`)
+    }
+    let type: number = MockPagetableType.DEFAULT
+    if (data !== null) {
+      if (data.type !== IOMMU_HWPT_DATA_SELFTEST && data.type !== 0) {
+        throw new IommuError('EOPNOTSUPP', `mock: data type 0x${data.type.toString(16)}`)
+      }
+      type = copyStructFromUser(data, IOMMU_HWPT_DATA_SELFTEST, 8, 4).getUint32(4, true)
+    }
+    if (type !== MockPagetableType.DEFAULT && type !== MockPagetableType.HUGE) {
+      throw new IommuError('EOPNOTSUPP', `mock: pagetable_type ${type}`)
+    }
+    const hugeOnly = type === MockPagetableType.HUGE
+    const hugeSize = hugeOnly ? MOCK_HUGE_PAGE_SIZE : huge
+    if (faults()?.shouldFail('mock:domain'))
+      throw new IommuError('ENOMEM', 'injected alloc failure')
+    return new MockDomain(pagingOps, wantDirty ? dirtyOps : null, {
+      pageShift,
+      hugePages: hugeSize ? hugeSize / pageSize : 0,
+      hugeOnly,
+      // The huge variant must also accept the CPU page size for iommufd to take it.
+      pgsizeBitmap: hugeOnly
+        ? BigInt(MOCK_HUGE_PAGE_SIZE) | 4096n
+        : BigInt(pageSize) | BigInt(huge),
+      aperture: hugeOnly ? { start: 0n, end: 0xffff_ffff_ffff_ffffn } : aperture,
+    })
+  }
+
+  let self: Driver | null = null
+  const driver = defineDriver({
+    name,
+    apiVersion: 1,
+    capabilities: {
+      dirtyTracking: true,
+      nesting: true,
+      pasid: true,
+      enforceCacheCoherency: false,
+      deferredFlush: false,
+      iopf: true,
+    },
+    createUnit(ctx: UnitContext): IommuUnit {
+      machineRef = ctx.machine
+      const unit = new MockIommuUnit(
+        `${name}-iommu${units.length}`,
+        self as Driver,
+        options.maxPasids ?? 2 ** MOCK_PASID_WIDTH,
+      )
+      units.push(unit)
+      return unit
+    },
+    ops: {
+      capable(dev, cap) {
+        if (cap === IommuCap.CACHE_COHERENCY) return true
+        if (cap === IommuCap.DIRTY_TRACKING) return dev.dirtyTracking
+        return false
+      },
+      hwInfo(_dev, type) {
+        if (type !== 0 && type !== IOMMU_HW_INFO_TYPE_SELFTEST) {
+          throw new IommuError('EOPNOTSUPP', `mock: hw_info type ${type}`)
+        }
+        const data = new Uint8Array(8)
+        new DataView(data.buffer).setUint32(4, IOMMU_HW_INFO_SELFTEST_REGVAL, true)
+        return { type: IOMMU_HW_INFO_TYPE_SELFTEST, data }
+      },
+      domainAllocPagingFlags: allocPaging,
+      probeDevice(dev) {
+        return unitOf(dev)
+      },
+      deviceGroup(dev) {
+        const m = machineRef
+        if (m === null) throw new IommuError('ENODEV', 'mock unit not created')
+        return m.iommu.genericDeviceGroup(dev)
+      },
+      getResvRegions() {
+        return [...(options.resvRegions ?? [])]
+      },
+      pageResponse() {},
+      pgsizeBitmap: BigInt(pageSize) | BigInt(huge),
+      blockedDomain,
+      defaultDomain: blockedDomain,
+      userPasidTable: true,
+    },
+    domainOps: pagingOps,
+    dirtyOps,
+    nesting: {
+      domainAllocNested(_dev, parent, flags, data) {
+        if (flags & ~HwptAllocFlags.PASID) throw new IommuError('EOPNOTSUPP', 'nested flags')
+        if (!(parent instanceof MockDomain)) throw new IommuError('EINVAL', 'parent not paging')
+        if (data.type !== IOMMU_HWPT_DATA_SELFTEST) {
+          throw new IommuError('EOPNOTSUPP', `nested data type ${data.type}`)
+        }
+        const cfg = copyStructFromUser(data, IOMMU_HWPT_DATA_SELFTEST, 8, 4)
+        return new MockNestedDomain(nestedOps, parent, cfg.getUint32(0, true))
+      },
+    },
+  })
+  // Units point back at their driver; createUnit only runs after this assignment.
+  self = driver
+  return driver
+}
