@@ -91,6 +91,16 @@ export interface MockIommuOptions {
   readonly resvRegions?: readonly IommuResvRegion[]
   /** PASIDs the mock IOMMU supports (default 2^20). */
   readonly maxPasids?: number
+  /**
+   * How devices are grouped: `'generic'` (one group per device, as the kernel mock) or
+   * `'pci'` (devices sharing an `isolationGroup` label share a group).
+   */
+  readonly deviceGroup?: 'generic' | 'pci'
+  /**
+   * The default domain: `'blocked'` (the kernel mock's static default) or `'auto'` (the
+   * core picks DMA or identity as for a real driver).
+   */
+  readonly defaultDomain?: 'blocked' | 'auto'
 }
 
 /** A mock paging domain with its own page table. */
@@ -392,6 +402,10 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
     type: DomainType.BLOCKED,
     ops: { attachDev, setDevPasid },
   })
+  const identityDomain = new IommuDomain({
+    type: DomainType.IDENTITY,
+    ops: { attachDev, setDevPasid },
+  })
 
   const faults = () => machineRef?.faults ?? null
 
@@ -585,7 +599,9 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
       deviceGroup(dev) {
         const m = machineRef
         if (m === null) throw new IommuError('ENODEV', 'mock unit not created')
-        return m.iommu.genericDeviceGroup(dev)
+        return options.deviceGroup === 'pci'
+          ? m.iommu.pciDeviceGroup(dev)
+          : m.iommu.genericDeviceGroup(dev)
       },
       getResvRegions() {
         return [...(options.resvRegions ?? [])]
@@ -593,7 +609,8 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
       pageResponse() {},
       pgsizeBitmap: BigInt(pageSize) | BigInt(huge),
       blockedDomain,
-      defaultDomain: blockedDomain,
+      identityDomain,
+      ...(options.defaultDomain === 'auto' ? {} : { defaultDomain: blockedDomain }),
       userPasidTable: true,
     },
     domainOps: pagingOps,

@@ -1,0 +1,129 @@
+import { describe, expect, it } from 'vitest'
+import { IommuError } from '../errno.ts'
+import { FaultInjector } from './fault-inject.ts'
+import { FRAME_SIZE, FramePurpose, PhysicalMemory, PIN_BIAS } from './memory.ts'
+import { Process } from './process.ts'
+
+describe('PhysicalMemory', () => {
+  it('gives frames an identity before bytes: unwritten frames read zero and cost no storage', () => {
+    const mem = new PhysicalMemory({ size: 2 ** 32 })
+    const pfn = mem.allocFrames(1024, FramePurpose.USER)
+    expect(pfn).toBeGreaterThan(0)
+    expect(mem.frameStats()).toMatchObject({ allocated: 1024, materialized: 0, storageBytes: 0 })
+    expect(mem.read32(pfn * FRAME_SIZE + 8)).toBe(0)
+    const buf = new Uint8Array(64).fill(0xff)
+    mem.readBytes(pfn * FRAME_SIZE, buf)
+    expect(buf.every((b) => b === 0)).toBe(true)
+    // Writing zeros keeps a frame without storage; a non-zero write materializes it.
+    mem.writeBytes(pfn * FRAME_SIZE, new Uint8Array(4096))
+    expect(mem.isMaterialized(pfn)).toBe(false)
+    mem.write32(pfn * FRAME_SIZE + 4, 0xdeadbeef)
+    expect(mem.isMaterialized(pfn)).toBe(true)
+    expect(mem.frameStats().materialized).toBe(1)
+    expect(mem.read32(pfn * FRAME_SIZE + 4)).toBe(0xdeadbeef)
+  })
+
+  it('accesses 32-bit, 64-bit little-endian words and bulk ranges across frames', () => {
+    const mem = new PhysicalMemory({ size: 2 ** 32 })
+    const pfn = mem.allocFrames(3, FramePurpose.KERNEL)
+    const pa = pfn * FRAME_SIZE
+    mem.write64(pa + 0xff8, 0x0123_4567_89ab_cdefn)
+    expect(mem.read32(pa + 0xff8)).toBe(0x89ab_cdef)
+    expect(mem.read32(pa + 0xffc)).toBe(0x0123_4567)
+    expect(mem.read64(pa + 0xff8)).toBe(0x0123_4567_89ab_cdefn)
+    const src = new Uint8Array(6000).map((_, i) => (i * 7) & 0xff)
+    mem.writeBytes(pa + 3000, src)
+    const back = new Uint8Array(6000)
+    mem.readBytes(pa + 3000, back)
+    expect(back).toEqual(src)
+    const words = mem.frameWords(pfn + 1)
+    expect(words.length).toBe(1024)
+    expect(words[0]).toBe(mem.read32((pfn + 1) * FRAME_SIZE))
+    expect(() => mem.read32(pa + 2)).toThrow(RangeError)
+  })
+
+  it('counts references and pins; a frame is freed when the last one goes', () => {
+    const mem = new PhysicalMemory({ size: 2 ** 32 })
+    const pfn = mem.allocFrame(FramePurpose.USER)
+    mem.write32(pfn * FRAME_SIZE, 1)
+    mem.pin(pfn)
+    mem.pin(pfn)
+    expect(mem.pinCount(pfn)).toBe(2)
+    expect(mem.refCount(pfn)).toBe(1 + 2 * PIN_BIAS)
+    mem.put(pfn)
+    expect(mem.isAllocated(pfn)).toBe(true)
+    mem.unpin(pfn)
+    mem.unpin(pfn)
+    expect(mem.isAllocated(pfn)).toBe(false)
+    expect(mem.frameStats()).toMatchObject({ allocated: 0, materialized: 0, pins: 0 })
+    // A reused frame reads zero again.
+    const again = mem.allocFrame(FramePurpose.USER)
+    expect(again).toBe(pfn)
+    expect(mem.read32(again * FRAME_SIZE)).toBe(0)
+  })
+
+  it('EFAULT for frames outside RAM or not allocated', () => {
+    const mem = new PhysicalMemory({ size: 2 ** 24 })
+    expect(() => mem.read32(2 ** 24)).toThrow(expect.objectContaining({ code: 'EFAULT' }))
+    expect(() => mem.put(0x500)).toThrow(expect.objectContaining({ code: 'EFAULT' }))
+  })
+
+  it('ENOMEM when RAM is exhausted or fault injection fires, with nothing allocated', () => {
+    const faults = new FaultInjector()
+    const mem = new PhysicalMemory({ size: 2 ** 24, faults })
+    expect(() => mem.allocFrames(2 ** 12, FramePurpose.USER)).toThrow(IommuError)
+    faults.arm(2)
+    mem.allocFrame(FramePurpose.PGTABLE)
+    expect(() => mem.allocFrame(FramePurpose.PGTABLE)).toThrow(
+      expect.objectContaining({ code: 'ENOMEM' }),
+    )
+    expect(faults.firedAt).toBe('frame')
+    expect(mem.frameStats().byPurpose.pgtable).toBe(1)
+    expect(mem.allocFrame(FramePurpose.PGTABLE)).toBeGreaterThan(0)
+  })
+
+  it('allocates aligned contiguous runs and reuses freed extents', () => {
+    const mem = new PhysicalMemory({ size: 2 ** 32 })
+    const a = mem.allocFrames(512, FramePurpose.USER, 512)
+    expect(a % 512).toBe(0)
+    mem.freeFrames(a, 512)
+    expect(mem.allocFrames(512, FramePurpose.USER, 512)).toBe(a)
+  })
+
+  it('copies frames, releasing storage when the source is zero, and compares them', () => {
+    const mem = new PhysicalMemory({ size: 2 ** 32 })
+    const [a, b, c] = [0, 1, 2].map(() => mem.allocFrame(FramePurpose.USER)) as [
+      number,
+      number,
+      number,
+    ]
+    mem.fill(a * FRAME_SIZE, FRAME_SIZE, 0x5a)
+    mem.copyFrame(b, a)
+    expect(mem.framesEqual(a, b)).toBe(true)
+    expect(mem.framesEqual(a, c)).toBe(false)
+    mem.copyFrame(b, c)
+    expect(mem.isMaterialized(b)).toBe(false)
+    expect(mem.framesEqual(b, c)).toBe(true)
+  })
+
+  it('keeps a 64 GiB pinned guest with 1 GiB written within about 1.2 GiB', () => {
+    const before = process.memoryUsage().arrayBuffers
+    const mem = new PhysicalMemory({ size: 2 ** 37 })
+    const guest = new Process(mem)
+    const frames = 16 * 1024 * 1024
+    const va = guest.mmap(frames * FRAME_SIZE)
+    const pfns = new Int32Array(frames)
+    guest.pinUserPages(va, frames, true, pfns)
+    const page = new Uint8Array(FRAME_SIZE).fill(1)
+    // 1 GiB written: every 64th page.
+    for (let i = 0; i < frames; i += 64) guest.write(va + i * FRAME_SIZE, page)
+    const stats = mem.frameStats()
+    expect(stats.pins).toBe(frames)
+    expect(stats.allocated).toBe(frames)
+    expect(stats.materialized).toBe(frames / 64)
+    const used = process.memoryUsage().arrayBuffers - before
+    // 1 GiB of data plus typed-array metadata (frame table, page table, pin list).
+    expect(used).toBeLessThan(1.25 * 2 ** 30)
+    expect(used).toBeGreaterThan(2 ** 30)
+  }, 60_000)
+})

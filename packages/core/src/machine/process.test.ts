@@ -1,0 +1,96 @@
+import { describe, expect, it } from 'vitest'
+import { FramePurpose, PhysicalMemory } from './memory.ts'
+import { PROT_READ, Process } from './process.ts'
+
+function setup() {
+  const mem = new PhysicalMemory({ size: 2 ** 34 })
+  return { mem, proc: new Process(mem) }
+}
+
+describe('Process address spaces', () => {
+  it('reads zeros from untouched memory without allocating, and populates on write', () => {
+    const { mem, proc } = setup()
+    const va = proc.mmap(3 * 4096, { hugepage: false })
+    expect(proc.read(va + 100, 8)).toEqual(new Uint8Array(8))
+    expect(mem.frameStats().allocated).toBe(0)
+    proc.write(va + 4090, new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]))
+    expect(mem.frameStats().byPurpose.user).toBe(2)
+    expect(proc.read(va + 4090, 8)).toEqual(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]))
+  })
+
+  it('EFAULT outside mappings and for writes to read-only mappings', () => {
+    const { proc } = setup()
+    const ro = proc.mmap(4096, { prot: PROT_READ })
+    expect(() => proc.write(ro, new Uint8Array(1))).toThrow(
+      expect.objectContaining({ code: 'EFAULT' }),
+    )
+    expect(() => proc.read(0x1000, 1)).toThrow(expect.objectContaining({ code: 'EFAULT' }))
+    const pfns = new Int32Array(1)
+    expect(() => proc.pinUserPages(ro, 1, true, pfns)).toThrow(
+      expect.objectContaining({ code: 'EFAULT' }),
+    )
+    proc.pinUserPages(ro, 1, false, pfns)
+  })
+
+  it('backs whole aligned 2 MiB blocks with contiguous 2 MiB-aligned frames (THP)', () => {
+    const { proc } = setup()
+    const va = proc.mmap(4 * 1024 * 1024)
+    expect(va % (2 * 1024 * 1024)).toBe(0)
+    const pfns = new Int32Array(1024)
+    proc.pinUserPages(va, 1024, true, pfns)
+    expect((pfns[0] as number) % 512).toBe(0)
+    for (let i = 1; i < 512; i++) expect(pfns[i]).toBe((pfns[0] as number) + i)
+    expect((pfns[512] as number) % 512).toBe(0)
+  })
+
+  it('munmap splits mappings and drops unpinned pages; pins outlive the mapping', () => {
+    const { mem, proc } = setup()
+    const va = proc.mmap(4 * 4096, { hugepage: false, populate: true })
+    const pfns = new Int32Array(1)
+    proc.pinUserPages(va + 4096, 1, true, pfns)
+    proc.munmap(va + 4096, 2 * 4096)
+    expect(mem.frameStats().allocated).toBe(3)
+    expect(proc.isMapped(va, 4096)).toBe(true)
+    expect(proc.isMapped(va + 4096, 4096)).toBe(false)
+    expect(proc.isMapped(va + 3 * 4096, 4096)).toBe(true)
+    proc.unpinPages(pfns, 1)
+    expect(mem.frameStats().allocated).toBe(2)
+    proc.exit()
+    expect(mem.frameStats().allocated).toBe(0)
+  })
+
+  it('pins nothing when part of the range is unmapped', () => {
+    const { mem, proc } = setup()
+    const va = proc.mmap(2 * 4096, { hugepage: false })
+    const pfns = new Int32Array(3)
+    expect(() => proc.pinUserPages(va, 3, true, pfns)).toThrow(
+      expect.objectContaining({ code: 'EFAULT' }),
+    )
+    expect(mem.frameStats().pins).toBe(0)
+  })
+
+  it('shares memfd pages between mappings and frees them after close and unmap', () => {
+    const { mem, proc } = setup()
+    const fd = proc.memfdCreate('guest-ram')
+    fd.ftruncate(2 * 4096)
+    const a = proc.mmap(2 * 4096, { file: fd })
+    const b = proc.mmap(4096, { file: fd, offset: 4096 })
+    proc.write(a + 4096, new Uint8Array([7, 7]))
+    expect(proc.read(b, 2)).toEqual(new Uint8Array([7, 7]))
+    expect(fd.page(1, false)).toBe(proc.pageFrame(b, false))
+    fd.close()
+    proc.munmap(a, 2 * 4096)
+    expect(mem.frameStats().byPurpose.user).toBe(1)
+    proc.munmap(b, 4096)
+    expect(mem.frameStats().byPurpose.user).toBe(0)
+    expect(FramePurpose.USER).toBe(1)
+  })
+
+  it('EEXIST for a fixed address over a mapping', () => {
+    const { proc } = setup()
+    const va = proc.mmap(8192)
+    expect(() => proc.mmap(4096, { addr: va + 4096 })).toThrow(
+      expect.objectContaining({ code: 'EEXIST' }),
+    )
+  })
+})
