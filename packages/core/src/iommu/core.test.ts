@@ -127,6 +127,7 @@ describe('group-wide attach (§1.5 rules 1–3)', () => {
     expect(code(() => core.iommuAttachGroup(dirty, g))).toBe('EINVAL')
     expect(g.domain).toBe(old)
     expect(unitDomain(m, a)).toBe(old)
+    expect(unitDomain(m, b)).toBe(old)
   })
 
   it('rule 2: EBUSY when another non-core domain is attached; detach or replace first', () => {
