@@ -14,7 +14,7 @@
  * @module
  */
 
-import { describe, expect, it } from 'vitest'
+import type * as Vitest from 'vitest'
 import { DomainType, HwptAllocFlags, IOMMU_DIRTY_NO_CLEAR, IommuCap, Prot } from '../constants.ts'
 import type { IommuDomain } from '../domain.ts'
 import { type Driver, validateDriver } from '../driver.ts'
@@ -26,6 +26,19 @@ import { createMachine, type Machine } from '../machine/machine.ts'
 import type { PciDevice, PciDeviceOptions } from '../machine/pci.ts'
 import type { Process } from '../machine/process.ts'
 import { mockIommu } from './mock-iommu.ts'
+
+// vitest is an optional peer: the mock driver in this entry point is usable without it.
+let vitest: typeof Vitest | null = null
+try {
+  vitest = await import('vitest')
+} catch {
+  vitest = null
+}
+
+function vt(): typeof Vitest {
+  if (vitest === null) throw new Error('describeDriverConformance needs vitest (a peer dependency)')
+  return vitest
+}
 
 /** Options of {@link describeDriverConformance}. */
 export interface DriverConformanceOptions {
@@ -54,6 +67,7 @@ export const DOCUMENTED_ERRNO = {
 
 /** Run `fn`; if it throws, the error must be an IommuError with a code in `allowed`. */
 function documented<T>(allowed: readonly Errno[], fn: () => T): T {
+  const { expect } = vt()
   try {
     return fn()
   } catch (e) {
@@ -65,6 +79,7 @@ function documented<T>(allowed: readonly Errno[], fn: () => T): T {
 
 /** Expect `fn` to throw an IommuError with `code` (which must also be documented). */
 function expectErrno(code: Errno, allowed: readonly Errno[], fn: () => unknown): void {
+  const { expect } = vt()
   let thrown: unknown = null
   try {
     documented(allowed, fn)
@@ -166,6 +181,7 @@ export function describeDriverConformance(
   makeDriver: () => Driver,
   options: DriverConformanceOptions = {},
 ): void {
+  const { describe, expect, it } = vt()
   const probe = makeDriver()
   const caps = probe.capabilities
   const rigs: Rig[] = []
