@@ -1,0 +1,131 @@
+/**
+ * Encoding pieces shared by the formats whose output address sits at bits 51:12 of the
+ * entry (AMD v1, x86-64, VT-d) (internal).
+ *
+ * @module
+ */
+
+import { IommuError } from '@iommu/core'
+
+/** Output address of an entry whose OA field is bits 51:12. */
+export function oaField(w: Uint32Array, i: number): number {
+  return ((w[2 * i] as number) >>> 12) + ((w[2 * i + 1] as number) & 0xf_ffff) * 0x10_0000
+}
+
+/**
+ * Write `count` leaves with the OA at bits 51:12: leaf k maps `pfn + k * pfnStep` (any
+ * bits below the step, like AMD's size code, travel with it) and is written to
+ * `replicas` consecutive entries. `lo`/`hi` are the other bits.
+ */
+export function fillLeaves(
+  w: Uint32Array,
+  i: number,
+  count: number,
+  replicas: number,
+  pfn: number,
+  pfnStep: number,
+  lo: number,
+  hi: number,
+): void {
+  let j = i << 1
+  let oa = pfn
+  if (replicas === 1 && pfnStep === 1) {
+    // The hot case (runs of 4 KiB pages): carry into the high word only when it changes.
+    let high = Math.floor(oa / 0x10_0000)
+    let low = oa - high * 0x10_0000
+    let hw = (high | hi) >>> 0
+    const end = j + 2 * count
+    for (; j < end; j += 2) {
+      w[j] = (low << 12) | lo
+      w[j + 1] = hw
+      if (++low === 0x10_0000) {
+        low = 0
+        high++
+        hw = (high | hi) >>> 0
+      }
+    }
+    return
+  }
+  for (let k = 0; k < count; k++) {
+    const l = ((oa << 12) | lo) >>> 0
+    const h = (Math.floor(oa / 0x10_0000) | hi) >>> 0
+    for (let r = 0; r < replicas; r++) {
+      w[j] = l
+      w[j + 1] = h
+      j += 2
+    }
+    oa += pfnStep
+  }
+}
+
+/** First checks of `pt_iommu_init`: the VA width within the format's, a non-zero OA width (EINVAL). */
+export function checkHwBits(name: string, va: number, oa: number, maxVa: number): void {
+  if (!Number.isInteger(va) || va <= 0 || va > maxVa) {
+    throw new IommuError('EINVAL', `${name}: hwMaxVaBits ${va} outside 1..${maxVa}`)
+  }
+  if (!Number.isInteger(oa) || oa <= 0) throw new IommuError('EINVAL', `${name}: hwMaxOaBits ${oa}`)
+}
+
+/** The check of `pt_iommu_init` after the format's own: the OA width fits the format (EINVAL). */
+export function checkOaBits(name: string, oa: number, maxOa: number): void {
+  if (oa > maxOa) throw new IommuError('EINVAL', `${name}: hwMaxOaBits ${oa} above ${maxOa}`)
+}
+
+/** Configuration fields common to the fixed-depth x86-style formats. */
+export interface FixedTopConfig {
+  /** Root level (levels - 1). */
+  readonly topLevel: number
+  /** IOVA bits the hardware translates; default: what the root spans. */
+  readonly hwMaxVaBits?: number
+  /** Output address bits. Default 52. */
+  readonly hwMaxOaBits?: number
+}
+
+/**
+ * `pt_iommu_init` for a 4 KiB-granule, 9-bit, fixed-root format whose largest root is
+ * level 4 (57-bit VA): the shared checks, in the kernel's order.
+ *
+ * @throws EINVAL - bad VA/OA widths; EOPNOTSUPP - a root level outside `minTop..4`, or a
+ *   VA wider than a smaller root spans
+ */
+export function initFixedTop(
+  name: string,
+  cfg: FixedTopConfig,
+  minTop: number,
+  signExtend: boolean,
+): {
+  granuleLg2: number
+  bitsPerLevel: number
+  topLevel: number
+  maxTopLevel: number
+  vaBits: number
+  oaBits: number
+  signExtend: boolean
+  dynamicTop: false
+  upperVa: false
+} {
+  const top = cfg.topLevel
+  const span = 12 + 9 * (top + 1)
+  const va = cfg.hwMaxVaBits ?? Math.min(span, 57)
+  const oa = cfg.hwMaxOaBits ?? 52
+  checkHwBits(name, va, oa, 57)
+  if (!Number.isInteger(top) || top < minTop || top > 4) {
+    throw new IommuError('EOPNOTSUPP', `${name}: topLevel ${top} outside ${minTop}..4`)
+  }
+  checkOaBits(name, oa, 52)
+  // pt_init_common: a root below the largest must span the VA.
+  if (top !== 4 && va > span) {
+    throw new IommuError('EOPNOTSUPP', `${name}: a level-${top} root spans ${span} bits, not ${va}`)
+  }
+  return {
+    granuleLg2: 12,
+    bitsPerLevel: 9,
+    topLevel: top,
+    maxTopLevel: top,
+    vaBits: va,
+    oaBits: oa,
+    signExtend,
+    dynamicTop: false,
+    upperVa: false,
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * Intel VT-d second-stage page table (VT-d spec §9.8, "Second-Stage Paging Entries");
+ * bit-exact with generic_pt's vtdss format.
+ *
+ * Entry bits: R 0, W 1, PS 7 (levels 1 and 2), A 8, D 9, SNP 11, OA 51:12.
+ * - No present bit: software treats any non-zero entry as present; the hardware needs R or
+ *   W.
+ * - Table entry: R | W (0x3). Leaf: R and W from prot (the newest kernel no longer forces
+ *   R), SNP with FORCE_COHERENCE, PS above level 0. A and D are set by the hardware only,
+ *   when the PASID entry's SSADE is on.
+ * - 3, 4 or 5 levels (root level 2..4, AW = level - 1); sizes 4 KiB, 2 MiB, 1 GiB (a
+ *   driver masks superpages the hardware lacks with the `pgsizeBitmap` option).
+ *
+ * @module
+ */
+
+import { IommuError, Prot } from '@iommu/core'
+import {
+  definePageTableFormat,
+  EntryType,
+  type FormatParams,
+  HW_RESERVED,
+  HwAd,
+  type PageTableFormat,
+} from '../format.ts'
+import { type FixedTopConfig, fillLeaves, initFixedTop, oaField } from './common.ts'
+
+/** Configuration of a VT-d second-stage table (`struct pt_iommu_vtdss_cfg`). */
+export interface VtdSsConfig extends FixedTopConfig {
+  /** Root level 2, 3 or 4 (39, 48, 57-bit); others are EOPNOTSUPP. */
+  readonly topLevel: number
+  /** `PT_FEAT_VTDSS_FORCE_COHERENCE`: SNP in every leaf. Default false. */
+  readonly forceCoherence?: boolean
+  /**
+   * `PT_FEAT_VTDSS_FORCE_WRITEABLE`: refuse read-only maps (EINVAL); nest parents on
+   * hardware with erratum ERRATA_772415_SPR17. Default false.
+   */
+  readonly forceWriteable?: boolean
+}
+
+/** What {@link vtdss} derives from a {@link VtdSsConfig}. */
+export interface VtdSsParams extends FormatParams {
+  readonly forceCoherence: boolean
+  readonly forceWriteable: boolean
+}
+
+/** VT-d second-stage entry bits (`VTDSS_FMT_*`), all in the low word. */
+export const VTDSS_PTE = { R: 0x1, W: 0x2, PS: 0x80, A: 0x100, D: 0x200, SNP: 0x800 } as const
+
+const { R, W, PS, A, D, SNP } = VTDSS_PTE
+
+/** The VT-d second-stage format. */
+export const vtdss: PageTableFormat<VtdSsConfig, VtdSsParams> = definePageTableFormat<
+  VtdSsConfig,
+  VtdSsParams
+>({
+  name: 'vtdss',
+  algorithm: 'generic-pt',
+
+  init: (cfg) => ({
+    ...initFixedTop('vtdss', cfg, 2, false),
+    forceCoherence: cfg.forceCoherence ?? false,
+    forceWriteable: cfg.forceWriteable ?? false,
+  }),
+
+  possibleSizes: (level) => (level <= 2 ? 1 : 0),
+
+  loadEntry(w, i, level) {
+    const lo = w[2 * i] as number
+    if ((lo | (w[2 * i + 1] as number)) === 0) return EntryType.EMPTY
+    return level === 0 || (level <= 2 && (lo & PS) !== 0) ? EntryType.OA : EntryType.TABLE
+  },
+
+  tablePfn: oaField,
+  entryOaPfn: oaField,
+
+  installLeaves(w, i, count, level, oaPfn, _sizeLg2, attrs) {
+    fillLeaves(w, i, count, 1, oaPfn, 512 ** level, attrs.lo | (level === 0 ? 0 : PS), attrs.hi)
+  },
+
+  installTable(w, i, _level, tablePfn) {
+    fillLeaves(w, i, 1, 1, tablePfn, 1, R | W, 0)
+  },
+
+  setProt(prot, p) {
+    // No present bit: a leaf without R or W would read as a table or a hole.
+    if ((prot & (Prot.READ | Prot.WRITE)) === 0) throw new IommuError('EINVAL', 'vtdss: no R or W')
+    if (p.forceWriteable && (prot & Prot.WRITE) === 0) {
+      throw new IommuError(
+        'EINVAL',
+        'read-only mapping is not allowed in a nest parent (ERRATA_772415_SPR17)',
+      )
+    }
+    let lo = 0
+    if (prot & Prot.READ) lo |= R
+    if (prot & Prot.WRITE) lo |= W
+    if (p.forceCoherence) lo |= SNP
+    return { lo, hi: 0 }
+  },
+
+  attrFromEntry: (w, i) => ({ lo: (w[2 * i] as number) & (R | W | SNP), hi: 0 }),
+
+  isWriteDirty: (w, i) => ((w[2 * i] as number) & D) !== 0,
+
+  makeWriteClean(w, i) {
+    w[2 * i] = (w[2 * i] as number) & ~D
+  },
+
+  makeWriteDirty(w, i) {
+    w[2 * i] = (w[2 * i] as number) | D
+  },
+
+  skipCleanLeaves(w, from, to) {
+    // Level 0: any non-zero entry is a leaf; stop at a hole or a D bit.
+    let j = from << 1
+    const end = to << 1
+    for (; j < end; j += 2) {
+      const lo = w[j] as number
+      if ((lo & D) !== 0 || (lo | (w[j + 1] as number)) === 0) break
+    }
+    return j >>> 1
+  },
+
+  hwInfo: (topPfn, topLevel) => ({ ssptptr: BigInt(topPfn) << 12n, aw: topLevel - 1 }),
+
+  hwEntryType(w, i, level) {
+    const lo = w[2 * i] as number
+    // The hardware sees an entry as present when R or W is set.
+    if ((lo & (R | W)) === 0) return EntryType.EMPTY
+    if (level === 0) return EntryType.OA
+    if ((lo & PS) === 0) return EntryType.TABLE
+    return level <= 2 ? EntryType.OA : HW_RESERVED
+  },
+
+  // R and W sit where Access.READ and Access.WRITE do.
+  hwTablePerms: (w, i) => (w[2 * i] as number) & (R | W),
+  hwLeafPerms: (w, i) => (w[2 * i] as number) & (R | W),
+
+  hwUpdateAccessedDirty(w, i, _level, _p, leaf, write, ad) {
+    let lo = w[2 * i] as number
+    if (ad & HwAd.ACCESSED) lo |= A
+    if (leaf && write && ad & HwAd.DIRTY) lo |= D
+    w[2 * i] = lo
+  },
+})

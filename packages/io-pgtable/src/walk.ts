@@ -1,0 +1,216 @@
+/**
+ * Lookups: the software `iova_to_phys` (internal) and the hardware view a driver's
+ * hardware model calls on every IOTLB miss ({@link PageTableWalker}).
+ *
+ * @module
+ */
+
+import type { PhysicalMemory } from '@iommu/core'
+import { lowBits, PAGE_SHIFT, pow2, shr } from './bits.ts'
+import {
+  Access,
+  type AnyPageTableFormat,
+  EntryType,
+  type FormatParams,
+  HW_RESERVED,
+  type PageTableFormat,
+  WalkFault,
+} from './format.ts'
+import type { TableCore } from './table.ts'
+
+/**
+ * iova_to_phys: the output page of IOVA page `ipfn`, or -1 when nothing is mapped
+ * (generic_pt: also outside the input space; io-pgtable-arm masks the index bits as
+ * `ARM_LPAE_LVL_IDX` does, so an IOVA above ias aliases).
+ */
+export function translate(t: TableCore, ipfn: number): number {
+  if (t.fmt.algorithm === 'generic-pt' && !t.inRange(ipfn, ipfn)) return -1
+  const fmt = t.fmt
+  const p = t.p
+  let table = t.topPfn
+  for (let level = t.topLevel; level >= 0; level--) {
+    const idx = t.index(ipfn, level)
+    const w = t.frame(table, idx)
+    const j = idx & 511
+    if (((w[2 * j] as number) | (w[2 * j + 1] as number)) === 0) return -1
+    const type = fmt.loadEntry(w, j, level, p)
+    if (type === EntryType.EMPTY) return -1
+    if (type === EntryType.TABLE) {
+      table = fmt.tablePfn(w, j, level, p)
+      continue
+    }
+    const span = (t.itemShift[level] as number) + fmt.entryNumContigLg2(w, j, level, p)
+    return fmt.entryOaPfn(w, j, level, p) + lowBits(ipfn, span)
+  }
+  return -1
+}
+
+/**
+ * The outcome of one hardware walk ({@link PageTableWalker.walk}); the walker reuses one
+ * object, so copy what you keep.
+ */
+export interface WalkResult {
+  /** {@link WalkFault.NONE} on success, else why the walk faulted. */
+  fault: WalkFault
+  /** Level of the leaf, or of the entry that faulted. */
+  level: number
+  /** Size of the leaf (the IOTLB entry to cache), lg2 bytes. */
+  sizeLg2: number
+  /** Output page of the IOVA page walked (4 KiB units); -1 on a fault. */
+  pagePfn: number
+  /** {@link Access} bits the walk grants (leaf ANDed with the tables above it). */
+  perm: number
+}
+
+const MAX_LEVELS = 8
+
+/**
+ * The hardware view of a page-table format: walks tables in `PhysicalMemory` from a root
+ * page and level, as the IOMMU does, and performs the hardware's accessed/dirty update in
+ * the entries. It reads nothing but memory (no `PageTable` object), so it also walks tables
+ * a guest or another driver built. Allocation-free per walk.
+ */
+export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParams> {
+  /** The format decoded. */
+  readonly format: PageTableFormat<Cfg, P>
+  /** Its parameters (from the configuration). */
+  readonly params: P
+  /** The reused result of the last walk. */
+  readonly result: WalkResult = {
+    fault: WalkFault.NONE,
+    level: 0,
+    sizeLg2: 0,
+    pagePfn: -1,
+    perm: 0,
+  }
+  readonly #mem: PhysicalMemory
+  readonly #itemShift = new Int8Array(MAX_LEVELS)
+  readonly #mask = new Int32Array(MAX_LEVELS)
+  readonly #span = new Int8Array(MAX_LEVELS)
+  readonly #pathWords: Uint32Array[] = []
+  readonly #pathIndex = new Int32Array(MAX_LEVELS)
+  readonly #pathLevel = new Int32Array(MAX_LEVELS)
+
+  /**
+   * @param memory - the machine's RAM
+   * @param format - the format of the tables
+   * @param cfgOrParams - the format configuration (validated with `format.init`), or the
+   *   `params` of an existing `PageTable`
+   * @throws EINVAL / EOPNOTSUPP - a bad configuration
+   */
+  constructor(memory: PhysicalMemory, format: PageTableFormat<Cfg, P>, cfgOrParams: Cfg | P) {
+    this.#mem = memory
+    this.format = format
+    const p = isParams(cfgOrParams) ? (cfgOrParams as P) : format.init(cfgOrParams as Cfg)
+    this.params = p
+    for (let level = 0; level < MAX_LEVELS && level <= p.maxTopLevel; level++) {
+      const items = format.numItemsLg2(level, p)
+      const shift = p.granuleLg2 + p.bitsPerLevel * level - PAGE_SHIFT
+      this.#itemShift[level] = shift
+      this.#mask[level] = (1 << items) - 1
+      this.#span[level] = Math.min(64, shift + PAGE_SHIFT + items)
+    }
+  }
+
+  #fault(fault: WalkFault, level: number): WalkResult {
+    const r = this.result
+    r.fault = fault
+    r.level = level
+    r.sizeLg2 = 0
+    r.pagePfn = -1
+    r.perm = 0
+    return r
+  }
+
+  /**
+   * walk() - translate IOVA page `ipfn` for `access` ({@link Access}) through the tables
+   * at `rootPfn` whose root is at `topLevel` (AMD: DTE mode - 1; ARM: 3 - start level).
+   *
+   * On success, and when `ad` ({@link HwAd}) enables them, the entries of the walk get the
+   * hardware's accessed/dirty update in memory.
+   *
+   * @returns the reused {@link result}
+   */
+  walk(rootPfn: number, topLevel: number, ipfn: number, access: number, ad = 0): WalkResult {
+    const fmt = this.format
+    const p = this.params
+    const mem = this.#mem
+    // The root's input range: bits above it must be the prefix (zeros, ones, or a sign copy).
+    const span = this.#span[topLevel] as number
+    if (span < 64) {
+      const shift = span - PAGE_SHIFT
+      const ones = pow2(64 - span) - 1
+      let prefix = p.upperVa ? ones : 0
+      if (p.signExtend) prefix = shr(ipfn, shift - 1) !== 0 ? ones : 0
+      if (shr(ipfn, shift) !== prefix) return this.#fault(WalkFault.RANGE, topLevel)
+    }
+    let perm = Access.READ | Access.WRITE
+    let table = rootPfn
+    let level = topLevel
+    let depth = 0
+    for (;;) {
+      const idx = shr(ipfn, this.#itemShift[level] as number) & (this.#mask[level] as number)
+      const w = mem.frameWords(table + (idx >>> 9))
+      const j = idx & 511
+      const type = fmt.hwEntryType(w, j, level, p)
+      if (type === EntryType.EMPTY) return this.#fault(WalkFault.NOT_PRESENT, level)
+      if (type === HW_RESERVED) return this.#fault(WalkFault.RESERVED, level)
+      if (type === EntryType.TABLE) {
+        const next = fmt.hwNextLevel(w, j, level, p)
+        if (next < 0 || next >= level) return this.#fault(WalkFault.RESERVED, level)
+        // Skipped levels (AMD): their index bits must be zero.
+        for (let l = next + 1; l < level; l++) {
+          if ((shr(ipfn, this.#itemShift[l] as number) & (this.#mask[l] as number)) !== 0) {
+            return this.#fault(WalkFault.NOT_PRESENT, l)
+          }
+        }
+        perm &= fmt.hwTablePerms(w, j, level, p)
+        this.#pathWords[depth] = w
+        this.#pathIndex[depth] = j
+        this.#pathLevel[depth] = level
+        depth++
+        table = fmt.tablePfn(w, j, level, p)
+        level = next
+        continue
+      }
+      if (fmt.hwAccessFlagFault(w, j, level, p, ad))
+        return this.#fault(WalkFault.ACCESS_FLAG, level)
+      perm &= fmt.hwLeafPerms(w, j, level, p, ad)
+      if ((access & ~perm) !== 0) return this.#fault(WalkFault.PERMISSION, level)
+      const contig = fmt.entryNumContigLg2(w, j, level, p)
+      const sizeShift = (this.#itemShift[level] as number) + contig
+      const update = fmt.hwUpdateAccessedDirty
+      if (ad !== 0 && update !== undefined) {
+        const write = (access & Access.WRITE) !== 0
+        for (let d = 0; d < depth; d++) {
+          update(
+            this.#pathWords[d] as Uint32Array,
+            this.#pathIndex[d] as number,
+            this.#pathLevel[d] as number,
+            p,
+            false,
+            write,
+            ad,
+          )
+        }
+        update(w, j, level, p, true, write, ad)
+      }
+      const r = this.result
+      r.fault = WalkFault.NONE
+      r.level = level
+      r.sizeLg2 = sizeShift + PAGE_SHIFT
+      r.pagePfn = fmt.entryOaPfn(w, j, level, p) + lowBits(ipfn, sizeShift)
+      r.perm = perm
+      return r
+    }
+  }
+}
+
+function isParams(x: unknown): boolean {
+  return typeof x === 'object' && x !== null && 'granuleLg2' in x && 'bitsPerLevel' in x
+}
+
+/** For `PageTable.walker()`: a walker over the same memory and parameters. */
+export function walkerFor(t: TableCore): PageTableWalker {
+  return new PageTableWalker(t.mem, t.fmt as AnyPageTableFormat, t.p)
+}
