@@ -1,1 +1,22 @@
-export {}
+/**
+ * @iommu/io-pgtable/testing — the format conformance kit (vitest + fast-check, optional
+ * peers) and helpers for page-table tests.
+ *
+ * @module
+ */
+
+export {
+  conflictErrno,
+  describeFormatConformance,
+  type FormatConfigCase,
+  type FormatConformanceOptions,
+} from './conformance.ts'
+export {
+  countLeaves,
+  leafTotal,
+  ReferenceMap,
+  type RefMapping,
+  type TableHarness,
+  tableHarness,
+} from './helpers.ts'
+export { type PropertyOptions, propertyCase } from './property.ts'
