@@ -8,7 +8,7 @@
 
 import type { DirtyOps, DomainOps, IommuDomain } from '@iommu/core'
 import type { AnyPageTableFormat } from './format.ts'
-import type { PageTable } from './page-table.ts'
+import type { AnyPageTable } from './page-table.ts'
 
 /** The page-table members of `DomainOps` (`map_range`/`unmap_range` only under generic_pt). */
 export type PageTableDomainOps<D extends IommuDomain> = Required<
@@ -17,7 +17,7 @@ export type PageTableDomainOps<D extends IommuDomain> = Required<
   Pick<DomainOps<D>, 'mapRange' | 'unmapRange'>
 
 /** How the ops find a domain's page table. */
-export type TableOf<D extends IommuDomain> = (domain: D) => PageTable<never, never>
+export type TableOf<D extends IommuDomain> = (domain: D) => AnyPageTable
 
 /**
  * pageTableDomainOps() - `mapPages`, `unmapPages`, `iovaToPhys` and, for a `'generic-pt'`

@@ -39,6 +39,6 @@ export {
 } from './formats/arm-lpae.ts'
 export { VTDSS_PTE, type VtdSsConfig, type VtdSsParams, vtdss } from './formats/vtdss.ts'
 export { X86_64_PTE, type X86_64Config, x86_64 } from './formats/x86-64.ts'
-export { PageTable, type PageTableRoot } from './page-table.ts'
+export { type AnyPageTable, PageTable, type PageTableRoot } from './page-table.ts'
 export type { PageTableHooks, PageTableOptions } from './table.ts'
 export { PageTableWalker, type WalkResult } from './walk.ts'

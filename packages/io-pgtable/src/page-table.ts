@@ -34,6 +34,10 @@ import { type PageTableWalker, translate, walkerFor } from './walk.ts'
 const PAGE_MASK = 0xfffn
 const U64_LIMIT = 1n << 64n
 
+/** A page table of any format (for helpers that work on all of them). */
+// biome-ignore lint/suspicious/noExplicitAny: the configuration and parameter types vary per format
+export type AnyPageTable = PageTable<any, any>
+
 /** The root a driver programs into its hardware (`hw_info`, TTBR, DTE root). */
 export interface PageTableRoot {
   /** First page number of the root table (its PA >> 12). */

@@ -148,7 +148,7 @@ function lowestBit(x: bigint): bigint {
 /** The granule's page sizes. */
 function granuleSizes(granule: bigint): bigint {
   if (granule === SZ_16K) return SZ_16K | (1n << 25n)
-  if (granule === SZ_64K) return SZ_64K | (1n << 29n)
+  if (granule === SZ_64K) return SZ_64K | (1n << 29n) | (1n << 42n)
   return SZ_4K | (1n << 21n) | (1n << 30n)
 }
 

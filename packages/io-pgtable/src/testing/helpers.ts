@@ -7,13 +7,13 @@
 
 import { IotlbGather, PhysicalMemory } from '@iommu/core'
 import { EntryType, type FormatParams, type PageTableFormat } from '../format.ts'
-import { PageTable } from '../page-table.ts'
+import { type AnyPageTable, PageTable } from '../page-table.ts'
 import type { PageTableOptions } from '../table.ts'
 
 /** A page table on fresh memory, with what its hooks saw. */
-export interface TableHarness<Cfg> {
+export interface TableHarness<Cfg, P extends FormatParams = FormatParams> {
   readonly memory: PhysicalMemory
-  readonly table: PageTable<Cfg>
+  readonly table: PageTable<Cfg, P>
   /** A gather for unmaps; {@link TableHarness.finish} releases it. */
   readonly gather: IotlbGather
   /** Every `changeTop` call: [root pfn, level]. */
@@ -31,13 +31,13 @@ export function tableHarness<Cfg, P extends FormatParams>(
   format: PageTableFormat<Cfg, P>,
   cfg: Cfg,
   options: PageTableOptions = {},
-): TableHarness<Cfg> {
+): TableHarness<Cfg, P> {
   const memory = new PhysicalMemory()
   const tops: [number, number][] = []
   const gather = new IotlbGather()
-  const h: TableHarness<Cfg> = {
+  const h: TableHarness<Cfg, P> = {
     memory,
-    table: undefined as unknown as PageTable<Cfg>,
+    table: undefined as unknown as PageTable<Cfg, P>,
     gather,
     tops,
     syncs: 0,
@@ -57,7 +57,7 @@ export function tableHarness<Cfg, P extends FormatParams>(
     },
     ...options,
   })
-  ;(h as { table: PageTable<Cfg> }).table = table as unknown as PageTable<Cfg>
+  ;(h as { table: PageTable<Cfg, P> }).table = table
   return h
 }
 
@@ -65,8 +65,8 @@ export function tableHarness<Cfg, P extends FormatParams>(
  * Count the leaves of a table by size (the kunit `count_valids`): a map from log2 bytes to
  * the number of IOPTEs (a contiguous leaf counts once).
  */
-export function countLeaves(table: PageTable<never, never> | PageTable): Map<number, number> {
-  const t = table as PageTable
+export function countLeaves(table: AnyPageTable): Map<number, number> {
+  const t = table
   const fmt = t.format
   const p = t.params
   const out = new Map<number, number>()
@@ -94,7 +94,7 @@ export function countLeaves(table: PageTable<never, never> | PageTable): Map<num
 }
 
 /** Total IOPTEs of a table. */
-export function leafTotal(table: PageTable<never, never> | PageTable): number {
+export function leafTotal(table: AnyPageTable): number {
   let n = 0
   for (const v of countLeaves(table).values()) n += v
   return n
