@@ -16,7 +16,6 @@
 import { DomainType, HwptAllocFlags, IOMMU_DIRTY_NO_CLEAR, IommuCap, Prot } from '../constants.ts'
 import {
   copyStructFromUser,
-  copyStructFromUserArray,
   type DirtyOps,
   type DomainOps,
   IommuDomain,
@@ -508,7 +507,14 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
           throw new IommuError('EINVAL', `invalidation type ${array.type}`)
         }
         for (let i = 0; i < array.entryNum; i++) {
-          const inv = copyStructFromUserArray(array, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, i, 8, 8)
+          // iommu_copy_struct_from_user_array: each entry is copied like user data, so an
+          // entry_len above the struct size is EINVAL (not a zero-tail check).
+          const entry: UserData = {
+            type: array.type,
+            len: array.entryLen,
+            read: () => array.readEntry(i),
+          }
+          const inv = copyStructFromUser(entry, IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, 8, 8)
           const flags = inv.getUint32(0, true)
           const id = inv.getUint32(4, true)
           if (flags & ~IOMMU_TEST_INVALIDATE_FLAG_ALL) throw new IommuError('EOPNOTSUPP', 'flags')
