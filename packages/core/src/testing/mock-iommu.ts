@@ -413,8 +413,10 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
     setDevPasid,
     mapPages(d, iova, paddr, pgsize, pgcount, prot) {
       const step = BigInt(pageSize)
-      if (d.hugeOnly && (pgsize !== BigInt(huge) || iova % BigInt(huge) !== 0n)) {
-        // The huge-only variant maps nothing but whole huge pages.
+      // The huge-only variant maps nothing but whole huge pages of its own size
+      // (MOCK_HUGE_PAGE_SIZE, whatever the driver's `hugePageSize` option).
+      const hugeBytes = BigInt(d.hugePages * pageSize)
+      if (d.hugeOnly && (pgsize !== hugeBytes || iova % hugeBytes !== 0n)) {
         throw new IommuError('ENOLINK', 'mock huge domain: map is not huge-aligned')
       }
       if (!(prot & (Prot.READ | Prot.WRITE))) throw new IommuError('EINVAL', 'no access')
