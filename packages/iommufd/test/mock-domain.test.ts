@@ -1,0 +1,277 @@
+/**
+ * Port of the selftest FIXTURE(iommufd_mock_domain): one or two mock domains on an IOAS,
+ * with small, huge-page and memfd buffers (reference iommufd-uapi.md §7.1, §2.7–2.9,
+ * §3.7, §1.4).
+ */
+import { afterEach, beforeEach, describe, it } from 'vitest'
+import {
+  fdClose,
+  fdInstall,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_IOAS_COPY,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_IOAS_UNMAP,
+  IOMMU_TEST_CMD,
+} from '../src/index.ts'
+import {
+  IOMMU_TEST_DEV_CACHE_DEFAULT,
+  IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
+  IOMMU_TEST_OP_DEV_CHECK_CACHE,
+  MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+} from '../src/uapi/index.ts'
+import {
+  APERTURE,
+  accessPages,
+  BUFFER_SIZE,
+  checkMockIova,
+  checkRefs,
+  createAccess,
+  destroy,
+  destroyAccessPages,
+  type Env,
+  expectErrno,
+  HUGEPAGE_SIZE,
+  hwptAlloc,
+  ioasAlloc,
+  ioasMap,
+  ioasMapFile,
+  ioasUnmap,
+  mockDomain,
+  mockDomainReplace,
+  PAGE_SIZE,
+  setup,
+  teardown,
+} from './helpers.ts'
+
+const MOCK_PAGE = 2048
+
+interface Variant {
+  readonly name: string
+  readonly mockDomains: number
+  readonly hugepages: boolean
+  readonly file: boolean
+}
+
+const VARIANTS: readonly Variant[] = [
+  { name: 'one_domain', mockDomains: 1, hugepages: false, file: false },
+  { name: 'two_domains', mockDomains: 2, hugepages: false, file: false },
+  { name: 'one_domain_hugepage', mockDomains: 1, hugepages: true, file: false },
+  { name: 'two_domains_hugepage', mockDomains: 2, hugepages: true, file: false },
+  { name: 'one_domain_file', mockDomains: 1, hugepages: false, file: true },
+  { name: 'one_domain_file_hugepage', mockDomains: 1, hugepages: true, file: true },
+]
+
+for (const variant of VARIANTS) {
+  describe(`FIXTURE(iommufd_mock_domain) variant ${variant.name}`, () => {
+    let env: Env
+    let ioasId = 0
+    let hwptIds: number[] = []
+    let stdevIds: number[] = []
+    let idevIds: number[] = []
+    const bufSize = variant.hugepages ? HUGEPAGE_SIZE * 2 : PAGE_SIZE * 8
+
+    beforeEach(() => {
+      env = setup()
+      ioasId = ioasAlloc(env.fd)
+      hwptIds = [0, 0]
+      stdevIds = []
+      idevIds = []
+      for (let i = 0; i < variant.mockDomains; i++) {
+        const md = mockDomain(env.fd, ioasId)
+        stdevIds.push(md.stdevId)
+        hwptIds[i] = md.hwptId
+        idevIds.push(md.idevId)
+        for (let c = 0; c < 4; c++) {
+          env.fd.ioctl(IOMMU_TEST_CMD, {
+            size: 72,
+            op: IOMMU_TEST_OP_DEV_CHECK_CACHE,
+            id: md.idevId,
+            check_dev_cache: { id: c, cache: IOMMU_TEST_DEV_CACHE_DEFAULT },
+          })
+        }
+      }
+    })
+    afterEach(() => teardown(env))
+
+    /** `check_mock_iova`: in every domain of the fixture. */
+    const checkIova = (va: number, iova: bigint, length: number) => {
+      for (const h of hwptIds) if (h) checkMockIova(env.fd, h, va, iova, length)
+    }
+
+    /** A buffer like the selftest's mmap (THP-backed when hugepages) or memfd_mmap. */
+    const newBuf = (): { buf: number; mfd: number } => {
+      if (!variant.file)
+        return { buf: env.proc.mmap(bufSize, { populate: variant.hugepages }), mfd: -1 }
+      const memfd = env.proc.memfdCreate('buffer')
+      memfd.ftruncate(bufSize)
+      return { buf: env.proc.mmap(bufSize, { file: memfd }), mfd: fdInstall(env.proc, memfd) }
+    }
+
+    it('basic: a page is visible in every domain; unmapped VA or past EOF fails (§2.7, §2.8)', () => {
+      if (variant.file) {
+        const iova = ioasMapFile(env.fd, ioasId, env.mfd, 0, PAGE_SIZE)
+        checkIova(env.mfdBuffer, iova, PAGE_SIZE)
+        const { mfd } = newBuf()
+        expectErrno('EINVAL', () => ioasMapFile(env.fd, ioasId, mfd, 0, bufSize + 1))
+        const memfd = env.proc.memfdCreate('tmp')
+        memfd.ftruncate(bufSize)
+        const tmp = fdInstall(env.proc, memfd)
+        memfd.ftruncate(0)
+        expectErrno('EINVAL', () => ioasMapFile(env.fd, ioasId, tmp, 0, bufSize))
+        fdClose(env.proc, tmp)
+        fdClose(env.proc, mfd)
+        return
+      }
+      const iova = ioasMap(env.fd, ioasId, env.buffer, PAGE_SIZE)
+      checkIova(env.buffer, iova, PAGE_SIZE)
+      const buf = env.proc.mmap(bufSize, { populate: variant.hugepages })
+      env.proc.munmap(buf + bufSize / 2, bufSize / 2)
+      expectErrno('EFAULT', () => ioasMap(env.fd, ioasId, buf, bufSize))
+      env.proc.munmap(buf, bufSize / 2)
+      expectErrno('EFAULT', () => ioasMap(env.fd, ioasId, buf, bufSize))
+    })
+
+    it('all_aligns: every start/length in 2 KiB steps maps right and pins once (§3.2, §3.9)', () => {
+      const step = variant.hugepages ? bufSize / 16 : MOCK_PAGE
+      const { buf, mfd } = newBuf()
+      checkRefs(env.fd, buf, bufSize, 0)
+      for (let start = 0; start < bufSize; start += step) {
+        for (
+          let end = variant.hugepages ? bufSize : start + MOCK_PAGE;
+          end < bufSize;
+          end += MOCK_PAGE
+        ) {
+          const length = end - start
+          const iova = variant.file
+            ? ioasMapFile(env.fd, ioasId, mfd, start, length)
+            : ioasMap(env.fd, ioasId, buf + start, length)
+          checkIova(buf + start, iova, length)
+          const lo = Math.floor(start / PAGE_SIZE) * PAGE_SIZE
+          checkRefs(env.fd, buf + lo, Math.floor(end / PAGE_SIZE) * PAGE_SIZE - lo, 1)
+          ioasUnmap(env.fd, ioasId, iova, length)
+        }
+      }
+      checkRefs(env.fd, buf, bufSize, 0)
+      env.proc.munmap(buf, bufSize)
+      if (variant.file) fdClose(env.proc, mfd)
+    })
+
+    it('all_aligns_copy: as all_aligns while a second domain comes and goes (§3.7, §3.10)', () => {
+      const step = variant.hugepages ? bufSize / 16 : MOCK_PAGE
+      const { buf, mfd } = newBuf()
+      checkRefs(env.fd, buf, bufSize, 0)
+      for (let start = 0; start < bufSize; start += step) {
+        for (
+          let end = variant.hugepages ? bufSize : start + MOCK_PAGE;
+          end < bufSize;
+          end += MOCK_PAGE
+        ) {
+          const length = end - start
+          const iova = variant.file
+            ? ioasMapFile(env.fd, ioasId, mfd, start, length)
+            : ioasMap(env.fd, ioasId, buf + start, length)
+          const old = hwptIds[1] as number
+          const md = mockDomain(env.fd, ioasId)
+          hwptIds[1] = md.hwptId
+          checkIova(buf + start, iova, length)
+          const lo = Math.floor(start / PAGE_SIZE) * PAGE_SIZE
+          checkRefs(env.fd, buf + lo, Math.floor(end / PAGE_SIZE) * PAGE_SIZE - lo, 1)
+          destroy(env.fd, md.stdevId)
+          hwptIds[1] = old
+          ioasUnmap(env.fd, ioasId, iova, length)
+        }
+      }
+      checkRefs(env.fd, buf, bufSize, 0)
+      env.proc.munmap(buf, bufSize)
+      if (variant.file) fdClose(env.proc, mfd)
+    })
+
+    it('user_copy: pin in a domain-less IOAS, COPY into the domain IOAS, replace the access IOAS (§2.9, §3.11)', () => {
+      const buf = variant.file ? env.mfdBuffer : env.buffer
+      const mapSrc = (id: number) =>
+        variant.file
+          ? ioasMapFile(env.fd, id, env.mfd, 0, BUFFER_SIZE)
+          : ioasMap(env.fd, id, buf, BUFFER_SIZE)
+      const copy = {
+        size: 40,
+        flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE,
+        dst_ioas_id: ioasId,
+        dst_iova: BigInt(APERTURE),
+        length: BigInt(BUFFER_SIZE),
+        src_ioas_id: 0,
+        src_iova: 0n,
+      }
+      const src = ioasAlloc(env.fd)
+      copy.src_iova = mapSrc(src)
+      const acc = createAccess(env.fd, src, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
+      accessPages(env.fd, acc, copy.src_iova, BUFFER_SIZE, buf)
+      copy.src_ioas_id = src
+      env.fd.ioctl(IOMMU_IOAS_COPY, copy)
+      checkIova(buf, BigInt(APERTURE), BUFFER_SIZE)
+
+      const next = ioasAlloc(env.fd)
+      copy.src_iova = mapSrc(next)
+      env.fd.ioctl(IOMMU_TEST_CMD, {
+        size: 72,
+        op: IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
+        id: acc,
+        access_replace_ioas: { ioas_id: next },
+      })
+      env.fd.ioctl(IOMMU_IOAS_UNMAP, {
+        size: 24,
+        ioas_id: ioasId,
+        iova: BigInt(APERTURE),
+        length: BigInt(BUFFER_SIZE),
+      })
+      destroy(env.fd, src)
+
+      const id = accessPages(env.fd, acc, copy.src_iova, BUFFER_SIZE, buf)
+      copy.src_ioas_id = next
+      env.fd.ioctl(IOMMU_IOAS_COPY, copy)
+      checkIova(buf, BigInt(APERTURE), BUFFER_SIZE)
+      destroyAccessPages(env.fd, acc, id)
+      fdClose(env.proc, acc)
+      destroy(env.fd, next)
+    })
+
+    it('replace: replacing to another IOAS frees the old automatic HWPT (§1.4)', () => {
+      const other = ioasAlloc(env.fd)
+      mockDomainReplace(env.fd, stdevIds[0] as number, other)
+      if (variant.mockDomains === 1) {
+        expectErrno('ENOENT', () =>
+          mockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[0] as number),
+        )
+      }
+      mockDomainReplace(env.fd, stdevIds[0] as number, other)
+      if (variant.mockDomains >= 2) {
+        mockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[1] as number)
+        mockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[1] as number)
+        mockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[0] as number)
+      }
+      mockDomainReplace(env.fd, stdevIds[0] as number, ioasId)
+      destroy(env.fd, other)
+    })
+
+    it('alloc_hwpt: unknown flags EOPNOTSUPP; manual HWPTs busy while attached (§2.13)', () => {
+      for (let i = 0; i < variant.mockDomains; i++) {
+        const idev = idevIds[i] as number
+        const stdev = stdevIds[i] as number
+        expectErrno('EOPNOTSUPP', () =>
+          hwptAlloc(env.fd, idev, ioasId, ~IOMMU_HWPT_ALLOC_NEST_PARENT >>> 0),
+        )
+        const h0 = hwptAlloc(env.fd, idev, ioasId, 0)
+        const h1 = hwptAlloc(env.fd, idev, ioasId, IOMMU_HWPT_ALLOC_NEST_PARENT)
+        mockDomainReplace(env.fd, stdev, h0)
+        expectErrno('EBUSY', () => destroy(env.fd, h0))
+        mockDomainReplace(env.fd, stdev, h1)
+        expectErrno('EBUSY', () => destroy(env.fd, h1))
+        mockDomainReplace(env.fd, stdev, ioasId)
+        destroy(env.fd, h1)
+        const md = mockDomain(env.fd, h0)
+        destroy(env.fd, md.stdevId)
+        destroy(env.fd, h0)
+      }
+    })
+  })
+}
