@@ -193,7 +193,8 @@ export interface DomainOps<D extends IommuDomain = IommuDomain> {
    * (the generic page table's `map_range`). When present the core uses it instead of
    * splitting the range with `iommu_pgsize` into {@link mapPages} calls.
    *
-   * @returns bytes mapped; the same errno values as {@link mapPages}, with `progress`
+   * @returns bytes mapped; the same errno values as {@link mapPages}, with `progress`;
+   *   ENXIO when no page size fits the alignment of the IOVA or PA (generic_pt)
    */
   mapRange?(domain: D, iova: bigint, paddr: bigint, size: bigint, prot: number): bigint
 

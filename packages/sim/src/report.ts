@@ -1,0 +1,171 @@
+/**
+ * Migration reports: the per-round table, the totals, `--json` and the `--svg` chart of
+ * dirty pages per round.
+ *
+ * @module
+ */
+
+/** One pre-copy round (round 0 copies everything) or the final stop-and-copy. */
+export interface RoundReport {
+  /** 0, 1, ...; the stop-and-copy round has `stopAndCopy: true`. */
+  readonly round: number
+  readonly stopAndCopy: boolean
+  /** Pages the round had to send (all of memory in round 0, then the dirty bitmap). */
+  readonly dirtyPages: number
+  /** Bytes sent over the link. */
+  readonly bytesSent: number
+  /** Simulated duration of the round in seconds. */
+  readonly simSeconds: number
+  /** Device DMA writes issued while the round ran. */
+  readonly dmaWrites: number
+  /** Wall-clock milliseconds the simulation spent on the round. */
+  readonly wallMs: number
+  /** Wall-clock milliseconds spent in IOMMU_HWPT_GET_DIRTY_BITMAP. */
+  readonly bitmapMs: number
+}
+
+/** Everything a migration run reports. */
+export interface MigrationReport {
+  readonly config: Readonly<Record<string, unknown>>
+  readonly rounds: readonly RoundReport[]
+  /** Did the dirty set fall under the threshold before the round limit? */
+  readonly converged: boolean
+  /** Simulated downtime: the stop-and-copy round. */
+  readonly downtimeSeconds: number
+  /** Simulated total migration time. */
+  readonly totalSimSeconds: number
+  readonly totalBytesSent: number
+  readonly totalDmaWrites: number
+  /** Pages compared by the verification, and the mismatches found. */
+  readonly verifiedPages: number
+  readonly mismatchedPages: number
+  /** First mismatching page offsets (at most 16). */
+  readonly firstMismatches: readonly number[]
+  /** Hot-unplug: bytes unplugged and dirty pages rescued by the NO_CLEAR read. */
+  readonly unplug: { readonly bytes: number; readonly dirtyPagesRescued: number } | null
+  /** Wall-clock seconds of the whole simulation, and its speed. */
+  readonly wallSeconds: number
+  /** Simulated seconds per wall-clock second. */
+  readonly speedup: number
+  /** Peak resident set size of the process in bytes. */
+  readonly peakRssBytes: number
+}
+
+/** The verification passed. */
+export function verified(r: MigrationReport): boolean {
+  return r.mismatchedPages === 0 && r.verifiedPages > 0
+}
+
+/** Human-readable binary size. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let v = n
+  let u = 0
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024
+    u++
+  }
+  return `${v >= 100 || u === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[u]}`
+}
+
+function seconds(s: number): string {
+  if (s < 1e-3) return `${(s * 1e6).toFixed(0)} µs`
+  if (s < 1) return `${(s * 1e3).toFixed(1)} ms`
+  return `${s.toFixed(2)} s`
+}
+
+function table(head: string[], rows: string[][], right: boolean[]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)))
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (right[i] ? c.padStart(w[i] as number) : c.padEnd(w[i] as number)))
+      .join('  ')
+      .trimEnd()
+  return [line(head), line(w.map((n) => '-'.repeat(n))), ...rows.map(line)].join('\n')
+}
+
+/** The per-round table. */
+export function formatRounds(rounds: readonly RoundReport[]): string {
+  return table(
+    ['round', 'dirty pages', 'sent', 'sim time', 'DMA writes', 'bitmap read', 'wall'],
+    rounds.map((r) => [
+      r.stopAndCopy ? 'stop&copy' : String(r.round),
+      r.dirtyPages.toLocaleString('en-US'),
+      formatBytes(r.bytesSent),
+      seconds(r.simSeconds),
+      r.dmaWrites.toLocaleString('en-US'),
+      `${r.bitmapMs.toFixed(1)} ms`,
+      `${r.wallMs.toFixed(0)} ms`,
+    ]),
+    [false, true, true, true, true, true, true],
+  )
+}
+
+/** The totals block. */
+export function formatTotals(r: MigrationReport): string {
+  const lines = [
+    `converged:        ${r.converged ? 'yes' : 'no (round limit reached)'}`,
+    `rounds:           ${r.rounds.filter((x) => !x.stopAndCopy).length} pre-copy + stop-and-copy`,
+    `sent:             ${formatBytes(r.totalBytesSent)}`,
+    `simulated time:   ${seconds(r.totalSimSeconds)} (downtime ${seconds(r.downtimeSeconds)})`,
+    `device writes:    ${r.totalDmaWrites.toLocaleString('en-US')}`,
+    `wall clock:       ${r.wallSeconds.toFixed(2)} s (${r.speedup.toFixed(1)}× simulated time), peak RSS ${formatBytes(r.peakRssBytes)}`,
+  ]
+  if (r.unplug) {
+    lines.push(
+      `hot-unplug:       ${formatBytes(r.unplug.bytes)} removed, ${r.unplug.dirtyPagesRescued} dirty pages read with NO_CLEAR first`,
+    )
+  }
+  lines.push(
+    verified(r)
+      ? `verification:     OK — destination equals source, ${r.verifiedPages.toLocaleString('en-US')} pages compared`
+      : `verification:     FAILED — ${r.mismatchedPages} of ${r.verifiedPages} pages differ (first at offsets ${r.firstMismatches.map((o) => `0x${o.toString(16)}`).join(', ')})`,
+  )
+  return lines.join('\n')
+}
+
+/** The machine-readable report (`--json`). */
+export function toJson(r: MigrationReport): string {
+  return `${JSON.stringify({ ...r, verified: verified(r) }, null, 2)}\n`
+}
+
+/** An SVG bar chart of dirty pages per round (`--svg`), self-contained. */
+export function toSvg(r: MigrationReport, title = 'Dirty pages per round'): string {
+  const rounds = r.rounds
+  const W = 720
+  const H = 360
+  const left = 70
+  const right = 20
+  const top = 40
+  const bottom = 50
+  const max = Math.max(1, ...rounds.map((x) => x.dirtyPages))
+  const log = max / Math.max(1, Math.min(...rounds.map((x) => x.dirtyPages || max))) > 100
+  const scale = (v: number): number => {
+    const h = H - top - bottom
+    if (!log) return (v / max) * h
+    return v <= 0 ? 0 : (Math.log10(v + 1) / Math.log10(max + 1)) * h
+  }
+  const bw = (W - left - right) / Math.max(1, rounds.length)
+  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;')
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(title)}${log ? ' (log scale)' : ''}</text>`,
+    `<line x1="${left}" y1="${H - bottom}" x2="${W - right}" y2="${H - bottom}" stroke="black"/>`,
+    `<line x1="${left}" y1="${top}" x2="${left}" y2="${H - bottom}" stroke="black"/>`,
+    `<text x="${left - 8}" y="${top + 4}" text-anchor="end">${max.toLocaleString('en-US')}</text>`,
+    `<text x="${left - 8}" y="${H - bottom + 4}" text-anchor="end">0</text>`,
+    `<text x="${(left + W - right) / 2}" y="${H - 10}" text-anchor="middle">round</text>`,
+  ]
+  rounds.forEach((x, i) => {
+    const h = scale(x.dirtyPages)
+    const xPos = left + i * bw + bw * 0.15
+    const colour = x.stopAndCopy ? '#d62728' : i === 0 ? '#7f7f7f' : '#1f77b4'
+    parts.push(
+      `<rect x="${xPos.toFixed(1)}" y="${(H - bottom - h).toFixed(1)}" width="${(bw * 0.7).toFixed(1)}" height="${h.toFixed(1)}" fill="${colour}"><title>${x.stopAndCopy ? 'stop-and-copy' : `round ${x.round}`}: ${x.dirtyPages} pages</title></rect>`,
+      `<text x="${(xPos + bw * 0.35).toFixed(1)}" y="${H - bottom + 16}" text-anchor="middle">${x.stopAndCopy ? 'S&amp;C' : x.round}</text>`,
+    )
+  })
+  parts.push('</svg>\n')
+  return parts.join('\n')
+}

@@ -1,0 +1,196 @@
+/**
+ * The passthrough device's DMA workload, generated deterministically from a seed: a ring
+ * buffer the device fills sequentially (a NIC's receive ring) plus random writes over the
+ * guest's memory with tunable locality (a fraction goes to a hot set). Every write is
+ * described by (offset, length, stamp) so that the bytes are reproducible.
+ *
+ * @module
+ */
+
+/** A small, fast, seedable PRNG (xoshiro128**). */
+export class Rng {
+  #a: number
+  #b: number
+  #c: number
+  #d: number
+
+  constructor(seed: number) {
+    // splitmix32 to spread the seed over the state.
+    let s = seed >>> 0
+    const next = (): number => {
+      s = (s + 0x9e3779b9) >>> 0
+      let z = s
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b)
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35)
+      return (z ^ (z >>> 16)) >>> 0
+    }
+    this.#a = next()
+    this.#b = next()
+    this.#c = next()
+    this.#d = next() || 1
+  }
+
+  /** A uniform 32-bit unsigned integer. */
+  u32(): number {
+    const r = Math.imul(rotl(Math.imul(this.#b, 5), 7), 9) >>> 0
+    const t = this.#b << 9
+    this.#c ^= this.#a
+    this.#d ^= this.#b
+    this.#b ^= this.#c
+    this.#a ^= this.#d
+    this.#c ^= t
+    this.#d = rotl(this.#d, 11)
+    return r
+  }
+
+  /** A uniform float in [0, 1). */
+  float(): number {
+    return this.u32() / 4294967296
+  }
+
+  /** A uniform integer in [0, n) for n ≤ 2^53. */
+  below(n: number): number {
+    if (n <= 4294967296) return Math.floor(this.float() * n)
+    const x = Math.floor(((this.u32() * 4294967296 + this.u32()) / 18446744073709551616) * n)
+    return Math.min(x, n - 1)
+  }
+}
+
+function rotl(x: number, k: number): number {
+  return ((x << k) | (x >>> (32 - k))) >>> 0
+}
+
+/** Configuration of {@link Workload}. */
+export interface WorkloadConfig {
+  /** Bytes of guest memory the device may write (offsets are in [0, memoryBytes)). */
+  readonly memoryBytes: number
+  /** PRNG seed. */
+  readonly seed: number
+  /** Ring buffer size in bytes (0 = no ring); placed at offset `ringOffset`. */
+  readonly ringBytes: number
+  /** Where the ring starts (page aligned). */
+  readonly ringOffset: number
+  /** Bytes per ring write (a packet). */
+  readonly ringWriteBytes: number
+  /** Ring writes per simulated second. */
+  readonly ringRate: number
+  /** Random writes per simulated second. */
+  readonly randomRate: number
+  /** Bytes per random write (≤ 4096, within one page). */
+  readonly randomWriteBytes: number
+  /** Fraction of random writes that go to the hot set, in [0, 1]. */
+  readonly locality: number
+  /** Hot set size in bytes (page aligned), placed at `hotOffset`. */
+  readonly hotBytes: number
+  /** Where the hot set starts. */
+  readonly hotOffset: number
+}
+
+/** One DMA write of the workload. */
+export interface DmaWrite {
+  /** Byte offset in guest memory. */
+  offset: number
+  /** Length in bytes. */
+  length: number
+  /** A value that makes the written bytes unique to this write. */
+  stamp: number
+}
+
+/** Offsets of guest memory the workload must not touch (hot-unplugged ranges). */
+export interface ExcludedRanges {
+  /** True when [offset, offset + length) overlaps an excluded range. */
+  excludes(offset: number, length: number): boolean
+}
+
+/**
+ * Generates the device's writes over simulated time. Ring and random writes are
+ * interleaved by their own rates; fractional writes carry over between calls, so the
+ * sequence does not depend on how time is sliced.
+ */
+export class Workload {
+  readonly config: WorkloadConfig
+  readonly #rng: Rng
+  #ringPos = 0
+  #ringDebt = 0
+  #randomDebt = 0
+  #stamp = 0
+  /** Writes generated so far. */
+  writes = 0
+
+  constructor(config: WorkloadConfig) {
+    if (config.randomWriteBytes > 4096 || config.randomWriteBytes <= 0) {
+      throw new RangeError('random writes must be 1..4096 bytes')
+    }
+    if (config.ringBytes % 4096 !== 0 || config.ringOffset % 4096 !== 0) {
+      throw new RangeError('the ring must be page aligned')
+    }
+    if (config.ringOffset + config.ringBytes > config.memoryBytes) {
+      throw new RangeError('the ring lies outside guest memory')
+    }
+    if (config.hotOffset + config.hotBytes > config.memoryBytes) {
+      throw new RangeError('the hot set lies outside guest memory')
+    }
+    this.config = config
+    this.#rng = new Rng(config.seed)
+  }
+
+  /**
+   * Produce the writes of the next `seconds` of simulated time, in order, through `emit`
+   * (which may reuse nothing from the passed object after returning).
+   */
+  run(seconds: number, emit: (w: DmaWrite) => void, excluded?: ExcludedRanges): void {
+    const c = this.config
+    this.#ringDebt += c.ringBytes > 0 ? c.ringRate * seconds : 0
+    this.#randomDebt += c.randomRate * seconds
+    let ring = Math.floor(this.#ringDebt)
+    let random = Math.floor(this.#randomDebt)
+    this.#ringDebt -= ring
+    this.#randomDebt -= random
+    const w: DmaWrite = { offset: 0, length: 0, stamp: 0 }
+    const pages = Math.floor(c.memoryBytes / 4096)
+    const hotPages = Math.floor(c.hotBytes / 4096)
+    // Interleave the two streams in proportion.
+    while (ring > 0 || random > 0) {
+      const pickRing = random === 0 || (ring > 0 && this.#rng.below(ring + random) < ring)
+      if (pickRing) {
+        ring--
+        const len = Math.min(c.ringWriteBytes, c.ringBytes - this.#ringPos)
+        w.offset = c.ringOffset + this.#ringPos
+        w.length = len
+        this.#ringPos = (this.#ringPos + len) % c.ringBytes
+      } else {
+        random--
+        const hot = hotPages > 0 && this.#rng.float() < c.locality
+        const page = hot
+          ? Math.floor(c.hotOffset / 4096) + this.#rng.below(hotPages)
+          : this.#rng.below(pages)
+        const within = this.#rng.below(4096 - c.randomWriteBytes + 1)
+        w.offset = page * 4096 + within
+        w.length = c.randomWriteBytes
+      }
+      w.stamp = ++this.#stamp
+      if (excluded?.excludes(w.offset, w.length)) continue
+      this.writes++
+      emit(w)
+    }
+  }
+}
+
+/**
+ * Fill `buf[0, length)` with bytes derived from `stamp` (deterministic, distinct per
+ * write), reusing the buffer.
+ */
+export function stampBytes(buf: Uint8Array, length: number, stamp: number): Uint8Array {
+  const view = buf.subarray(0, length)
+  let x = stamp >>> 0 || 1
+  for (let i = 0; i < length; i += 4) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    view[i] = x & 0xff
+    if (i + 1 < length) view[i + 1] = (x >>> 8) & 0xff
+    if (i + 2 < length) view[i + 2] = (x >>> 16) & 0xff
+    if (i + 3 < length) view[i + 3] = (x >>> 24) & 0xff
+  }
+  return view
+}
