@@ -1,0 +1,347 @@
+/**
+ * Port of `iommufd_fail_nth.c` (reference iommufd-uapi.md §7.2): each sequence runs again
+ * and again with its k-th allocation point failing (frames, the mock driver's maps and
+ * allocations, iommufd's objects, areas, pages, pins, charges, handles, lookups...), for
+ * every k until a run completes. Each failing run must fail with an errno, and once the
+ * context is closed and the process gone nothing may be left: no object, no pin, no
+ * frame, no device.
+ */
+import { createMachine, isIommuError, type Machine, type Process } from '@iommu/core'
+import { MOCK_APERTURE_START, mockIommu } from '@iommu/core/testing'
+import { describe, expect, it } from 'vitest'
+import {
+  fdClose,
+  fdInstall,
+  IOMMU_DESTROY,
+  IOMMU_GET_HW_INFO,
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_ALLOC_PASID,
+  IOMMU_IOAS_ALLOW_IOVAS,
+  IOMMU_IOAS_COPY,
+  IOMMU_IOAS_IOVA_RANGES,
+  IOMMU_TEST_CMD,
+  type Iommufd,
+  openIommufd,
+} from '../src/index.ts'
+import {
+  IOMMU_TEST_OP_ACCESS_RW,
+  IOMMU_TEST_OP_PASID_ATTACH,
+  IOMMU_TEST_OP_PASID_DETACH,
+  IOMMU_TEST_OP_PASID_REPLACE,
+  IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
+  MOCK_ACCESS_RW_SLOW_PATH,
+  MOCK_ACCESS_RW_WRITE,
+  MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+  MOCK_FLAGS_DEVICE_PASID,
+} from '../src/uapi/index.ts'
+import {
+  accessPages,
+  createAccess,
+  destroy,
+  destroyAccessPages,
+  getDirtyBitmap,
+  hwptAlloc,
+  ioasAlloc,
+  ioasMap,
+  ioasMapFile,
+  ioasUnmap,
+  mockDomain,
+  mockDomainReplace,
+  PAGE_SIZE,
+  RW,
+  setDirtyTracking,
+} from './helpers.ts'
+
+/** The fail_nth selftest's global buffer: 2 MiB. */
+const BUFFER_SIZE = 2 * 1024 * 1024
+
+interface World {
+  readonly m: Machine
+  readonly proc: Process
+  readonly fd: Iommufd
+  readonly buffer: number
+  readonly mfd: number
+  /** Set by sequences that leave these open, for the teardown (as the C fixture's). */
+  accessFd: number
+  stdevId: number
+  pasid: number
+}
+
+function world(): World {
+  const m = createMachine({ iommus: [mockIommu()] })
+  const proc = m.createProcess()
+  const buffer = proc.mmap(BUFFER_SIZE)
+  const memfd = proc.memfdCreate('buffer')
+  memfd.ftruncate(BUFFER_SIZE)
+  const mfd = fdInstall(proc, memfd)
+  proc.mmap(BUFFER_SIZE, { file: memfd })
+  const fd = openIommufd(m, proc, { test: true, cred: { CAP_IPC_LOCK: false } })
+  return { m, proc, fd, buffer, mfd, accessFd: 0, stdevId: 0, pasid: 0 }
+}
+
+function setMemoryLimit(fd: Iommufd, limit: number): void {
+  fd.ioctl(IOMMU_TEST_CMD, {
+    size: 72,
+    op: IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
+    memory_limit: { limit },
+  })
+}
+
+/**
+ * `TEST_FAIL_NTH`: run `seq` with failure point k = 1, 2, ... until a run never reaches
+ * its k-th point; check every run for a clean errno and no leaks.
+ *
+ * @returns the number of runs that failed
+ */
+function failNth(seq: (w: World, enable: () => void) => void): number {
+  let failures = 0
+  for (let k = 1; k < 1000; k++) {
+    const w = world()
+    const enable = () => w.m.faults.arm(k)
+    let error: unknown = null
+    try {
+      seq(w, enable)
+    } catch (e) {
+      error = e
+    }
+    const fired = w.m.faults.firedAt !== null
+    w.m.faults.disarm()
+    if (error !== null) {
+      // Only an injected failure may stop a sequence, and only with an errno.
+      if (!isIommuError(error) || !fired) throw error
+      failures++
+    }
+    // FIXTURE_TEARDOWN(basic_fail_nth): the access fd, a PASID left attached, the fd.
+    if (w.accessFd) fdClose(w.proc, w.accessFd)
+    if (w.pasid && w.stdevId) {
+      w.fd.ioctl(IOMMU_TEST_CMD, {
+        size: 72,
+        op: IOMMU_TEST_OP_PASID_DETACH,
+        id: w.stdevId,
+        pasid_detach: { pasid: w.pasid },
+      })
+    }
+    w.fd.close()
+    const stats = w.m.memory.frameStats()
+    expect({
+      k,
+      released: w.fd.ctx.released,
+      objects: w.fd.ctx.objects.empty,
+      pins: stats.pins,
+    }).toEqual({
+      k,
+      released: true,
+      objects: true,
+      pins: 0,
+    })
+    expect(w.m.devices.length).toBe(0)
+    // exit(): the memfd's fd closes and every mapping goes.
+    fdClose(w.proc, w.mfd)
+    w.proc.exit()
+    expect(w.m.memory.frameStats().allocated).toBe(0)
+    if (!fired) return failures
+  }
+  throw new Error('fail_nth: more than 1000 failure points')
+}
+
+describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', () => {
+  it('basic: IOAS_ALLOC, IOVA_RANGES, ALLOW_IOVAS, MAP, COPY, UNMAP', () => {
+    const n = failNth((w, enable) => {
+      enable()
+      const ioas = ioasAlloc(w.fd)
+      const ranges = w.proc.mmap(PAGE_SIZE)
+      w.fd.ioctl(IOMMU_IOAS_IOVA_RANGES, {
+        size: 32,
+        ioas_id: ioas,
+        num_iovas: 10,
+        allowed_iovas: BigInt(ranges),
+      })
+      const r = new DataView(new ArrayBuffer(16))
+      r.setBigUint64(0, 16n * 1024n, true)
+      r.setBigUint64(8, BigInt(BUFFER_SIZE + 16 * 1024 * 600 - 1), true)
+      w.proc.write(ranges, new Uint8Array(r.buffer))
+      w.fd.ioctl(IOMMU_IOAS_ALLOW_IOVAS, {
+        size: 24,
+        ioas_id: ioas,
+        num_iovas: 1,
+        allowed_iovas: BigInt(ranges),
+      })
+      const iova = ioasMap(w.fd, ioas, w.buffer, BUFFER_SIZE)
+      w.fd.ioctl(IOMMU_IOAS_COPY, {
+        size: 40,
+        flags: RW,
+        dst_ioas_id: ioas,
+        src_ioas_id: ioas,
+        src_iova: iova,
+        length: 160n,
+      })
+      ioasUnmap(w.fd, ioas, iova, BUFFER_SIZE)
+      // The failure path of an unmap with nothing mapped.
+      try {
+        ioasUnmap(w.fd, ioas, iova, BUFFER_SIZE)
+      } catch {}
+    })
+    expect(n).toBeGreaterThan(5)
+  })
+
+  for (const file of [false, true]) {
+    it(`${file ? 'map_file_domain' : 'map_domain'}: domain fill paths`, () => {
+      const n = failNth((w, enable) => {
+        const ioas = ioasAlloc(w.fd)
+        setMemoryLimit(w.fd, 32)
+        enable()
+        const a = mockDomain(w.fd, ioas)
+        if (file) ioasMapFile(w.fd, ioas, w.mfd, 0, 262144)
+        else ioasMap(w.fd, ioas, w.buffer, 262144)
+        destroy(w.fd, a.stdevId)
+        mockDomain(w.fd, ioas)
+      })
+      expect(n).toBeGreaterThan(5)
+    })
+  }
+
+  it('map_two_domains: fill of a second domain and unfill of both', () => {
+    const n = failNth((w, enable) => {
+      const ioas = ioasAlloc(w.fd)
+      setMemoryLimit(w.fd, 32)
+      const a = mockDomain(w.fd, ioas)
+      enable()
+      const b = mockDomain(w.fd, ioas)
+      ioasMap(w.fd, ioas, w.buffer, 262144)
+      destroy(w.fd, a.stdevId)
+      destroy(w.fd, b.stdevId)
+      mockDomain(w.fd, ioas)
+      mockDomain(w.fd, ioas)
+    })
+    expect(n).toBeGreaterThan(5)
+  })
+
+  it('access_rw: fast and slow paths', () => {
+    const n = failNth((w, enable) => {
+      const ioas = ioasAlloc(w.fd)
+      setMemoryLimit(w.fd, 32)
+      const iova = ioasMap(w.fd, ioas, w.buffer, 262144)
+      enable()
+      w.accessFd = createAccess(w.fd, ioas, 0)
+      const tmp = w.proc.mmap(8 * PAGE_SIZE)
+      for (const flags of [
+        0,
+        MOCK_ACCESS_RW_WRITE,
+        MOCK_ACCESS_RW_SLOW_PATH,
+        MOCK_ACCESS_RW_SLOW_PATH | MOCK_ACCESS_RW_WRITE,
+      ]) {
+        w.fd.ioctl(IOMMU_TEST_CMD, {
+          size: 72,
+          op: IOMMU_TEST_OP_ACCESS_RW,
+          id: w.accessFd,
+          access_rw: { iova, length: 64n, uptr: BigInt(tmp), flags },
+        })
+      }
+      w.fd.ioctl(IOMMU_TEST_CMD, {
+        size: 72,
+        op: IOMMU_TEST_OP_ACCESS_RW,
+        id: w.accessFd,
+        access_rw: {
+          iova,
+          length: BigInt(8 * PAGE_SIZE),
+          uptr: BigInt(tmp),
+          flags: MOCK_ACCESS_RW_SLOW_PATH,
+        },
+      })
+      fdClose(w.proc, w.accessFd)
+      w.accessFd = 0
+    })
+    expect(n).toBeGreaterThan(2)
+  })
+
+  for (const withDomain of [false, true]) {
+    it(`${withDomain ? 'access_pin_domain' : 'access_pin'}: pin and unpin through an access`, () => {
+      const n = failNth((w, enable) => {
+        const ioas = ioasAlloc(w.fd)
+        setMemoryLimit(w.fd, 32)
+        const md = withDomain ? mockDomain(w.fd, ioas) : null
+        const iova = ioasMap(w.fd, ioas, w.buffer, BUFFER_SIZE)
+        w.accessFd = createAccess(w.fd, ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
+        enable()
+        const id = accessPages(w.fd, w.accessFd, iova, BUFFER_SIZE, w.buffer)
+        destroyAccessPages(w.fd, w.accessFd, id)
+        fdClose(w.proc, w.accessFd)
+        w.accessFd = 0
+        if (md !== null) destroy(w.fd, md.stdevId)
+      })
+      expect(n).toBeGreaterThan(1)
+    })
+  }
+
+  it('device: bind, hw_info, HWPT alloc, replace, nest parent, PASID attach/replace/detach', () => {
+    const n = failNth((w, enable) => {
+      const ioas = ioasAlloc(w.fd)
+      const ioas2 = ioasAlloc(w.fd)
+      ioasMap(w.fd, ioas, w.buffer, PAGE_SIZE, MOCK_APERTURE_START)
+      ioasMap(w.fd, ioas2, w.buffer, PAGE_SIZE, MOCK_APERTURE_START)
+      enable()
+      const md = mockDomain(w.fd, ioas, MOCK_FLAGS_DEVICE_PASID)
+      w.stdevId = md.stdevId
+      const info = w.proc.mmap(PAGE_SIZE)
+      w.fd.ioctl(IOMMU_GET_HW_INFO, {
+        size: 40,
+        dev_id: md.idevId,
+        data_len: 8,
+        data_uptr: BigInt(info),
+      })
+      const h = hwptAlloc(w.fd, md.idevId, ioas, IOMMU_HWPT_ALLOC_PASID)
+      mockDomainReplace(w.fd, md.stdevId, ioas2)
+      mockDomainReplace(w.fd, md.stdevId, h)
+      const parent = hwptAlloc(
+        w.fd,
+        md.idevId,
+        ioas,
+        IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_PASID,
+      )
+      const test = hwptAlloc(w.fd, md.idevId, ioas, IOMMU_HWPT_ALLOC_PASID)
+      w.pasid = 200
+      const pasidCmd = (op: number, pt: number) => ({
+        size: 72,
+        op,
+        id: md.stdevId,
+        pasid_attach: { pasid: 200, pt_id: pt },
+      })
+      try {
+        w.fd.ioctl(IOMMU_TEST_CMD, pasidCmd(IOMMU_TEST_OP_PASID_ATTACH, parent))
+      } catch (e) {
+        w.pasid = 0
+        throw e
+      }
+      w.fd.ioctl(IOMMU_TEST_CMD, pasidCmd(IOMMU_TEST_OP_PASID_REPLACE, test))
+      w.fd.ioctl(IOMMU_TEST_CMD, {
+        size: 72,
+        op: IOMMU_TEST_OP_PASID_DETACH,
+        id: md.stdevId,
+        pasid_detach: { pasid: 200 },
+      })
+      w.pasid = 0
+    })
+    expect(n).toBeGreaterThan(10)
+  })
+
+  it('dirty tracking: HWPT_ALLOC(DIRTY_TRACKING), SET_DIRTY_TRACKING, DMA, GET_DIRTY_BITMAP', () => {
+    const n = failNth((w, enable) => {
+      const ioas = ioasAlloc(w.fd)
+      const md = mockDomain(w.fd, ioas)
+      ioasMap(w.fd, ioas, w.buffer, 262144, MOCK_APERTURE_START)
+      enable()
+      const h = hwptAlloc(w.fd, md.idevId, ioas, IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
+      mockDomainReplace(w.fd, md.stdevId, h)
+      setDirtyTracking(w.fd, h, true)
+      const dev = w.m.devices[0]
+      dev?.dma.write(MOCK_APERTURE_START + 0x3000n, new Uint8Array([1]))
+      const bitmap = w.proc.mmap(PAGE_SIZE)
+      // A bitmap page that cannot be pinned drops bits silently, as in the kernel.
+      getDirtyBitmap(w.fd, h, MOCK_APERTURE_START, 262144n, 4096n, bitmap)
+      mockDomainReplace(w.fd, md.stdevId, ioas)
+      w.fd.ioctl(IOMMU_DESTROY, { size: 8, id: h })
+    })
+    expect(n).toBeGreaterThan(5)
+  })
+})
