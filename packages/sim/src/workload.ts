@@ -51,7 +51,7 @@ export class Rng {
   /** A uniform integer in [0, n) for n ≤ 2^53. */
   below(n: number): number {
     if (n <= 4294967296) return Math.floor(this.float() * n)
-    const x = Math.floor(((this.u32() * 4294967296 + this.u32()) / 18446744073709551616) * n)
+    const x = Math.floor(((this.u32() * 4294967296 + this.u32()) / 2 ** 64) * n)
     return Math.min(x, n - 1)
   }
 }
