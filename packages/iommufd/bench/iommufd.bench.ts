@@ -4,7 +4,7 @@
  * GET_DIRTY_BITMAP over a huge unmapped range.
  */
 import { createMachine, IommuDirtyBitmap, type IommuDomain, IotlbGather } from '@iommu/core'
-import { MOCK_APERTURE_START, mockIommu, mockMarkDirty } from '@iommu/core/testing'
+import { mockIommu, mockMarkDirty } from '@iommu/core/testing'
 import { type Figure, main, msOnce, nsPerOp } from '../../../tooling/bench/harness.ts'
 import {
   IOMMU_HWPT_ALLOC,
