@@ -23,9 +23,12 @@ export interface FrameReleaser {
 }
 const ULONG_MAX = 0xffff_ffff_ffff_ffffn
 
-/** Where the gather's IOVA bounds should go: a page number and its size as log2. */
+/** 2^n for n in 0..53 (a variable-exponent `**` is a slow Math.pow call on hot paths). */
+const POW2 = Float64Array.from({ length: 54 }, (_, n) => 2 ** n)
+
+/** A page number of `2^shift`-byte pages in gather units. */
 function toUnits(pfn: number, shift: number): number {
-  return shift === GATHER_UNIT_SHIFT ? pfn : pfn * 2 ** (shift - GATHER_UNIT_SHIFT)
+  return shift === GATHER_UNIT_SHIFT ? pfn : pfn * (POW2[shift - GATHER_UNIT_SHIFT] as number)
 }
 
 /**

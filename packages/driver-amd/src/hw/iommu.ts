@@ -15,7 +15,7 @@
  */
 
 import type { DmaTransaction, Driver, IommuUnit, Machine, PhysicalMemory } from '@iommu/core'
-import { Iotlb, NO_PASID } from './iotlb.ts'
+import { Iotlb, NO_PASID, POW2 } from './iotlb.ts'
 import {
   CMD_SIZE,
   Cmd,
@@ -303,6 +303,11 @@ export class AmdIommuHw implements IommuUnit {
     return (((this.#regs.get(Mmio.CONTROL) ?? 0n) >> BigInt(bit)) & 1n) === 1n
   }
 
+  /** Control bits the hot paths test, decoded once per CONTROL write. */
+  #enabled = false
+  #evtLogOn = false
+  #evtIntOn = false
+
   #setStatus(bits: bigint, on: boolean): void {
     const s = this.#regs.get(Mmio.STATUS) ?? 0n
     this.#regs.set(Mmio.STATUS, on ? s | bits : s & ~bits)
@@ -310,6 +315,9 @@ export class AmdIommuHw implements IommuUnit {
 
   #updateStatusRun(): void {
     const en = this.#control(Control.IOMMU_EN)
+    this.#enabled = en
+    this.#evtLogOn = en && this.#control(Control.EVT_LOG_EN)
+    this.#evtIntOn = this.#control(Control.EVT_INT_EN)
     this.#setStatus(Status.CMDBUF_RUN, en && this.#control(Control.CMDBUF_EN))
     this.#setStatus(Status.EVT_RUN, en && this.#control(Control.EVT_LOG_EN))
   }
@@ -396,10 +404,7 @@ export class AmdIommuHw implements IommuUnit {
     code: number,
     address: bigint,
   ): void {
-    if (
-      !(this.#control(Control.IOMMU_EN) && this.#control(Control.EVT_LOG_EN)) ||
-      this.#evtSize === 0
-    ) {
+    if (!this.#evtLogOn || this.#evtSize === 0) {
       this.stats.eventsDropped++
       return
     }
@@ -418,7 +423,7 @@ export class AmdIommuHw implements IommuUnit {
     m.write32(pa + 12, Number((address >> 32n) & 0xffff_ffffn))
     this.#evtTail = next
     this.stats.events++
-    if (this.#control(Control.EVT_INT_EN)) this.#setStatus(Status.EVT_INT, true)
+    if (this.#evtIntOn) this.#setStatus(Status.EVT_INT, true)
   }
 
   /** Decode the records between head and tail without consuming them (tests, tools). */
@@ -472,7 +477,7 @@ export class AmdIommuHw implements IommuUnit {
 
   translate(txn: DmaTransaction): boolean {
     this.stats.translations++
-    if (!this.#control(Control.IOMMU_EN)) {
+    if (!this.#enabled) {
       // IOMMU disabled: DMA is not translated.
       txn.pa = txn.iovaPfn * 4096 + txn.offset
       txn.len = 4096 - txn.offset
@@ -558,7 +563,7 @@ export class AmdIommuHw implements IommuUnit {
       )
     }
     const offPages = txn.iovaPfn - tlb.vpn(e)
-    const leafBytes = 2 ** tlb.sizeLg2(e)
+    const leafBytes = POW2[tlb.sizeLg2(e)] as number
     const within = offPages * 4096 + txn.offset
     txn.pa = (tlb.pa[e] as number) * 4096 + within
     txn.len = leafBytes - within

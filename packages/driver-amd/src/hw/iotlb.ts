@@ -11,6 +11,9 @@
  * @module
  */
 
+/** 2^n for n in 0..64, so that the hot paths never call Math.pow. */
+export const POW2: Float64Array = Float64Array.from({ length: 65 }, (_, n) => 2 ** n)
+
 /** Sentinel PASID of host (non-guest) translations. */
 export const NO_PASID = -1
 
@@ -87,8 +90,7 @@ export class Iotlb {
     const sizes = this.#sizesPresent
     for (let k = 0; k < sizes.length; k++) {
       const s = sizes[k] as number
-      const span = 2 ** (s - 12)
-      const vpn = s === 12 ? iovaPfn : Math.floor(iovaPfn / span) * span
+      const vpn = s === 12 ? iovaPfn : iovaPfn - (iovaPfn % (POW2[s - 12] as number))
       const base = (mix(domid, pasid, vpn, s) & (this.sets - 1)) * this.ways
       for (let w = base; w < base + this.ways; w++) {
         if (
@@ -211,7 +213,7 @@ export class Iotlb {
       if (this.#valid[i] !== 1 || this.#domid[i] !== domid) continue
       if (pasid !== undefined && this.#pasid[i] !== pasid) continue
       const s = this.#vpn[i] as number
-      const e = s + 2 ** ((this.#sizeLg2[i] as number) - 12)
+      const e = s + (POW2[(this.#sizeLg2[i] as number) - 12] as number)
       if (s < end && first < e) {
         this.#drop(i)
         n++
