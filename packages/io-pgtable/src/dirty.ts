@@ -113,9 +113,11 @@ function leafScan(
   const skip = fmt.skipCleanLeaves as NonNullable<typeof fmt.skipCleanLeaves>
   let idx = from
   let fastEnd = end
-  if ((fmt.possibleSizes(0, p) & ~1) !== 0) {
-    // Contiguous leaves: the first and the last may have their dirty replica outside the
-    // range, so look at them whole.
+  const items = 1 << (t.itemsLg2[0] as number)
+  const contig = (t.contigMask[0] as number) > 1
+  if (contig && (from !== 0 || end !== items)) {
+    // Contiguous leaves: where the range starts or ends inside a table, the first and the
+    // last may have their dirty replica outside it, so look at them whole.
     idx = visitEntry(c, t.frame(tablePfn, idx), idx, 0, base, itemPages)
     if (idx < end) {
       const w = t.frame(tablePfn, end - 1)
@@ -136,7 +138,16 @@ function leafScan(
       idx = frameBase + stop
       continue
     }
-    idx = visitEntry(c, w, frameBase + k, 0, base, itemPages)
+    // skipCleanLeaves stops at a hole or a write-dirty leaf.
+    if (contig || fmt.loadEntry(w, k, 0, p) !== EntryType.OA) {
+      idx = visitEntry(c, w, frameBase + k, 0, base, itemPages)
+      continue
+    }
+    const first = base + (frameBase + k) * itemPages
+    const at = Math.max(first, c.start)
+    c.dirty.record(at, first + itemPages - at, PAGE_SHIFT)
+    if (c.clear) (fmt.makeWriteClean as NonNullable<typeof fmt.makeWriteClean>)(w, k, 0, p)
+    idx = frameBase + k + 1
   }
   while (idx < end) idx = visitEntry(c, t.frame(tablePfn, idx), idx, 0, base, itemPages)
 }

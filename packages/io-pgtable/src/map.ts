@@ -72,8 +72,22 @@ function gatherOf(c: MapCtx): IotlbGather {
 /** True when entries [j, j + n) of a frame are all zero (all EMPTY). */
 function allZero(w: Uint32Array, j: number, n: number): boolean {
   const end = (j + n) << 1
-  for (let k = j << 1; k < end; k++) if (w[k] !== 0) return false
-  return true
+  let k = j << 1
+  let acc = 0
+  // Unrolled: this check runs before every run of leaves a map writes.
+  for (; k + 8 <= end; k += 8) {
+    acc |=
+      (w[k] as number) |
+      (w[k + 1] as number) |
+      (w[k + 2] as number) |
+      (w[k + 3] as number) |
+      (w[k + 4] as number) |
+      (w[k + 5] as number) |
+      (w[k + 6] as number) |
+      (w[k + 7] as number)
+  }
+  for (; k < end; k++) acc |= w[k] as number
+  return acc === 0
 }
 
 // ---------------------------------------------------------------- generic_pt
@@ -157,7 +171,13 @@ function clearContig(c: MapCtx, w: Uint32Array, j: number, count: number, level:
     if (type === EntryType.OA) conflict('EADDRINUSE', ipfn)
     const child = fmt.tablePfn(w, i, level, p)
     const tables: number[] = [child, level - 1]
-    collectEmpty(c, child, level - 1, tables, ipfn)
+    // __collect_tables with check_mapped: the subtree must map nothing.
+    t.forEachSubtable(
+      child,
+      level - 1,
+      (pfn, l) => tables.push(pfn, l),
+      () => conflict('EADDRINUSE', ipfn),
+    )
     fmt.clearEntries(w, i, 1, p)
     const g = gatherOf(c)
     for (let k = 0; k < tables.length; k += 2) {
@@ -165,32 +185,6 @@ function clearContig(c: MapCtx, w: Uint32Array, j: number, count: number, level:
     }
     g.tableLevels |= 1 << level
     g.addPages(ipfn, itemPages, PAGE_SHIFT)
-  }
-}
-
-/** __collect_tables with check_mapped: list a subtree's tables, EADDRINUSE if it maps anything. */
-function collectEmpty(
-  c: MapCtx,
-  tablePfn: number,
-  level: number,
-  out: number[],
-  ipfn: number,
-): void {
-  const t = c.t
-  const fmt = t.fmt
-  const p = t.p
-  const n = 1 << (t.itemsLg2[level] as number)
-  for (let idx = 0; idx < n; idx++) {
-    const w = t.frame(tablePfn, idx)
-    const j = idx & 511
-    if (((w[2 * j] as number) | (w[2 * j + 1] as number)) === 0) continue
-    const type = fmt.loadEntry(w, j, level, p)
-    if (type === EntryType.OA) conflict('EADDRINUSE', ipfn)
-    if (type === EntryType.TABLE) {
-      const child = fmt.tablePfn(w, j, level, p)
-      out.push(child, level - 1)
-      collectEmpty(c, child, level - 1, out, ipfn)
-    }
   }
 }
 
@@ -214,7 +208,7 @@ export function mapGeneric(
   if (shr(ppfn, t.p.oaBits - PAGE_SHIFT) !== 0) {
     throw new IommuError('ERANGE', `PA beyond the ${t.p.oaBits}-bit output size`)
   }
-  const attrs = t.fmt.setProt(prot, t.p)
+  const attrs = t.attrs(prot)
   if (pages <= 0) throw new IommuError('EINVAL', 'empty range')
   if (ipfn + pages > pow2(52)) throw new IommuError('EOVERFLOW', 'IOVA range wraps')
   let sizeLg2 = t.bestSize(ipfn, ppfn, pages)
@@ -282,7 +276,7 @@ export function mapPagesArm(
   if (!t.inRange(ipfn, ipfn)) throw new IommuError('ERANGE', 'IOVA above the input size')
   if (shr(ppfn, t.p.oaBits - PAGE_SHIFT) !== 0) throw new IommuError('ERANGE', 'PA above oas')
   if ((prot & (Prot.READ | Prot.WRITE)) === 0) throw new IommuError('EINVAL', NO_RW)
-  const attrs = t.fmt.setProt(prot, t.p)
+  const attrs = t.attrs(prot)
   const fmt = t.fmt
   const p = t.p
   let table = t.topPfn
@@ -308,17 +302,25 @@ export function mapPagesArm(
   const itemPages = pow2(t.itemShift[target] as number)
   let flush: IotlbGather | null = null
   try {
-    for (let i = idx; i < idx + num; i++) {
+    for (let i = idx; i < idx + num; ) {
       const w = t.frame(table, i)
       const j = i & 511
-      if (((w[2 * j] as number) | (w[2 * j + 1] as number)) === 0) continue
-      const type = fmt.loadEntry(w, j, target, p)
-      if (type === EntryType.OA) conflict('EEXIST', ipfn + (i - idx) * itemPages)
-      // A table where the block goes: unmapped and freed, whatever it still maps.
-      if (type === EntryType.TABLE) {
-        flush ??= new IotlbGather()
-        t.freeSubtreeNow(w, j, target, ipfn + (i - idx) * itemPages, flush)
+      const run = Math.min(idx + num - i, 512 - j)
+      // Pass 1, for the whole run: empty slots pass; a leaf is EEXIST; a table where the
+      // block goes is unmapped and freed, whatever it still maps.
+      if (!allZero(w, j, run)) {
+        for (let k = j; k < j + run; k++) {
+          if (((w[2 * k] as number) | (w[2 * k + 1] as number)) === 0) continue
+          const type = fmt.loadEntry(w, k, target, p)
+          const at = ipfn + (i + k - j - idx) * itemPages
+          if (type === EntryType.OA) conflict('EEXIST', at)
+          if (type === EntryType.TABLE) {
+            flush ??= new IotlbGather()
+            t.freeSubtreeNow(w, k, target, at, flush)
+          }
+        }
       }
+      i += run
     }
   } finally {
     if (flush !== null) t.syncAndRelease(flush)

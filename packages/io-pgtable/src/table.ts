@@ -8,7 +8,7 @@
 
 import { FramePurpose, IommuError, type IotlbGather, type PhysicalMemory } from '@iommu/core'
 import { ctz, fls, lowBits, PAGE_SHIFT, pow2, shr } from './bits.ts'
-import { type AnyPageTableFormat, EntryType, type FormatParams } from './format.ts'
+import { type AnyPageTableFormat, type Attrs, EntryType, type FormatParams } from './format.ts'
 
 /** Hooks a driver gives its page table (the kernel's `pt_iommu_driver_ops` and flushes). */
 export interface PageTableHooks {
@@ -91,6 +91,10 @@ export class TableCore {
   readonly minSizeLg2: number
   /** The dirty functions exist and this configuration tracks dirty IOPTEs. */
   readonly dirty: boolean
+  /** Last valid IOVA page under the current root when it spans from page 0 (else -1). */
+  #lastPage = -1
+  /** setProt results by prot value (setProt is a pure function of prot and params). */
+  readonly #attrs: (Attrs | undefined)[] = []
 
   constructor(
     mem: PhysicalMemory,
@@ -155,6 +159,26 @@ export class TableCore {
     this.minSizeLg2 = min
     this.topLevel = p.topLevel
     this.topPfn = this.allocTable(p.topLevel)
+    this.#updateRange()
+  }
+
+  #updateRange(): void {
+    const vaBits = this.topVaBits()
+    this.#lastPage =
+      this.p.signExtend || this.p.upperVa
+        ? -1
+        : vaBits >= 64
+          ? pow2(52) - 1
+          : pow2(vaBits - PAGE_SHIFT) - 1
+  }
+
+  /** The descriptor bits for `prot` (cached `setProt`). @throws what setProt throws */
+  attrs(prot: number): Attrs {
+    const cached = prot >= 0 && prot < 64 ? this.#attrs[prot] : undefined
+    if (cached !== undefined) return cached
+    const a = this.fmt.setProt(prot, this.p)
+    if (prot >= 0 && prot < 64) this.#attrs[prot] = a
+    return a
   }
 
   // ------------------------------------------------------------------ geometry
@@ -182,6 +206,7 @@ export class TableCore {
    * `topLevel` (one half of it with sign extension).
    */
   inRange(ipfn: number, lastPfn: number, topLevel: number = this.topLevel): boolean {
+    if (topLevel === this.topLevel && this.#lastPage >= 0) return lastPfn <= this.#lastPage
     const vaBits = this.topVaBits(topLevel)
     if (vaBits >= 64) return true
     const shift = vaBits - PAGE_SHIFT
@@ -249,25 +274,30 @@ export class TableCore {
 
   /**
    * Visit every table below the table at `tablePfn` (level `level`) in post-order: each
-   * child table's page number and level. Used by free, ARM's immediate subtree free and
+   * child table's page number and level; `leaf`, when given, is called for every leaf
+   * found (and may throw to stop). Used by free, ARM's immediate subtree free and
    * generic_pt's collect step.
    */
   forEachSubtable(
     tablePfn: number,
     level: number,
     visit: (pfn: number, level: number) => void,
+    leaf?: () => void,
   ): void {
-    if (level === 0) return
+    if (level === 0 && leaf === undefined) return
     const fmt = this.fmt
     const p = this.p
     const n = 1 << (this.itemsLg2[level] as number)
+    let w = this.frame(tablePfn, 0)
     for (let idx = 0; idx < n; idx++) {
-      const w = this.frame(tablePfn, idx)
       const j = idx & 511
+      if (j === 0 && idx !== 0) w = this.frame(tablePfn, idx)
       if (((w[2 * j] as number) | (w[2 * j + 1] as number)) === 0) continue
-      if (fmt.loadEntry(w, j, level, p) !== EntryType.TABLE) continue
+      const type = fmt.loadEntry(w, j, level, p)
+      if (type === EntryType.OA) leaf?.()
+      if (type !== EntryType.TABLE) continue
       const child = fmt.tablePfn(w, j, level, p)
-      this.forEachSubtable(child, level - 1, visit)
+      this.forEachSubtable(child, level - 1, visit, leaf)
       visit(child, level - 1)
     }
   }
@@ -344,5 +374,6 @@ export class TableCore {
     }
     this.topPfn = top
     this.topLevel = level
+    this.#updateRange()
   }
 }

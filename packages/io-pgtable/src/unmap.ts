@@ -50,9 +50,43 @@ function unmapTable(c: UnmapCtx, level: number, tablePfn: number, start: number)
   let items = 0
   let ok = true
   let first = true
+  let w = t.frame(tablePfn, idx)
+  let frameBase = idx & ~511
+  // Leaves are cleared in runs: [runFrom, runTo) of the current frame.
+  let runFrom = 0
+  let runTo = 0
+  const contigLeaves = level === 0 && (t.contigMask[0] as number) > 1
   while (idx < end) {
-    const w = t.frame(tablePfn, idx)
+    if ((idx & ~511) !== frameBase) {
+      if (runTo > runFrom) fmt.clearEntries(w, runFrom, runTo - runFrom, p)
+      runFrom = runTo = 0
+      w = t.frame(tablePfn, idx)
+      frameBase = idx & ~511
+    }
     const j = idx & 511
+    if (level === 0 && !first) {
+      // Level 0 holds only leaves and holes: take the run up to the next hole at once.
+      const limit = Math.min(end, frameBase + 512) - frameBase
+      const k = fmt.findEmpty(w, j, limit, p)
+      if (k > j) {
+        if (runTo !== j) {
+          if (runTo > runFrom) fmt.clearEntries(w, runFrom, runTo - runFrom, p)
+          runFrom = j
+        }
+        runTo = k
+        items += k - j
+        idx = frameBase + k
+        if (contigLeaves && idx === end) {
+          // The last leaf may run past the range: it goes whole.
+          const n = 1 << fmt.entryNumContigLg2(w, k - 1, 0, p)
+          const over = ((k - 1) & ~(n - 1)) + n - k
+          runTo += over
+          items += over
+          idx += over
+        }
+        continue
+      }
+    }
     const type =
       ((w[2 * j] as number) | (w[2 * j + 1] as number)) === 0
         ? EntryType.EMPTY
@@ -66,7 +100,12 @@ function unmapTable(c: UnmapCtx, level: number, tablePfn: number, start: number)
         ok = false
         break
       }
-      fmt.clearEntries(w, head & 511, n, p)
+      const hj = head & 511
+      if (runTo !== hj) {
+        if (runTo > runFrom) fmt.clearEntries(w, runFrom, runTo - runFrom, p)
+        runFrom = hj
+      }
+      runTo = hj + n
       items += n
       idx = head + n
     } else if (type === EntryType.TABLE) {
@@ -91,6 +130,7 @@ function unmapTable(c: UnmapCtx, level: number, tablePfn: number, start: number)
     }
     first = false
   }
+  if (runTo > runFrom) fmt.clearEntries(w, runFrom, runTo - runFrom, p)
   if (items !== 0) {
     c.pages += items * itemPages
     c.leafLevels |= 1 << level
@@ -165,9 +205,20 @@ export function unmapPagesArm(
   const itemPages = pow2(t.itemShift[target] as number)
   let flush: IotlbGather | null = null
   let i = 0
+  let w = t.frame(table, idx)
   for (; i < num; i++) {
-    const w = t.frame(table, idx + i)
     const j = (idx + i) & 511
+    if (j === 0 && i !== 0) w = t.frame(table, idx + i)
+    if (target === 0) {
+      // Level 3: pages and holes only; skip to the next hole.
+      const k = fmt.findEmpty(w, j, Math.min(512, j + num - i), p)
+      i += k - j
+      if (k === 512 && i < num) {
+        i--
+        continue
+      }
+      break
+    }
     const type = fmt.loadEntry(w, j, target, p)
     if (type === EntryType.EMPTY) break
     if (type === EntryType.TABLE) {

@@ -96,10 +96,11 @@ function contigLg2(w: Uint32Array, i: number, level: number): number {
   return encodedSizeLg2(w, i) - (PAGE_SHIFT + 9 * level)
 }
 
-function forEachReplica(w: Uint32Array, i: number, level: number, fn: (k: number) => void): void {
+/** Word index of the first replica of the leaf holding entry `i`, and one past the last. */
+function replicaWords(w: Uint32Array, i: number, level: number): [number, number] {
   const n = 1 << contigLg2(w, i, level)
   const head = i & ~(n - 1)
-  for (let k = head; k < head + n; k++) fn(k)
+  return [head << 1, (head + n) << 1]
 }
 
 /**
@@ -185,6 +186,13 @@ export const amdv1: PageTableFormat<AmdV1Config, AmdV1Params> = definePageTableF
     fillLeaves(w, i, count, 1 << contig, oaPfn + step / 2 - 1, step, attrs.lo | PR | NL7, attrs.hi)
   },
 
+  findEmpty(w, from, to) {
+    let j = from << 1
+    const end = to << 1
+    while (j < end && ((w[j] as number) & PR) !== 0) j += 2
+    return j >>> 1
+  },
+
   installTable(w, i, level, tablePfn) {
     // IR/IW are ANDed along the walk: tables grant both, leaves decide.
     fillLeaves(w, i, 1, 1, tablePfn, 1, PR | (level << AMDV1_PTE.NL_SHIFT), IRW)
@@ -204,17 +212,19 @@ export const amdv1: PageTableFormat<AmdV1Config, AmdV1Params> = definePageTableF
 
   // The hardware may set D in any replica (spec §2.2.3.2): look at all of them.
   isWriteDirty(w, i, level) {
-    let dirty = false
-    forEachReplica(w, i, level, (k) => {
-      if (((w[2 * k] as number) & D) !== 0) dirty = true
-    })
-    return dirty
+    if (nl(w, i) !== AMDV1_PTE.NL_SIZE) return ((w[2 * i] as number) & D) !== 0
+    const [from, to] = replicaWords(w, i, level)
+    for (let k = from; k < to; k += 2) if (((w[k] as number) & D) !== 0) return true
+    return false
   },
 
   makeWriteClean(w, i, level) {
-    forEachReplica(w, i, level, (k) => {
-      w[2 * k] = (w[2 * k] as number) & ~D
-    })
+    if (nl(w, i) !== AMDV1_PTE.NL_SIZE) {
+      w[2 * i] = (w[2 * i] as number) & ~D
+      return
+    }
+    const [from, to] = replicaWords(w, i, level)
+    for (let k = from; k < to; k += 2) w[k] = (w[k] as number) & ~D
   },
 
   makeWriteDirty(w, i) {

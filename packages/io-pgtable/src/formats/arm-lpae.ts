@@ -28,6 +28,7 @@ import {
   HwAd,
   type PageTableFormat,
 } from '../format.ts'
+import { fillLeaves } from './common.ts'
 
 /** `IO_PGTABLE_QUIRK_*` bits, with the kernel's values. */
 export const IoPgtableQuirk = {
@@ -284,12 +285,25 @@ export const armLpae: PageTableFormat<ArmLpaeConfig, ArmLpaeParams> = definePage
     const type = level === 0 ? E.TYPE_PAGE : E.TYPE_BLOCK
     const step = 2 ** (sizeLg2 - PAGE_SHIFT)
     const lo = attrs.lo | type
+    // Below 2^48 the address field is the PA itself (nothing to fold into bits 15:12).
+    if (oaPfn + count * step <= 2 ** 36) {
+      fillLeaves(w, i, count, 1, oaPfn, step, lo, attrs.hi)
+      return
+    }
     let pfn = oaPfn
     for (let j = i << 1, end = (i + count) << 1; j < end; j += 2) {
       w[j] = addrLo(pfn) | lo
       w[j + 1] = addrHi(pfn) | attrs.hi
       pfn += step
     }
+  },
+
+  findEmpty(w, from, to) {
+    // Level 3: only page descriptors (type 3) are present.
+    let j = from << 1
+    const end = to << 1
+    while (j < end && ((w[j] as number) & E.TYPE_MASK) === E.TYPE_PAGE) j += 2
+    return j >>> 1
   },
 
   installTable(w, i, _level, tablePfn, p) {
@@ -354,7 +368,9 @@ export const armLpae: PageTableFormat<ArmLpaeConfig, ArmLpaeParams> = definePage
     const end = to << 1
     for (; j < end; j += 2) {
       const lo = w[j] as number
-      if ((lo & E.TYPE_MASK) !== E.TYPE_PAGE || writeDirty(lo, w[j + 1] as number)) break
+      // A page with AP[2] set is clean whatever DBM says: one load for the common case.
+      if ((lo & (E.AP_RDONLY | E.TYPE_MASK)) === (E.AP_RDONLY | E.TYPE_PAGE)) continue
+      if ((lo & E.TYPE_MASK) !== E.TYPE_PAGE || ((w[j + 1] as number) & E.DBM_HI) !== 0) break
     }
     return j >>> 1
   },

@@ -29,20 +29,23 @@ export function fillLeaves(
 ): void {
   let j = i << 1
   let oa = pfn
-  if (replicas === 1 && pfnStep === 1) {
-    // The hot case (runs of 4 KiB pages): carry into the high word only when it changes.
-    let high = Math.floor(oa / 0x10_0000)
-    let low = oa - high * 0x10_0000
-    let hw = (high | hi) >>> 0
-    const end = j + 2 * count
-    for (; j < end; j += 2) {
-      w[j] = (low << 12) | lo
-      w[j + 1] = hw
-      if (++low === 0x10_0000) {
-        low = 0
-        high++
-        hw = (high | hi) >>> 0
+  if (replicas === 1 && pfnStep < 0x10_0000) {
+    // The hot case (runs of pages or blocks): runs that do not carry into the high word.
+    const inc = pfnStep << 12
+    let left = count
+    while (left > 0) {
+      const high = Math.floor(oa / 0x10_0000)
+      const low = oa - high * 0x10_0000
+      const run = Math.min(left, Math.ceil((0x10_0000 - low) / pfnStep))
+      const hw = (high | hi) >>> 0
+      let v = (low << 12) | lo
+      for (const end = j + 2 * run; j < end; j += 2) {
+        w[j] = v
+        w[j + 1] = hw
+        v = (v + inc) | 0
       }
+      left -= run
+      oa += run * pfnStep
     }
     return
   }

@@ -78,6 +78,13 @@ export const vtdss: PageTableFormat<VtdSsConfig, VtdSsParams> = definePageTableF
     fillLeaves(w, i, count, 1, oaPfn, 512 ** level, attrs.lo | (level === 0 ? 0 : PS), attrs.hi)
   },
 
+  findEmpty(w, from, to) {
+    let j = from << 1
+    const end = to << 1
+    while (j < end && ((w[j] as number) | (w[j + 1] as number)) !== 0) j += 2
+    return j >>> 1
+  },
+
   installTable(w, i, _level, tablePfn) {
     fillLeaves(w, i, 1, 1, tablePfn, 1, R | W, 0)
   },

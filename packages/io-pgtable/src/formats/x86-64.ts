@@ -77,6 +77,13 @@ export const x86_64: PageTableFormat<X86_64Config, FormatParams> = definePageTab
     fillLeaves(w, i, count, 1, oaPfn, 512 ** level, attrs.lo | P | (level === 0 ? 0 : PS), attrs.hi)
   },
 
+  findEmpty(w, from, to) {
+    let j = from << 1
+    const end = to << 1
+    while (j < end && ((w[j] as number) & P) !== 0) j += 2
+    return j >>> 1
+  },
+
   installTable(w, i, _level, tablePfn) {
     fillLeaves(w, i, 1, 1, tablePfn, 1, P | RW | U | A, 0)
   },
