@@ -183,25 +183,36 @@ function allocPages(
   return new IoptPages(ctx.machine, source, npages, writable, mode)
 }
 
-/** `iopt_map_common`: map one pages object, honouring the context's accounting mode. */
-function mapCommon(
-  ctx: IommufdCtx,
+/**
+ * `iopt_map_user_pages`/`iopt_map_file_pages` after their own checks: a pages object for
+ * the source, mapped by `iopt_map_common` with the context's accounting mode; writes the
+ * IOVA back.
+ */
+function mapSource(
+  ucmd: Ucmd<{ flags: number; length: bigint; iova: bigint }>,
   ioas: Ioas,
-  pages: IoptPages,
-  iova: bigint | null,
-  length: bigint,
+  source: PagesSource,
   startByte: number,
-  prot: number,
-): bigint {
+): void {
+  const { cmd, ctx, caller } = ucmd
+  const writable = (cmd.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0
+  const pages = allocPages(ctx, caller, source, startByte, cmd.length, writable)
   if (ctx.accountMode === AccountMode.MM && pages.accountMode === AccountMode.USER) {
     pages.accountMode = AccountMode.MM
   }
+  const fixed = cmd.flags & IOMMU_IOAS_MAP_FIXED_IOVA ? cmd.iova : null
   try {
-    return ioas.iopt.mapPages([{ pages, startByte, length }], length, iova, prot)
+    cmd.iova = ioas.iopt.mapPages(
+      [{ pages, startByte, length: cmd.length }],
+      cmd.length,
+      fixed,
+      convIommuProt(cmd.flags),
+    )
   } catch (e) {
     pages.put()
     throw e
   }
+  ucmd.respond()
 }
 
 /** IOMMU_IOAS_MAP (reference §2.7). */
@@ -213,17 +224,7 @@ export function iommufdIoasMap(ucmd: Ucmd<iommu_ioas_map>): void {
   if (cmd.user_va + cmd.length > ULONG_MAX) throw new IommuError('EOVERFLOW', 'user_va + length')
   const startByte = Number(cmd.user_va % PAGE)
   const uptr = Number(cmd.user_va - BigInt(startByte))
-  const pages = allocPages(
-    ctx,
-    caller,
-    { type: 'user', proc: caller.proc, uptr },
-    startByte,
-    cmd.length,
-    (cmd.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0,
-  )
-  const fixed = cmd.flags & IOMMU_IOAS_MAP_FIXED_IOVA ? cmd.iova : null
-  cmd.iova = mapCommon(ctx, ioas, pages, fixed, cmd.length, startByte, convIommuProt(cmd.flags))
-  ucmd.respond()
+  mapSource(ucmd, ioas, { type: 'user', proc: caller.proc, uptr }, startByte)
 }
 
 /** IOMMU_IOAS_MAP_FILE (reference §2.8): memfds only. */
@@ -240,17 +241,7 @@ export function iommufdIoasMapFile(ucmd: Ucmd<iommu_ioas_map_file>): void {
   // Only shmem-like files can be pinned (memfd_pin_folios).
   if (!(file instanceof Memfd)) throw new IommuError('EINVAL', `fd ${cmd.fd} is not a memfd`)
   const start = Number(cmd.start - BigInt(startByte))
-  const pages = allocPages(
-    ctx,
-    caller,
-    { type: 'file', proc: caller.proc, file, start },
-    startByte,
-    cmd.length,
-    (cmd.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0,
-  )
-  const fixed = cmd.flags & IOMMU_IOAS_MAP_FIXED_IOVA ? cmd.iova : null
-  cmd.iova = mapCommon(ctx, ioas, pages, fixed, cmd.length, startByte, convIommuProt(cmd.flags))
-  ucmd.respond()
+  mapSource(ucmd, ioas, { type: 'file', proc: caller.proc, file, start }, startByte)
 }
 
 /** IOMMU_IOAS_COPY: share the source's pinned pages at a new IOVA (reference §2.9). */
