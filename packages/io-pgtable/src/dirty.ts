@@ -16,7 +16,7 @@
  */
 
 import { IOMMU_DIRTY_NO_CLEAR, type IommuDirtyBitmap, IommuError } from '@iommu/core'
-import { lowBits, PAGE_SHIFT, pow2, shr } from './bits.ts'
+import { PAGE_SHIFT, pow2, shr } from './bits.ts'
 import { EntryType } from './format.ts'
 import type { TableCore } from './table.ts'
 
@@ -72,13 +72,9 @@ function dirtyTable(c: DirtyCtx, level: number, tablePfn: number, start: number)
   const p = t.p
   const shift = t.itemShift[level] as number
   const itemPages = pow2(shift)
-  const spanLg2 = shift + (t.itemsLg2[level] as number)
-  const base = start - lowBits(start, spanLg2)
+  const base = t.tableBase(start, level)
   let idx = t.index(start, level)
-  const end =
-    c.last >= base + pow2(spanLg2) - 1
-      ? 1 << (t.itemsLg2[level] as number)
-      : t.index(c.last, level) + 1
+  const end = t.endIndex(base, c.last, level)
   if (level === 0) {
     leafScan(c, tablePfn, idx, end, base, itemPages)
     return

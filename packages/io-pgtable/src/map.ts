@@ -192,6 +192,9 @@ function clearContig(c: MapCtx, w: Uint32Array, j: number, count: number, level:
  * generic_pt `map_range`: map `pages` pages from IOVA page `ipfn` to output page `ppfn`.
  *
  * @returns pages mapped (= `pages`)
+ * `subPage` carries what the byte-addressed caller found below page granularity (an empty
+ * range, a wrap, a sub-page IOVA, PA or length), thrown where `map_range` would find it.
+ *
  * @throws EINVAL (no READ/WRITE, empty range, format prot refusal), ERANGE (PA beyond the
  *   output size, IOVA outside the input space), EOVERFLOW, ENXIO (unaligned),
  *   EADDRINUSE, ENOMEM; with `progress` when something was mapped
@@ -202,6 +205,7 @@ export function mapGeneric(
   ppfn: number,
   pages: number,
   prot: number,
+  subPage: 'EINVAL' | 'EOVERFLOW' | 'ENXIO' | null = null,
 ): number {
   if ((prot & (Prot.READ | Prot.WRITE)) === 0) throw new IommuError('EINVAL', NO_RW)
   // Only the first output address is checked, as map_range does.
@@ -209,6 +213,8 @@ export function mapGeneric(
     throw new IommuError('ERANGE', `PA beyond the ${t.p.oaBits}-bit output size`)
   }
   const attrs = t.attrs(prot)
+  // make_range, then the page size: in page numbers, except what the byte API saw below a page.
+  if (subPage !== null) throw new IommuError(subPage, 'range not representable in pages')
   if (pages <= 0) throw new IommuError('EINVAL', 'empty range')
   if (ipfn + pages > pow2(52)) throw new IommuError('EOVERFLOW', 'IOVA range wraps')
   let sizeLg2 = t.bestSize(ipfn, ppfn, pages)

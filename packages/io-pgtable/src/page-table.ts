@@ -227,13 +227,17 @@ export class PageTable<Cfg = unknown, P extends FormatParams = FormatParams> {
   mapRange(iova: bigint, paddr: bigint, size: bigint, prot: number): bigint {
     const t = this.#t
     if (t.fmt.algorithm === 'generic-pt') {
-      if (size === 0n) throw new IommuError('EINVAL', 'empty range')
-      if (iova + size > U64_LIMIT) throw new IommuError('EOVERFLOW', 'IOVA range wraps')
-      if (((iova | paddr) & PAGE_MASK) !== 0n || size < 4096n) {
-        if ((prot & 3) === 0) throw new IommuError('EINVAL', 'no IOMMU_READ or IOMMU_WRITE')
-        throw new IommuError('ENXIO', 'no page size fits the alignment')
-      }
-    } else if (((iova | paddr | size) & PAGE_MASK) !== 0n) {
+      const subPage =
+        size === 0n
+          ? 'EINVAL'
+          : iova + size > U64_LIMIT
+            ? 'EOVERFLOW'
+            : ((iova | paddr) & PAGE_MASK) !== 0n || size < 4096n
+              ? 'ENXIO'
+              : null
+      return fromPfn(mapGeneric(t, toPfn(iova), toPfn(paddr), toPfn(size), prot, subPage))
+    }
+    if (((iova | paddr | size) & PAGE_MASK) !== 0n) {
       throw new IommuError('EINVAL', 'IOVA, PA or size not aligned to the smallest page')
     }
     return fromPfn(this.map(toPfn(iova), toPfn(paddr), toPfn(size), prot))

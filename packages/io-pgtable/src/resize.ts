@@ -19,30 +19,20 @@ import { type Attrs, EntryType } from './format.ts'
 import type { TableCore } from './table.ts'
 
 interface Found {
-  w: Uint32Array
-  j: number
-  level: number
+  readonly type: EntryType
+  readonly w: Uint32Array
+  readonly j: number
+  readonly level: number
   /** IOVA page of entry 0 of the table holding it. */
-  base: number
+  readonly base: number
 }
 
 /** Walk to the entry at `ipfn`, stopping at a leaf, a hole, or `stopLevel`. */
-function find(t: TableCore, ipfn: number, stopLevel: number): (Found & { type: number }) | null {
+function find(t: TableCore, ipfn: number, stopLevel: number): Found | null {
   if (!t.inRange(ipfn, ipfn)) return null
-  const fmt = t.fmt
-  const p = t.p
-  let table = t.topPfn
-  for (let level = t.topLevel; level >= 0; level--) {
-    const idx = t.index(ipfn, level)
-    const w = t.frame(table, idx)
-    const j = idx & 511
-    const type = fmt.loadEntry(w, j, level, p)
-    const spanLg2 = (t.itemShift[level] as number) + (t.itemsLg2[level] as number)
-    const base = ipfn - lowBits(ipfn, spanLg2)
-    if (type !== EntryType.TABLE || level === stopLevel) return { w, j, level, base, type }
-    table = fmt.tablePfn(w, j, level, p)
-  }
-  return null
+  const type = t.walkTo(ipfn, stopLevel)
+  const level = t.hitLevel
+  return { type, w: t.hitWords, j: t.hitIndex, level, base: t.tableBase(ipfn, level) }
 }
 
 function applyDirty(

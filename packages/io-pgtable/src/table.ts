@@ -193,6 +193,24 @@ export class TableCore {
     return shr(ipfn, this.itemShift[level] as number) & (this.indexMask[level] as number)
   }
 
+  /** IOVA page of entry 0 of the level-`level` table that translates page `ipfn`. */
+  tableBase(ipfn: number, level: number): number {
+    return (
+      ipfn - lowBits(ipfn, (this.itemShift[level] as number) + (this.itemsLg2[level] as number))
+    )
+  }
+
+  /**
+   * One past the last index a walk over [.., lastPfn] visits in the level-`level` table
+   * whose entry 0 is IOVA page `base` (`pt_range_to_end_index`).
+   */
+  endIndex(base: number, lastPfn: number, level: number): number {
+    const spanLg2 = (this.itemShift[level] as number) + (this.itemsLg2[level] as number)
+    return lastPfn >= base + pow2(spanLg2) - 1
+      ? 1 << (this.itemsLg2[level] as number)
+      : this.index(lastPfn, level) + 1
+  }
+
   /** Input bits the root covers at `topLevel` (`_pt_top_range`'s max_vasz_lg2). */
   topVaBits(topLevel: number = this.topLevel): number {
     const span = this.itemLg2(topLevel) + (this.itemsLg2[topLevel] as number)
@@ -246,6 +264,43 @@ export class TableCore {
       break
     }
     return shr(len, sizeLg2 - PAGE_SHIFT)
+  }
+
+  /** Frame words of the entry the last {@link walkTo} stopped at. */
+  hitWords: Uint32Array = new Uint32Array(0)
+  /** Its index in the frame. */
+  hitIndex = 0
+  /** Its level. */
+  hitLevel = 0
+
+  /**
+   * Walk from the root towards IOVA page `ipfn`, down through TABLE entries, stopping at a
+   * leaf, a hole, or a table entry at `stopLevel`; the entry is left in `hit*`.
+   *
+   * @returns the type of the entry stopped at
+   */
+  walkTo(ipfn: number, stopLevel: number): EntryType {
+    const fmt = this.fmt
+    const p = this.p
+    let table = this.topPfn
+    let level = this.topLevel
+    for (;;) {
+      const idx = this.index(ipfn, level)
+      const w = this.frame(table, idx)
+      const j = idx & 511
+      const type =
+        ((w[2 * j] as number) | (w[2 * j + 1] as number)) === 0
+          ? EntryType.EMPTY
+          : fmt.loadEntry(w, j, level, p)
+      if (type !== EntryType.TABLE || level === stopLevel) {
+        this.hitWords = w
+        this.hitIndex = j
+        this.hitLevel = level
+        return type
+      }
+      table = fmt.tablePfn(w, j, level, p)
+      level--
+    }
   }
 
   // ------------------------------------------------------------------ memory

@@ -40,13 +40,9 @@ function unmapTable(c: UnmapCtx, level: number, tablePfn: number, start: number)
   const p = t.p
   const shift = t.itemShift[level] as number
   const itemPages = pow2(shift)
-  const spanLg2 = shift + (t.itemsLg2[level] as number)
-  const base = start - lowBits(start, spanLg2)
+  const base = t.tableBase(start, level)
   let idx = t.index(start, level)
-  const end =
-    c.last >= base + pow2(spanLg2) - 1
-      ? 1 << (t.itemsLg2[level] as number)
-      : t.index(c.last, level) + 1
+  const end = t.endIndex(base, c.last, level)
   let items = 0
   let ok = true
   let first = true

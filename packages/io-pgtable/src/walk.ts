@@ -25,24 +25,12 @@ import type { TableCore } from './table.ts'
  */
 export function translate(t: TableCore, ipfn: number): number {
   if (t.fmt.algorithm === 'generic-pt' && !t.inRange(ipfn, ipfn)) return -1
-  const fmt = t.fmt
-  const p = t.p
-  let table = t.topPfn
-  for (let level = t.topLevel; level >= 0; level--) {
-    const idx = t.index(ipfn, level)
-    const w = t.frame(table, idx)
-    const j = idx & 511
-    if (((w[2 * j] as number) | (w[2 * j + 1] as number)) === 0) return -1
-    const type = fmt.loadEntry(w, j, level, p)
-    if (type === EntryType.EMPTY) return -1
-    if (type === EntryType.TABLE) {
-      table = fmt.tablePfn(w, j, level, p)
-      continue
-    }
-    const span = (t.itemShift[level] as number) + fmt.entryNumContigLg2(w, j, level, p)
-    return fmt.entryOaPfn(w, j, level, p) + lowBits(ipfn, span)
-  }
-  return -1
+  if (t.walkTo(ipfn, -1) !== EntryType.OA) return -1
+  const w = t.hitWords
+  const j = t.hitIndex
+  const level = t.hitLevel
+  const span = (t.itemShift[level] as number) + t.fmt.entryNumContigLg2(w, j, level, t.p)
+  return t.fmt.entryOaPfn(w, j, level, t.p) + lowBits(ipfn, span)
 }
 
 /**
@@ -60,6 +48,11 @@ export interface WalkResult {
   pagePfn: number
   /** {@link Access} bits the walk grants (leaf ANDed with the tables above it). */
   perm: number
+  /**
+   * The leaf is write-dirty in memory after the walk (and its A/D update): what a
+   * hardware model caches with the translation. False for formats without dirty bits.
+   */
+  dirty: boolean
 }
 
 const MAX_LEVELS = 8
@@ -82,6 +75,7 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
     sizeLg2: 0,
     pagePfn: -1,
     perm: 0,
+    dirty: false,
   }
   readonly #mem: PhysicalMemory
   readonly #itemShift = new Int8Array(MAX_LEVELS)
@@ -119,6 +113,7 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
     r.sizeLg2 = 0
     r.pagePfn = -1
     r.perm = 0
+    r.dirty = false
     return r
   }
 
@@ -201,6 +196,7 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
       r.sizeLg2 = sizeShift + PAGE_SHIFT
       r.pagePfn = fmt.entryOaPfn(w, j, level, p) + lowBits(ipfn, sizeShift)
       r.perm = perm
+      r.dirty = fmt.isWriteDirty?.(w, j, level, p)
       return r
     }
   }

@@ -1,8 +1,8 @@
-import { FramePurpose, IommuDirtyBitmap, IommuError, IotlbGather, Prot } from '@iommu/core'
+import { FramePurpose, IommuDirtyBitmap, type IommuError, IotlbGather, Prot } from '@iommu/core'
 import { describe, expect, it } from 'vitest'
 import { Access, EntryType, HwAd, WalkFault } from '../format.ts'
 import { PageTable } from '../page-table.ts'
-import { countLeaves, tableHarness } from '../testing/helpers.ts'
+import { countLeaves, errnoOf, tableHarness } from '../testing/helpers.ts'
 import { PageTableWalker } from '../walk.ts'
 import { amdv1 } from './amdv1.ts'
 
@@ -30,15 +30,7 @@ function entries(
   return Array.from({ length: n }, (_, k) => pt.memory.read64(Number(base) + (first + k) * 8))
 }
 
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn()
-  } catch (e) {
-    if (e instanceof IommuError) return e.code
-    throw e
-  }
-  return undefined
-}
+const code = errnoOf
 
 function recorder() {
   const records: [number, number][] = []

@@ -25,10 +25,16 @@ import {
   EntryType,
   type FormatParams,
   HW_RESERVED,
-  HwAd,
   type PageTableFormat,
 } from '../format.ts'
-import { checkHwBits, checkOaBits, fillLeaves, oaField } from './common.ts'
+import {
+  checkHwBits,
+  checkOaBits,
+  fillLeaves,
+  oaField,
+  scanLow,
+  setAccessedDirty,
+} from './common.ts'
 
 /** Configuration of an AMD v1 table (`struct pt_iommu_amdv1_cfg`). */
 export interface AmdV1Config {
@@ -186,12 +192,7 @@ export const amdv1: PageTableFormat<AmdV1Config, AmdV1Params> = definePageTableF
     fillLeaves(w, i, count, 1 << contig, oaPfn + step / 2 - 1, step, attrs.lo | PR | NL7, attrs.hi)
   },
 
-  findEmpty(w, from, to) {
-    let j = from << 1
-    const end = to << 1
-    while (j < end && ((w[j] as number) & PR) !== 0) j += 2
-    return j >>> 1
-  },
+  findEmpty: (w, from, to) => scanLow(w, from, to, PR, PR),
 
   installTable(w, i, level, tablePfn) {
     // IR/IW are ANDed along the walk: tables grant both, leaves decide.
@@ -231,13 +232,8 @@ export const amdv1: PageTableFormat<AmdV1Config, AmdV1Params> = definePageTableF
     w[2 * i] = (w[2 * i] as number) | D
   },
 
-  skipCleanLeaves(w, from, to) {
-    // Level 0: a present entry is a leaf; stop at a hole or a D bit.
-    let j = from << 1
-    const end = to << 1
-    while (j < end && ((w[j] as number) & (PR | D)) === PR) j += 2
-    return j >>> 1
-  },
+  // Level 0: a present entry is a leaf; stop at a hole or a D bit.
+  skipCleanLeaves: (w, from, to) => scanLow(w, from, to, PR | D, PR),
 
   hwInfo: (topPfn, topLevel) => ({ hostPtRoot: BigInt(topPfn) << 12n, mode: topLevel + 1 }),
 
@@ -262,10 +258,6 @@ export const amdv1: PageTableFormat<AmdV1Config, AmdV1Params> = definePageTableF
 
   hwLeafPerms: (w, i) => ((w[2 * i + 1] as number) >>> 29) & (Access.READ | Access.WRITE),
 
-  hwUpdateAccessedDirty(w, i, _level, _p, leaf, write, ad) {
-    let lo = w[2 * i] as number
-    if (ad & HwAd.ACCESSED) lo |= A
-    if (leaf && write && ad & HwAd.DIRTY) lo |= D
-    w[2 * i] = lo
-  },
+  hwUpdateAccessedDirty: (w, i, _level, _p, leaf, write, ad) =>
+    setAccessedDirty(w, i, leaf, write, ad, A, D),
 })

@@ -1,7 +1,13 @@
-import { IOMMU_DIRTY_NO_CLEAR, IommuDirtyBitmap, IommuError, IotlbGather, Prot } from '@iommu/core'
+import {
+  IOMMU_DIRTY_NO_CLEAR,
+  IommuDirtyBitmap,
+  type IommuError,
+  IotlbGather,
+  Prot,
+} from '@iommu/core'
 import { describe, expect, it } from 'vitest'
 import { Access, HwAd, WalkFault } from '../format.ts'
-import { tableHarness } from '../testing/helpers.ts'
+import { errnoOf, tableHarness } from '../testing/helpers.ts'
 import { type ArmLpaeConfig, armLpae, IoPgtableQuirk } from './arm-lpae.ts'
 
 const R = Prot.READ
@@ -23,15 +29,7 @@ function leaf(pt: ReturnType<typeof table>['table'], iova: bigint) {
   return pt.pgtableWalk(iova).at(-1) as { level: number; pte: bigint; pa: bigint }
 }
 
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn()
-  } catch (e) {
-    if (e instanceof IommuError) return e.code
-    throw e
-  }
-  return undefined
-}
+const code = errnoOf
 
 function recorder() {
   const records: [number, number][] = []

@@ -28,7 +28,7 @@ import {
   HwAd,
   type PageTableFormat,
 } from '../format.ts'
-import { fillLeaves } from './common.ts'
+import { fillLeaves, scanLow } from './common.ts'
 
 /** `IO_PGTABLE_QUIRK_*` bits, with the kernel's values. */
 export const IoPgtableQuirk = {
@@ -298,13 +298,8 @@ export const armLpae: PageTableFormat<ArmLpaeConfig, ArmLpaeParams> = definePage
     }
   },
 
-  findEmpty(w, from, to) {
-    // Level 3: only page descriptors (type 3) are present.
-    let j = from << 1
-    const end = to << 1
-    while (j < end && ((w[j] as number) & E.TYPE_MASK) === E.TYPE_PAGE) j += 2
-    return j >>> 1
-  },
+  // Level 3: only page descriptors (type 3) are present.
+  findEmpty: (w, from, to) => scanLow(w, from, to, E.TYPE_MASK, E.TYPE_PAGE),
 
   installTable(w, i, _level, tablePfn, p) {
     let hi = addrHi(tablePfn)

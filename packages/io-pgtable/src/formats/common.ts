@@ -6,6 +6,7 @@
  */
 
 import { IommuError } from '@iommu/core'
+import { HwAd } from '../format.ts'
 
 /** Output address of an entry whose OA field is bits 51:12. */
 export function oaField(w: Uint32Array, i: number): number {
@@ -59,6 +60,42 @@ export function fillLeaves(
     }
     oa += pfnStep
   }
+}
+
+/**
+ * The first index in `[from, to)` of a frame whose low word does not satisfy
+ * `(lo & mask) === value`, or `to` (the format accelerators' scan).
+ */
+export function scanLow(
+  w: Uint32Array,
+  from: number,
+  to: number,
+  mask: number,
+  value: number,
+): number {
+  let j = from << 1
+  const end = to << 1
+  while (j < end && ((w[j] as number) & mask) === value) j += 2
+  return j >>> 1
+}
+
+/**
+ * The hardware accessed/dirty update of formats with both flags in the low word: A on every
+ * entry walked when ACCESSED is on, D on a written leaf when DIRTY is on.
+ */
+export function setAccessedDirty(
+  w: Uint32Array,
+  i: number,
+  leaf: boolean,
+  write: boolean,
+  ad: number,
+  accessed: number,
+  dirty: number,
+): void {
+  let lo = w[2 * i] as number
+  if (ad & HwAd.ACCESSED) lo |= accessed
+  if (leaf && write && ad & HwAd.DIRTY) lo |= dirty
+  w[2 * i] = lo
 }
 
 /** First checks of `pt_iommu_init`: the VA width within the format's, a non-zero OA width (EINVAL). */

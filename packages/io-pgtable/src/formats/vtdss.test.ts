@@ -2,7 +2,6 @@ import {
   FramePurpose,
   IOMMU_DIRTY_NO_CLEAR,
   IommuDirtyBitmap,
-  IommuError,
   IotlbGather,
   PhysicalMemory,
   Prot,
@@ -10,7 +9,7 @@ import {
 import { describe, expect, it } from 'vitest'
 import { Access, HwAd, WalkFault } from '../format.ts'
 import { PageTable } from '../page-table.ts'
-import { tableHarness } from '../testing/helpers.ts'
+import { errnoOf, tableHarness } from '../testing/helpers.ts'
 import { type VtdSsConfig, vtdss } from './vtdss.ts'
 
 const R = Prot.READ
@@ -25,15 +24,7 @@ function leaf(cfg: VtdSsConfig, iova: bigint, pa: bigint, size: bigint, prot: nu
   return e
 }
 
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn()
-  } catch (e) {
-    if (e instanceof IommuError) return e.code
-    throw e
-  }
-  return undefined
-}
+const code = errnoOf
 
 describe('§4.7 Intel VT-d second stage', () => {
   it('F1 4K R|W -> 0x80000: 0x0000000000080003', () => {

@@ -20,10 +20,15 @@ import {
   EntryType,
   type FormatParams,
   HW_RESERVED,
-  HwAd,
   type PageTableFormat,
 } from '../format.ts'
-import { type FixedTopConfig, fillLeaves, initFixedTop, oaField } from './common.ts'
+import {
+  type FixedTopConfig,
+  fillLeaves,
+  initFixedTop,
+  oaField,
+  setAccessedDirty,
+} from './common.ts'
 
 /** Configuration of a VT-d second-stage table (`struct pt_iommu_vtdss_cfg`). */
 export interface VtdSsConfig extends FixedTopConfig {
@@ -143,10 +148,6 @@ export const vtdss: PageTableFormat<VtdSsConfig, VtdSsParams> = definePageTableF
   hwTablePerms: (w, i) => (w[2 * i] as number) & (R | W),
   hwLeafPerms: (w, i) => (w[2 * i] as number) & (R | W),
 
-  hwUpdateAccessedDirty(w, i, _level, _p, leaf, write, ad) {
-    let lo = w[2 * i] as number
-    if (ad & HwAd.ACCESSED) lo |= A
-    if (leaf && write && ad & HwAd.DIRTY) lo |= D
-    w[2 * i] = lo
-  },
+  hwUpdateAccessedDirty: (w, i, _level, _p, leaf, write, ad) =>
+    setAccessedDirty(w, i, leaf, write, ad, A, D),
 })

@@ -1,7 +1,7 @@
 import { IommuDirtyBitmap, type IommuError, Prot } from '@iommu/core'
 import { describe, expect, it } from 'vitest'
 import { Access, HwAd, WalkFault } from '../format.ts'
-import { tableHarness } from '../testing/helpers.ts'
+import { errnoOf, tableHarness } from '../testing/helpers.ts'
 import { x86_64 } from './x86-64.ts'
 
 const RW = Prot.READ | Prot.WRITE
@@ -99,14 +99,7 @@ describe('§4.6 AMD v2 / x86-64 (generic_pt x86_64; also the Intel first-stage l
   })
 
   it('init: topLevel 2 is EOPNOTSUPP; a 4-level root cannot span 57 bits (EOPNOTSUPP); hwMaxVaBits 58 EINVAL', () => {
-    const code = (fn: () => unknown) => {
-      try {
-        fn()
-      } catch (e) {
-        return (e as IommuError).code
-      }
-      return undefined
-    }
+    const code = errnoOf
     expect(code(() => x86_64.init({ topLevel: 2 }))).toBe('EOPNOTSUPP')
     expect(code(() => x86_64.init({ topLevel: 3, hwMaxVaBits: 57 }))).toBe('EOPNOTSUPP')
     expect(code(() => x86_64.init({ topLevel: 4, hwMaxVaBits: 58 }))).toBe('EINVAL')

@@ -21,10 +21,16 @@ import {
   EntryType,
   type FormatParams,
   HW_RESERVED,
-  HwAd,
   type PageTableFormat,
 } from '../format.ts'
-import { type FixedTopConfig, fillLeaves, initFixedTop, oaField } from './common.ts'
+import {
+  type FixedTopConfig,
+  fillLeaves,
+  initFixedTop,
+  oaField,
+  scanLow,
+  setAccessedDirty,
+} from './common.ts'
 
 /** Configuration of an x86-64 table (`struct pt_iommu_x86_64_cfg`). */
 export interface X86_64Config extends FixedTopConfig {
@@ -77,12 +83,7 @@ export const x86_64: PageTableFormat<X86_64Config, FormatParams> = definePageTab
     fillLeaves(w, i, count, 1, oaPfn, 512 ** level, attrs.lo | P | (level === 0 ? 0 : PS), attrs.hi)
   },
 
-  findEmpty(w, from, to) {
-    let j = from << 1
-    const end = to << 1
-    while (j < end && ((w[j] as number) & P) !== 0) j += 2
-    return j >>> 1
-  },
+  findEmpty: (w, from, to) => scanLow(w, from, to, P, P),
 
   installTable(w, i, _level, tablePfn) {
     fillLeaves(w, i, 1, 1, tablePfn, 1, P | RW | U | A, 0)
@@ -109,10 +110,6 @@ export const x86_64: PageTableFormat<X86_64Config, FormatParams> = definePageTab
   hwTablePerms: (w, i) => Access.READ | ((w[2 * i] as number) & RW ? Access.WRITE : 0),
   hwLeafPerms: (w, i) => Access.READ | ((w[2 * i] as number) & RW ? Access.WRITE : 0),
 
-  hwUpdateAccessedDirty(w, i, _level, _p, leaf, write, ad) {
-    let lo = w[2 * i] as number
-    if (ad & HwAd.ACCESSED) lo |= A
-    if (leaf && write && ad & HwAd.DIRTY) lo |= D
-    w[2 * i] = lo
-  },
+  hwUpdateAccessedDirty: (w, i, _level, _p, leaf, write, ad) =>
+    setAccessedDirty(w, i, leaf, write, ad, A, D),
 })

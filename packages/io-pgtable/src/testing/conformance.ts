@@ -13,7 +13,13 @@
  * @module
  */
 
-import { IOMMU_DIRTY_NO_CLEAR, IommuDirtyBitmap, IommuError, IotlbGather, Prot } from '@iommu/core'
+import {
+  IOMMU_DIRTY_NO_CLEAR,
+  IommuDirtyBitmap,
+  type IommuError,
+  IotlbGather,
+  Prot,
+} from '@iommu/core'
 import type * as Vitest from 'vitest'
 import {
   Access,
@@ -26,7 +32,7 @@ import {
 } from '../format.ts'
 import type { PageTable } from '../page-table.ts'
 import type { PageTableOptions } from '../table.ts'
-import { countLeaves, leafTotal, type TableHarness, tableHarness } from './helpers.ts'
+import { countLeaves, errnoOf, leafTotal, type TableHarness, tableHarness } from './helpers.ts'
 import { type PropertyOptions, propertyCase } from './property.ts'
 
 // vitest is an optional peer: the helpers of this entry point work without it.
@@ -66,16 +72,6 @@ const TEST_OA = 0x74a7_1445_dead_beefn
 /** The errno a mapping conflict gives under the format's kernel implementation. */
 export function conflictErrno(format: AnyPageTableFormat): 'EEXIST' | 'EADDRINUSE' {
   return format.algorithm === 'io-pgtable-arm' ? 'EEXIST' : 'EADDRINUSE'
-}
-
-function errnoOf(fn: () => unknown): string | undefined {
-  try {
-    fn()
-  } catch (e) {
-    if (e instanceof IommuError) return e.code
-    throw e
-  }
-  return undefined
 }
 
 function sizesOf(bitmap: bigint): bigint[] {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { IotlbGather, PhysicalMemory } from '@iommu/core'
+import { IommuError, IotlbGather, PhysicalMemory } from '@iommu/core'
 import { EntryType, type FormatParams, type PageTableFormat } from '../format.ts'
 import { type AnyPageTable, PageTable } from '../page-table.ts'
 import type { PageTableOptions } from '../table.ts'
@@ -59,6 +59,17 @@ export function tableHarness<Cfg, P extends FormatParams>(
   })
   ;(h as { table: PageTable<Cfg, P> }).table = table
   return h
+}
+
+/** The errno code `fn` throws (an `IommuError`), or undefined when it returns. */
+export function errnoOf(fn: () => unknown): string | undefined {
+  try {
+    fn()
+  } catch (e) {
+    if (e instanceof IommuError) return e.code
+    throw e
+  }
+  return undefined
 }
 
 /**

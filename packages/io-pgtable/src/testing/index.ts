@@ -13,6 +13,7 @@ export {
 } from './conformance.ts'
 export {
   countLeaves,
+  errnoOf,
   leafTotal,
   ReferenceMap,
   type RefMapping,
