@@ -1,4 +1,6 @@
 import {
+  type DirtyOps,
+  type DomainOps,
   IommuCore,
   IommuDirtyBitmap,
   IommuDomain,
@@ -26,13 +28,21 @@ class TestDomain extends IommuDomain {
 
 function amdDomain(memory: PhysicalMemory) {
   const tops: [number, number][] = []
-  const domain: TestDomain = new TestDomain({
-    ops: {
-      ...pageTableDomainOps<TestDomain>(amdv1, (d) => d.table),
-      attachDev: () => {},
-      iotlbSync: (d, g) => d.synced.push([g.start, g.end, g.freelist.length]),
+  const ops: DomainOps<TestDomain> = {
+    ...pageTableDomainOps<TestDomain>(amdv1, (d) => d.table),
+    attachDev: () => {},
+    iotlbSync: (d, g) => {
+      d.synced.push([g.start, g.end, g.freelist.length])
     },
-    dirtyOps: { ...pageTableDirtyOps<TestDomain>((d) => d.table), setDirtyTracking: () => {} },
+  }
+  const dirtyOps: DirtyOps<TestDomain> = {
+    ...pageTableDirtyOps<TestDomain>((d) => d.table),
+    setDirtyTracking: () => {},
+  }
+  // DomainInit takes the driver's ops untyped (the core calls them with its domain).
+  const domain = new TestDomain({
+    ops: ops as DomainOps<never>,
+    dirtyOps: dirtyOps as DirtyOps<never>,
   })
   domain.table = new PageTable(
     memory,
@@ -126,9 +136,11 @@ describe('pageTableDomainOps / pageTableDirtyOps through the IOMMU core', () => 
   it('ARM: the core checks alignment (EINVAL) and splits with iommu_pgsize; a partial block unmap is 0', () => {
     const memory = new PhysicalMemory()
     const core = new IommuCore()
-    const domain = new TestDomain({
-      ops: { ...pageTableDomainOps<TestDomain>(armLpae, (d) => d.table), attachDev: () => {} },
-    })
+    const ops: DomainOps<TestDomain> = {
+      ...pageTableDomainOps<TestDomain>(armLpae, (d) => d.table),
+      attachDev: () => {},
+    }
+    const domain = new TestDomain({ ops: ops as DomainOps<never> })
     domain.table = new PageTable(memory, armLpae, { stage: 1, ias: 48, oas: 48 })
     domain.pgsizeBitmap = domain.table.pgsizeBitmap
     expect(errnoOf(() => core.iommuMap(domain, 0x800n, 0n, 0x1000n, RW))).toBe('EINVAL')

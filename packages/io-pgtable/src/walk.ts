@@ -196,7 +196,7 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
       r.sizeLg2 = sizeShift + PAGE_SHIFT
       r.pagePfn = fmt.entryOaPfn(w, j, level, p) + lowBits(ipfn, sizeShift)
       r.perm = perm
-      r.dirty = fmt.isWriteDirty?.(w, j, level, p)
+      r.dirty = fmt.isWriteDirty?.(w, j, level, p) === true
       return r
     }
   }

@@ -180,8 +180,12 @@ describe('§4.5 AMD v1 (FORCE_COHERENCE, as the AMD driver)', () => {
     const h = table()
     const pt = h.table
     pt.mapRange(0x1000n, 0x8_0000n, 0x1000n, RW)
-    const r = pt.walker().walk(pt.root.pfn, pt.root.level, 1, Access.WRITE, HwAd.DIRTY)
+    const walker = pt.walker()
+    expect(walker.walk(pt.root.pfn, pt.root.level, 1, Access.READ, HwAd.DIRTY).dirty).toBe(false)
+    const r = walker.walk(pt.root.pfn, pt.root.level, 1, Access.WRITE, HwAd.DIRTY)
     expect(r.fault).toBe(WalkFault.NONE)
+    // The walk reports the dirty state it leaves, for the IOTLB entry.
+    expect(r.dirty).toBe(true)
     expect(entries(pt, 0x1000n, 0, 1, 1)).toEqual([0x7000_0000_0008_0041n])
     const rec = recorder()
     pt.readAndClearDirty(0n, 0x20_0000n, 0, rec.dirty)
