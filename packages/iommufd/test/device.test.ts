@@ -6,7 +6,7 @@
 import { createMachine, ResvType } from '@iommu/core'
 import { MOCK_APERTURE_LAST, MOCK_APERTURE_START, mockIommu } from '@iommu/core/testing'
 import { describe, expect, it } from 'vitest'
-import { IOMMU_IOAS_IOVA_RANGES, openIommufd } from '../src/index.ts'
+import { IOMMU_IOAS_IOVA_RANGES, IOMMUFD_ACCESS_RW_WRITE, openIommufd } from '../src/index.ts'
 import {
   destroy,
   expectErrno,
@@ -136,5 +136,41 @@ describe('devices, bind and attach (§1.4)', () => {
     expectErrno('EPERM', () => other.bindDevice(dev))
     idev.unbind()
     other.bindDevice(dev).unbind()
+  })
+
+  it('an emulated device pins, copies and is told to unpin when user space unmaps (§3.11)', () => {
+    const w = world()
+    const ioas = ioasAlloc(w.fd)
+    const buf = w.proc.mmap(4 * PAGE_SIZE)
+    w.proc.write(buf + PAGE_SIZE, new TextEncoder().encode('ring'))
+    ioasMap(w.fd, ioas, buf, 4 * PAGE_SIZE, 0x10_0000n)
+    const unmaps: [bigint, bigint][] = []
+    const pfns = new Int32Array(2)
+    const acc = w.fd.createAccess({
+      needsPinPages: true,
+      unmap(iova, length) {
+        unmaps.push([iova, length])
+        if (iova <= 0x10_1000n && iova + length > 0x10_1000n)
+          acc.unpinPages(0x10_1000n, BigInt(2 * PAGE_SIZE))
+      },
+    })
+    acc.attach(ioas)
+    acc.pinPages(0x10_1000n, BigInt(2 * PAGE_SIZE), pfns, IOMMUFD_ACCESS_RW_WRITE)
+    expect(pfns[0]).toBe(w.proc.pageFrame(buf + PAGE_SIZE, false))
+    expect(w.m.memory.pinCount(pfns[0] as number)).toBe(1)
+    // A kernel thread (no caller mm) reads and writes through the pinned pages.
+    const got = new Uint8Array(4)
+    acc.rw(0x10_1000n, got)
+    expect(new TextDecoder().decode(got)).toBe('ring')
+    acc.rw(0x10_1002n, new Uint8Array([0x21]), IOMMUFD_ACCESS_RW_WRITE)
+    expect(w.proc.read(buf + PAGE_SIZE + 2, 1)[0]).toBe(0x21)
+    // Unmapping the range asks the access to let go, then succeeds.
+    expect(ioasUnmap(w.fd, ioas, 0x10_0000n, 4 * PAGE_SIZE)).toBe(BigInt(4 * PAGE_SIZE))
+    expect(unmaps).toEqual([[0x10_0000n, BigInt(4 * PAGE_SIZE)]])
+    expect(w.m.memory.frameStats().pins).toBe(0)
+    expectErrno('ENOENT', () => acc.pinPages(0x10_1000n, BigInt(PAGE_SIZE), pfns))
+    acc.release()
+    w.fd.close()
+    expect(w.fd.ctx.released).toBe(true)
   })
 })
