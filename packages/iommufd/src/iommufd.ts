@@ -137,7 +137,7 @@ export class Iommufd implements FdFile {
    * @throws IommuError - `syscall: 'ioctl'`, the kernel's errno
    */
   ioctl<C extends keyof IoctlArgs>(cmd: C, arg: IoctlArg<IoctlArgs[C]> | bigint | number | null): 0
-  ioctl(cmd: number, arg: unknown): 0
+  ioctl<C extends number>(cmd: C extends keyof IoctlArgs ? never : C, arg: unknown): 0
   ioctl(cmd: number, arg: unknown): 0 {
     return iommufdIoctl(this.ctx, this.caller, cmd, arg)
   }
