@@ -174,6 +174,8 @@ export function describeFormatConformance<Cfg, P extends FormatParams>(
         it('grows the top on demand (dynamic top)', () => withTable(fmt, c, increaseLevel))
         it('encodes and decodes entries (OA, table, attributes, dirty)', () =>
           withTable(fmt, c, entryEncodings))
+        it('level-0 accelerators agree with the per-entry functions', () =>
+          withTable(fmt, c, accelerators))
         it('dirty round trip', () => withTable(fmt, c, dirtyRoundTrip))
         it('split/merge round trip keeps translations, attributes and dirty state', () =>
           withTable(fmt, c, splitMerge))
@@ -449,6 +451,71 @@ function entryEncodings(e: Env): void {
             expect(dirty(copy, at + n - 1, level, p)).toBe(false)
           }
         }
+      }
+    }
+  }
+}
+
+/**
+ * findEmpty and skipCleanLeaves against loops over loadEntry / isWriteDirty, on frames of
+ * holes, non-zero holes, clean and dirty leaves.
+ */
+function accelerators(e: Env): void {
+  const { expect } = vt()
+  const fmt = e.pt.format
+  const p = e.params
+  let seed = 0x2545_f491
+  const rnd = () => {
+    seed ^= seed << 13
+    seed ^= seed >>> 17
+    seed ^= seed << 5
+    return seed >>> 0
+  }
+  const attrs = fmt.setProt(RW, p)
+  const tracked = writesTracked(e)
+  for (let round = 0; round < 8; round++) {
+    const w = new Uint32Array(1024)
+    for (let i = 0; i < 512; i++) {
+      const kind = rnd() % 4
+      if (kind === 1 || kind === 2) {
+        fmt.installLeaves(w, i, 1, 0, i * 2 ** (p.granuleLg2 - 12), p.granuleLg2, attrs, p)
+        fmt.installLeaves(
+          w,
+          i,
+          1,
+          0,
+          i * 2 ** (p.granuleLg2 - 12),
+          p.granuleLg2,
+          fmt.attrFromEntry(w, i, 0, p),
+          p,
+        )
+        if (kind === 2 && tracked) fmt.makeWriteDirty?.(w, i, 0, p)
+      } else if (kind === 3) {
+        // A non-zero entry the format reads as a hole, if a few tries find one.
+        for (let t = 0; t < 16; t++) {
+          w[2 * i] = rnd()
+          w[2 * i + 1] = rnd()
+          if (fmt.loadEntry(w, i, 0, p) === EntryType.EMPTY) break
+          w[2 * i] = 0
+          w[2 * i + 1] = 0
+        }
+      }
+    }
+    for (let q = 0; q < 64; q++) {
+      const a = rnd() % 513
+      const b = a + (rnd() % (513 - a))
+      let hole = a
+      while (hole < b && fmt.loadEntry(w, hole, 0, p) !== EntryType.EMPTY) hole++
+      expect(fmt.findEmpty(w, a, b, p)).toBe(hole)
+      if (e.pt.dirtyTracking) {
+        let stop = a
+        while (
+          stop < b &&
+          fmt.loadEntry(w, stop, 0, p) === EntryType.OA &&
+          fmt.isWriteDirty?.(w, stop, 0, p) === false
+        )
+          stop++
+        expect(fmt.skipCleanLeaves?.(w, a, b, 0, p)).toBe(stop)
       }
     }
   }
