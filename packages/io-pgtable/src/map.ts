@@ -190,14 +190,13 @@ function clearContig(c: MapCtx, w: Uint32Array, j: number, count: number, level:
 
 /**
  * generic_pt `map_range`: map `pages` pages from IOVA page `ipfn` to output page `ppfn`.
- *
- * @returns pages mapped (= `pages`)
  * `subPage` carries what the byte-addressed caller found below page granularity (an empty
  * range, a wrap, a sub-page IOVA, PA or length), thrown where `map_range` would find it.
  *
  * @throws EINVAL (no READ/WRITE, empty range, format prot refusal), ERANGE (PA beyond the
  *   output size, IOVA outside the input space), EOVERFLOW, ENXIO (unaligned),
  *   EADDRINUSE, ENOMEM; with `progress` when something was mapped
+ * @returns pages mapped (= `pages`)
  */
 export function mapGeneric(
   t: TableCore,

@@ -230,6 +230,9 @@ export class TableCore {
     const shift = vaBits - PAGE_SHIFT
     const top = pow2(64 - vaBits) - 1
     let prefix = this.p.upperVa ? top : 0
+    // As pt_check_range: the prefix comes from bits vaBits - 1 and up of the start, and only
+    // the bits above vaBits are compared (bit vaBits - 1 itself is not; the hardware walker
+    // checks the canonical form strictly).
     if (this.p.signExtend) prefix = shr(ipfn, shift - 1) !== 0 ? top : 0
     return shr(ipfn, shift) === prefix && shr(lastPfn, shift) === prefix
   }
@@ -358,9 +361,10 @@ export class TableCore {
   }
 
   /**
-   * Free the subtree under table entry `idx` of the table at `tablePfn` (level `level`),
-   * after clearing that entry and flushing its range: ARM's unmap-a-table path
-   * (`__arm_lpae_unmap` + `tlb_flush_walk` + `__arm_lpae_free_pgtable`).
+   * Unlink the table that entry `j` of frame `w` (level `level`, IOVA page `entryIpfn`)
+   * points to, and queue its whole subtree on `flush` with the entry's range: ARM's
+   * unmap-a-table path (`__arm_lpae_unmap` + `tlb_flush_walk` + `__arm_lpae_free_pgtable`);
+   * the caller syncs `flush` right away.
    */
   freeSubtreeNow(
     w: Uint32Array,

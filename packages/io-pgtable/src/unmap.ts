@@ -186,14 +186,10 @@ export function unmapPagesArm(
   const fmt = t.fmt
   const p = t.p
   let table = t.topPfn
-  for (let level = t.topLevel; level > target; level--) {
-    const idx = t.index(ipfn, level)
-    const w = t.frame(table, idx)
-    const j = idx & 511
-    const type = fmt.loadEntry(w, j, level, p)
+  if (target < t.topLevel) {
     // EMPTY on the way, or a block larger than asked for ("partial large IOPTE"): 0.
-    if (type !== EntryType.TABLE) return 0
-    table = fmt.tablePfn(w, j, level, p)
+    if (t.walkTo(ipfn, target + 1) !== EntryType.TABLE) return 0
+    table = fmt.tablePfn(t.hitWords, t.hitIndex, target + 1, p)
   }
   const idx = t.index(ipfn, target)
   const perPage = 1 << p.bitsPerLevel

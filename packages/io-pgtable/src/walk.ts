@@ -133,11 +133,12 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
     // The root's input range: bits above it must be the prefix (zeros, ones, or a sign copy).
     const span = this.#span[topLevel] as number
     if (span < 64) {
-      const shift = span - PAGE_SHIFT
-      const ones = pow2(64 - span) - 1
-      let prefix = p.upperVa ? ones : 0
-      if (p.signExtend) prefix = shr(ipfn, shift - 1) !== 0 ? ones : 0
-      if (shr(ipfn, shift) !== prefix) return this.#fault(WalkFault.RANGE, topLevel)
+      // Canonical with sign extension: bits 63 down to span - 1 all equal.
+      const shift = p.signExtend ? span - 1 - PAGE_SHIFT : span - PAGE_SHIFT
+      const high = shr(ipfn, shift)
+      const ones = pow2(52 - shift) - 1
+      const ok = p.signExtend ? high === 0 || high === ones : high === (p.upperVa ? ones : 0)
+      if (!ok) return this.#fault(WalkFault.RANGE, topLevel)
     }
     let perm = Access.READ | Access.WRITE
     let table = rootPfn
