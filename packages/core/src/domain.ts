@@ -100,11 +100,12 @@ export function copyStructFromUser(
 
 /**
  * Copy entry `index` of a user array into a kernel structure of `size` bytes, as
- * `iommu_copy_struct_from_user_array` does: a shorter user entry is zero-extended, a
- * longer one must have only zero bytes beyond `size` (else E2BIG).
+ * `iommu_copy_struct_from_user_array` does: the entry is checked like one user data blob
+ * (`iommu_copy_struct_from_user`), so a shorter entry is zero-extended and a longer one
+ * is refused.
  *
- * @throws EINVAL on a type mismatch or an entry shorter than `minLen`; E2BIG for non-zero
- *   trailing bytes; EFAULT when the user memory cannot be read
+ * @throws EINVAL on a type mismatch, an empty array or an index past it, or an entry
+ *   length outside [minLen, size]; EFAULT when the user memory cannot be read
  */
 export function copyStructFromUserArray(
   array: UserDataArray,
@@ -113,15 +114,15 @@ export function copyStructFromUserArray(
   size: number,
   minLen: number,
 ): DataView {
-  if (array.type !== type) throw new IommuError('EINVAL', `array type ${array.type} != ${type}`)
-  if (array.entryLen < minLen) throw new IommuError('EINVAL', `entry length ${array.entryLen}`)
-  const entry = array.readEntry(index)
-  for (let i = size; i < entry.length; i++) {
-    if (entry[i] !== 0) throw new IommuError('E2BIG', `non-zero byte ${i} past ${size}`)
+  if (index >= array.entryNum || array.entryNum === 0) {
+    throw new IommuError('EINVAL', `entry ${index} of ${array.entryNum}`)
   }
-  const out = new Uint8Array(size)
-  out.set(entry.subarray(0, Math.min(size, entry.length)))
-  return new DataView(out.buffer)
+  return copyStructFromUser(
+    { type: array.type, len: array.entryLen, read: () => array.readEntry(index) },
+    type,
+    size,
+    minLen,
+  )
 }
 
 /**

@@ -198,8 +198,7 @@ function amdv1Walker(machine: Machine, efr: bigint): HostTableWalker {
       out.leafVpn = iovaPfn - within
       out.leafPa = r.pagePfn - within
       out.perm = r.perm
-      // A write walk with dirty updates on has just set D in the leaf.
-      out.dirty = update && (access & 2) !== 0 && (ad & 2) !== 0
+      out.dirty = r.dirty
     },
   }
 }
@@ -500,6 +499,8 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
           forceCoherence: true,
         },
         {
+          // The narrowed page sizes (amd_iommu_pgsize_bitmap) also bound map_range.
+          ...(options.pgsizeBitmap === undefined ? {} : { pgsizeBitmap: options.pgsizeBitmap }),
           // amd_iommu_change_top: rewrite every attached DTE with the new root and mode.
           changeTop: (topPfn, topLevel) => {
             for (const dd of d.devices) setDteEntry(dd, { pfn: topPfn, level: topLevel })
@@ -513,7 +514,7 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
       throw e
     }
     d.pt = pt
-    d.pgsizeBitmap = pt.pgsizeBitmap & (options.pgsizeBitmap ?? U64_MAX)
+    d.pgsizeBitmap = pt.pgsizeBitmap
     const g = pt.geometry
     d.geometry.apertureStart = g.apertureStart
     d.geometry.apertureEnd = g.apertureEnd

@@ -84,6 +84,12 @@ function vm(opts: { hugePages: boolean; pages: number; prot?: number; prefault?:
   return { m, driver, unit, vmm, fd, dev, ioas, guest }
 }
 
+function domainOf(v: Vm): AmdDomain {
+  const d = v.dev.group?.domain
+  if (d === null || d === undefined) throw new Error('no domain attached')
+  return d as AmdDomain
+}
+
 function dirtyHwpt(v: Vm): number {
   const idev = v.fd.bindDevice(v.dev)
   const hwpt = {
@@ -151,7 +157,7 @@ describe('AMD-Vi dirty tracking through iommufd', () => {
     // each becomes its own 2 MiB IOPTE (NextLevel 0 at level 1).
     const v = vm({ hugePages: true, pages: 1024, prefault: [512, 0] })
     const hwpt = dirtyHwpt(v)
-    const d = v.dev.group?.domain as AmdDomain
+    const d = domainOf(v)
     const leaf = d.pt?.pgtableWalk(IOVA + BigInt(600 * PAGE)).at(-1)
     expect(leaf?.level).toBe(1)
     expect(((leaf?.pte ?? 0n) >> 9n) & 7n).toBe(0n)
@@ -164,7 +170,7 @@ describe('AMD-Vi dirty tracking through iommufd', () => {
   it('reports a whole NextLevel=7 IOPTE (4 MiB over contiguous memory) as one', () => {
     const v = vm({ hugePages: true, pages: 1024 })
     const hwpt = dirtyHwpt(v)
-    const d = v.dev.group?.domain as AmdDomain
+    const d = domainOf(v)
     const leaf = d.pt?.pgtableWalk(IOVA).at(-1)
     expect(((leaf?.pte ?? 0n) >> 9n) & 7n).toBe(7n)
     v.dev.dma.write(IOVA + BigInt(3 * PAGE), new Uint8Array([1]))
@@ -215,7 +221,7 @@ describe('the missing-invalidation detector', () => {
       length: BigInt(16 * PAGE),
     })
     // The page table no longer maps the IOVA, but the IOTLB still does.
-    expect((v.dev.group?.domain as AmdDomain).pt?.iovaToPhys(IOVA)).toBe(0n)
+    expect(domainOf(v).pt?.iovaToPhys(IOVA)).toBe(0n)
     expect(v.dev.dma.read(IOVA, 1)[0]).toBe(0x5a)
     expect(v.unit.staleUses).toHaveLength(1)
     expect(v.unit.staleUses[0]).toMatchObject({
@@ -274,7 +280,7 @@ describe('faulting DMA on AMD-Vi', () => {
     expect(v.vmm.read(v.guest, 4 * PAGE)).toEqual(before)
     const ev = v.unit.pendingEvents()
     expect(ev).toHaveLength(1)
-    const domid = (v.dev.group?.domain as AmdDomain).id
+    const domid = domainOf(v).id
     expect(ev[0]).toEqual({
       code: Event.IO_PAGE_FAULT,
       devid: v.dev.rid,

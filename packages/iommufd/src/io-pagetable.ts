@@ -527,8 +527,10 @@ export class IoPagetable {
         from = area.iova
         area.preventAccess = true
         for (const a of [...this.accesses]) if (!a.internal) a.notifyUnmap(area.iova, area.length)
-        if (++tries > MAX_UNMAP_TRIES)
-          throw new Error('iommufd: an access does not unpin (EDEADLOCK)')
+        // The kernel WARNs and fails the unmap with EDEADLOCK (= EDEADLK on Linux).
+        if (++tries > MAX_UNMAP_TRIES) {
+          throw new IommuError('EDEADLK', 'an access does not unpin the range')
+        }
         continue
       }
       const pages = area.pages

@@ -128,9 +128,9 @@ function getSelftestObj(ctx: IommufdCtx, id: number): SelftestObj {
 
 function getStaccess(proc: Process, fd: number): SelftestAccess {
   const f = fdGet(proc, fd)
-  // The kernel answers EBADFD, which the core's errno table does not carry.
+  // A file that is not a test access: the kernel answers EBADFD.
   if (!(f instanceof SelftestAccess) || f.access === null) {
-    throw new IommuError('EBADF', `fd ${fd} is not a test access`)
+    throw new IommuError('EBADFD', `fd ${fd} is not a test access`)
   }
   return f
 }

@@ -106,6 +106,28 @@ describe('PhysicalMemory', () => {
     expect(mem.framesEqual(b, c)).toBe(true)
   })
 
+  it('shares storage after copyFrame and copies on the first write to either frame', () => {
+    const mem = new PhysicalMemory({ size: 2 ** 32 })
+    const a = mem.allocFrame(FramePurpose.USER)
+    const b = mem.allocFrame(FramePurpose.USER)
+    mem.fill(a * FRAME_SIZE, FRAME_SIZE, 7)
+    mem.copyFrame(b, a)
+    expect(mem.frameStats()).toMatchObject({ materialized: 2, dataSlots: 1 })
+    mem.write32(b * FRAME_SIZE, 0x01020304)
+    expect(mem.frameStats()).toMatchObject({ materialized: 2, dataSlots: 2 })
+    expect(mem.read32(a * FRAME_SIZE)).toBe(0x07070707)
+    expect(mem.read32(b * FRAME_SIZE)).toBe(0x01020304)
+    expect(mem.read32(b * FRAME_SIZE + 4)).toBe(0x07070707)
+    // Writing the source of a copy leaves the copy untouched, too.
+    mem.copyFrame(b, a)
+    mem.frameWords(a)[5] = 9
+    expect(mem.read32(b * FRAME_SIZE + 20)).toBe(0x07070707)
+    expect(mem.framesEqual(a, b)).toBe(false)
+    mem.put(a)
+    mem.put(b)
+    expect(mem.frameStats()).toMatchObject({ materialized: 0, dataSlots: 0 })
+  })
+
   it('keeps a 64 GiB pinned guest with 1 GiB written within about 1.2 GiB', () => {
     const before = process.memoryUsage().arrayBuffers
     const mem = new PhysicalMemory({ size: 2 ** 37 })

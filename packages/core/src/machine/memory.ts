@@ -5,7 +5,8 @@
  * frame costs only a few bytes of metadata; its 4 KiB of data storage is taken from a
  * slab the first time something non-zero is written to it ("materialized"), and reads of
  * a frame that was never written return zeros. Frame contents that return to zero by a
- * page copy give their storage back.
+ * page copy give their storage back, and a page copy shares the source's storage until
+ * either frame is written (copy-on-write), so copying memory costs no memory.
  *
  * Layout (no per-frame objects):
  * - frames are grouped in chunks of 2^18 (1 GiB); a chunk is three typed arrays created
@@ -77,8 +78,10 @@ export interface PhysicalMemoryOptions {
 export interface FrameStats {
   /** Frames allocated (identity given out). */
   readonly allocated: number
-  /** Frames that hold data storage. */
+  /** Frames that hold data (some share one copy after `copyFrame`). */
   readonly materialized: number
+  /** Distinct 4 KiB copies of data in use. */
+  readonly dataSlots: number
   /** Bytes of data storage reserved in slabs (including free slots). */
   readonly storageBytes: number
   /** Sum of all pins over all frames. */
@@ -106,6 +109,9 @@ export class PhysicalMemory {
   #freeSlots = new Int32Array(1024)
   #freeSlotCount = 0
   #slotCount = 0
+  /** Frames sharing each data slot (copy-on-write after `copyFrame`). */
+  #slotRefs = new Int32Array(1024)
+  #slotsInUse = 0
   #materialized = 0
   // Allocator: a bump pointer plus a stack of free extents.
   #next = FIRST_PFN
@@ -314,22 +320,29 @@ export class PhysicalMemory {
 
   // ---------------------------------------------------------------- data storage
 
+  /** A frame stops using `slot`; the slot is freed when no frame shares it any more. */
   #releaseSlot(slot: number): void {
+    this.#materialized--
+    const left = (this.#slotRefs[slot] as number) - 1
+    this.#slotRefs[slot] = left
+    if (left > 0) return
+    this.#slotsInUse--
     if (this.#freeSlotCount === this.#freeSlots.length) {
       const bigger = new Int32Array(this.#freeSlots.length * 2)
       bigger.set(this.#freeSlots)
       this.#freeSlots = bigger
     }
     this.#freeSlots[this.#freeSlotCount++] = slot
-    this.#materialized--
   }
 
+  /** A zeroed slot with one user (not counted as a materialized frame yet). */
   #newSlot(): number {
-    this.#materialized++
+    this.#slotsInUse++
     if (this.#freeSlotCount > 0) {
       const slot = this.#freeSlots[--this.#freeSlotCount] as number
       const off = (slot & SLAB_MASK) * WORDS_PER_FRAME
       ;(this.#slabs32[slot >>> SLAB_SHIFT] as Uint32Array).fill(0, off, off + WORDS_PER_FRAME)
+      this.#slotRefs[slot] = 1
       return slot
     }
     const slot = this.#slotCount++
@@ -338,6 +351,12 @@ export class PhysicalMemory {
       this.#slabs.push(new Uint8Array(buf))
       this.#slabs32.push(new Uint32Array(buf))
     }
+    if (slot === this.#slotRefs.length) {
+      const bigger = new Int32Array(slot * 2)
+      bigger.set(this.#slotRefs)
+      this.#slotRefs = bigger
+    }
+    this.#slotRefs[slot] = 1
     return slot
   }
 
@@ -353,6 +372,7 @@ export class PhysicalMemory {
     return c === undefined ? NO_DATA : (c.slot[pfn & CHUNK_MASK] as number)
   }
 
+  /** The frame's own data slot, ready to be written: created, or unshared (copy-on-write). */
   #materialize(pfn: number): number {
     this.#checkPfn(pfn)
     const c = this.#chunkFor(pfn)
@@ -360,7 +380,18 @@ export class PhysicalMemory {
     let slot = c.slot[i] as number
     if (slot < 0) {
       slot = this.#newSlot()
+      this.#materialized++
       c.slot[i] = slot
+    } else if ((this.#slotRefs[slot] as number) > 1) {
+      const own = this.#newSlot()
+      const so = (slot & SLAB_MASK) * FRAME_SIZE
+      ;(this.#slabs[own >>> SLAB_SHIFT] as Uint8Array).set(
+        (this.#slabs[slot >>> SLAB_SHIFT] as Uint8Array).subarray(so, so + FRAME_SIZE),
+        (own & SLAB_MASK) * FRAME_SIZE,
+      )
+      this.#slotRefs[slot] = (this.#slotRefs[slot] as number) - 1
+      c.slot[i] = own
+      slot = own
     }
     return slot
   }
@@ -505,32 +536,29 @@ export class PhysicalMemory {
   }
 
   /**
-   * Copy frame `src` onto frame `dst`. A source that reads as zeros releases the
-   * destination's storage instead of copying zeros.
+   * Copy frame `src` onto frame `dst`. The two frames then share one data slot until
+   * either is written (copy-on-write), so a copy costs no storage; a source that reads as
+   * zeros releases the destination's storage instead.
    */
   copyFrame(dst: number, src: number): void {
     this.#checkPfn(dst)
     this.#checkPfn(src)
     const s = this.#slotOf(src)
-    if (s < 0) {
-      const c = this.#chunks[dst >>> CHUNK_SHIFT]
-      const d = c === undefined ? NO_DATA : (c.slot[dst & CHUNK_MASK] as number)
-      if (c !== undefined && d >= 0) {
-        this.#releaseSlot(d)
-        c.slot[dst & CHUNK_MASK] = NO_DATA
-      }
-      return
+    const c = this.#chunkFor(dst)
+    const i = dst & CHUNK_MASK
+    const d = c.slot[i] as number
+    if (d === s) return
+    if (d >= 0) this.#releaseSlot(d)
+    c.slot[i] = s
+    if (s >= 0) {
+      this.#slotRefs[s] = (this.#slotRefs[s] as number) + 1
+      this.#materialized++
     }
-    const d = this.#materialize(dst)
-    const so = (s & SLAB_MASK) * FRAME_SIZE
-    ;(this.#slabs[d >>> SLAB_SHIFT] as Uint8Array).set(
-      (this.#slabs[s >>> SLAB_SHIFT] as Uint8Array).subarray(so, so + FRAME_SIZE),
-      (d & SLAB_MASK) * FRAME_SIZE,
-    )
   }
 
   /** True when two frames hold the same bytes. */
   framesEqual(a: number, b: number): boolean {
+    if (this.#slotOf(a) === this.#slotOf(b)) return true
     const x = this.peekFrame(a)
     const y = this.peekFrame(b)
     if (x === null && y === null) return true
@@ -548,6 +576,7 @@ export class PhysicalMemory {
     return {
       allocated: this.#allocated,
       materialized: this.#materialized,
+      dataSlots: this.#slotsInUse,
       storageBytes: this.#slabs.length * SLAB_FRAMES * FRAME_SIZE,
       pins: this.#pins,
       byPurpose: {

@@ -94,3 +94,21 @@ describe('Process address spaces', () => {
     )
   })
 })
+
+describe('Process.pageFrames', () => {
+  it('reads the frames behind a range without pinning, populating on request', () => {
+    const { mem, proc } = setup()
+    const va = proc.mmap(4 * 4096, { hugepage: false })
+    proc.write(va + 4096, new Uint8Array([1]))
+    const out = new Int32Array(4)
+    proc.pageFrames(va, 4, false, out)
+    expect(out[0]).toBe(0)
+    expect(out[1]).toBe(proc.pageFrame(va + 4096, false))
+    expect(mem.frameStats().pins).toBe(0)
+    proc.pageFrames(va, 4, true, out)
+    expect([...out].every((p) => p > 0)).toBe(true)
+    expect(() => proc.pageFrames(va, 5, false, new Int32Array(5))).toThrow(
+      expect.objectContaining({ code: 'EFAULT' }),
+    )
+  })
+})

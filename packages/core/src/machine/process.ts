@@ -366,6 +366,36 @@ export class Process {
     return pfn
   }
 
+  /**
+   * The frames behind `npages` pages from page-aligned `addr`, written to
+   * `out[outOffset ...]` without pinning (what a VMM reads through its own mapping of guest
+   * memory). Untouched anonymous pages give 0 unless `populate`.
+   *
+   * @throws EFAULT - part of the range is unmapped
+   */
+  pageFrames(
+    addr: number | bigint,
+    npages: number,
+    populate: boolean,
+    out: Int32Array,
+    outOffset = 0,
+  ): void {
+    const start = toVa(addr)
+    if (start % FRAME_SIZE !== 0) throw new IommuError('EINVAL', 'unaligned address')
+    let done = 0
+    this.#walk(start, npages, false, (v, first, count) => {
+      if (v.pages !== null) {
+        if (populate) this.#populate(v, first, count)
+        out.set(v.pages.subarray(first, first + count), outOffset + done)
+        done += count
+      } else {
+        const f = v.file as Memfd
+        for (let k = 0; k < count; k++)
+          out[outOffset + done++] = f.page(v.pgoff + first + k, populate)
+      }
+    })
+  }
+
   /** True when [addr, addr + length) is fully mapped (with write access if `write`). */
   isMapped(addr: number, length: number, write = false): boolean {
     try {

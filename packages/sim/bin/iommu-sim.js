@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+// Published entry point: runs the compiled CLI.
+import { main } from '../dist/cli.js'
+
+process.exitCode = main(process.argv.slice(2))

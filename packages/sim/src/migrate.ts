@@ -1,0 +1,527 @@
+/**
+ * Pre-copy live migration of a VM with a passthrough device, driven through the iommufd
+ * uAPI exactly as a VMM does it: guest RAM mapped into an IOAS in DIMM-sized areas, a
+ * HWPT with dirty tracking on the chosen IOMMU model, round 0 copying everything, each
+ * later round reading and clearing the dirty bitmap (IOMMU_HWPT_GET_DIRTY_BITMAP) and
+ * copying the dirty pages over a modelled link while the device keeps writing, then
+ * stop-and-copy and a page-for-page verification of the destination.
+ *
+ * @module
+ */
+
+import {
+  createMachine,
+  type Driver,
+  type IommuDomain,
+  IommuError,
+  IotlbGather,
+  type Machine,
+  type PciDevice,
+  type Process,
+} from '@iommu/core'
+import { mockIommu } from '@iommu/core/testing'
+import { AmdIommuHw, amd } from '@iommu/driver-amd'
+import { PageTable } from '@iommu/io-pgtable'
+import {
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+  IOMMU_HWPT_GET_DIRTY_BITMAP,
+  IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
+  IOMMU_HWPT_SET_DIRTY_TRACKING,
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_READABLE,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_IOAS_UNMAP,
+  IOMMU_OPTION,
+  IOMMU_OPTION_HUGE_PAGES,
+  IOMMU_OPTION_OP_SET,
+  type Iommufd,
+  openIommufd,
+} from '@iommu/iommufd'
+import type { MigrationReport, RoundReport } from './report.ts'
+import { stampBytes, Workload, type WorkloadConfig } from './workload.ts'
+
+const PAGE = 4096
+const MIB = 1024 * 1024
+const GIB = 1024 * MIB
+/** Guest RAM starts at 4 GiB of IOVA, above the x86 MSI window (as guest physical memory does). */
+const GUEST_IOVA = 0x1_0000_0000
+
+/** The IOMMU models the simulator can run on. */
+export const IOMMU_MODELS = ['amd', 'mock'] as const
+/** One of {@link IOMMU_MODELS}. */
+export type IommuModel = (typeof IOMMU_MODELS)[number]
+
+/** IOPTE size policy. */
+export type IopteMode = '4k' | '2m' | 'split'
+
+/** How to break the tracker on purpose (verification must then fail). */
+export type Breakage = 'none' | 'tracking-never-enabled'
+
+/** Options of {@link migrate}. */
+export interface MigrateOptions {
+  readonly iommu: IommuModel
+  /** Guest RAM in bytes (a multiple of the DIMM size). */
+  readonly memoryBytes: number
+  /** Guest RAM is mapped into the IOAS in areas (DIMMs) of this size. */
+  readonly dimmBytes: number
+  readonly iopte: IopteMode
+  readonly seed: number
+  /** Link bandwidth in bytes per simulated second. */
+  readonly bandwidth: number
+  /** Stop pre-copy after this many rounds (round 0 included). */
+  readonly maxRounds: number
+  /** Converge when the remaining dirty set can be sent within this downtime (seconds). */
+  readonly maxDowntime: number
+  /** The device workload (offsets are relative to guest RAM). */
+  readonly workload: Omit<WorkloadConfig, 'memoryBytes' | 'seed'>
+  /** Hot-unplug the last DIMM during this pre-copy round (null = never). */
+  readonly unplugRound: number | null
+  readonly breakage: Breakage
+  /** Run the AMD model's missing-invalidation detector on every IOTLB hit. */
+  readonly detector: boolean
+  /** Copy/write interleaving steps per round. */
+  readonly stepsPerRound: number
+  /** Progress callback: fraction of the current round done. */
+  readonly onProgress?: (p: { round: number; phase: string; fraction: number }) => void
+}
+
+/** Defaults: a 4 GiB guest, 10 Gbit/s, a NIC-like ring plus random writes. */
+export function defaultOptions(o: Partial<MigrateOptions> = {}): MigrateOptions {
+  const memoryBytes = o.memoryBytes ?? 4 * GIB
+  return {
+    iommu: 'amd',
+    memoryBytes,
+    dimmBytes: o.dimmBytes ?? Math.min(GIB, memoryBytes),
+    iopte: '4k',
+    seed: 1,
+    bandwidth: 10e9 / 8,
+    maxRounds: 30,
+    maxDowntime: 0.1,
+    workload: {
+      ringBytes: 64 * MIB,
+      ringOffset: 16 * MIB,
+      ringWriteBytes: 2048,
+      ringRate: 100_000,
+      randomRate: 80_000,
+      randomWriteBytes: 512,
+      locality: 0.98,
+      hotBytes: 256 * MIB,
+      hotOffset: 128 * MIB,
+    },
+    unplugRound: null,
+    breakage: 'none',
+    detector: true,
+    stepsPerRound: 32,
+    ...o,
+  }
+}
+
+function driverFor(model: IommuModel, iopte: IopteMode): Driver {
+  if (model === 'mock') {
+    return iopte === '4k'
+      ? mockIommu({ ioPageSize: 4096, aperture: { start: 0n, end: 2n ** 48n - 1n } })
+      : mockIommu({
+          ioPageSize: 4096,
+          hugePageSize: 2 * MIB,
+          aperture: { start: 0n, end: 2n ** 48n - 1n },
+        })
+  }
+  // 4 KiB and 2 MiB IOPTEs only, as a VMM asking for 2M mappings expects.
+  return amd(iopte === '4k' ? {} : { pgsizeBitmap: 0x1000n | 0x20_0000n })
+}
+
+/** The page table behind a domain, for the IOPTE size operations (split / merge). */
+function pageTableOf(domain: IommuDomain): PageTable | null {
+  const pt = (domain as { pt?: unknown }).pt
+  return pt instanceof PageTable ? pt : null
+}
+
+interface Dimm {
+  readonly offset: number
+  readonly bytes: number
+  plugged: boolean
+}
+
+/** Everything a run sets up. */
+interface Rig {
+  readonly m: Machine
+  readonly vmm: Process
+  readonly fd: Iommufd
+  readonly dev: PciDevice
+  readonly hwpt: number
+  readonly ioas: number
+  readonly guestVa: number
+  readonly srcPfns: Int32Array
+  readonly dstPfns: Int32Array
+  readonly dimms: Dimm[]
+  readonly bitmapVa: number
+  readonly bitmap: Uint8Array
+}
+
+function setup(o: MigrateOptions): Rig {
+  if (o.memoryBytes % o.dimmBytes !== 0 || o.dimmBytes % (2 * MIB) !== 0) {
+    throw new RangeError('guest memory must be whole DIMMs of 2 MiB multiples')
+  }
+  const pages = o.memoryBytes / PAGE
+  // RAM for the source guest, the destination, tables and hardware structures.
+  const ram = Math.min(2 ** 43, 2 ** Math.ceil(Math.log2(o.memoryBytes * 2 + 2 * GIB)))
+  const driver = driverFor(o.iommu, o.iopte)
+  const m = createMachine({
+    memorySize: ram,
+    iommus: [o.iommu === 'amd' ? { driver, config: { detectStale: o.detector } } : driver],
+  })
+  const vmm = m.createProcess()
+  const fd = openIommufd(m, vmm)
+  const alloc = { size: 12, flags: 0, out_ioas_id: 0 }
+  fd.ioctl(IOMMU_IOAS_ALLOC, alloc)
+  const ioas = alloc.out_ioas_id
+  if (o.iopte === '4k') {
+    fd.ioctl(IOMMU_OPTION, {
+      size: 24,
+      option_id: IOMMU_OPTION_HUGE_PAGES,
+      op: IOMMU_OPTION_OP_SET,
+      __reserved: 0,
+      object_id: ioas,
+      val64: 0n,
+    })
+  }
+  const guestVa = vmm.mmap(o.memoryBytes)
+  const dimms: Dimm[] = []
+  for (let off = 0; off < o.memoryBytes; off += o.dimmBytes) {
+    fd.ioctl(IOMMU_IOAS_MAP, {
+      size: 40,
+      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+      ioas_id: ioas,
+      __reserved: 0,
+      user_va: BigInt(guestVa + off),
+      length: BigInt(o.dimmBytes),
+      iova: BigInt(GUEST_IOVA + off),
+    })
+    dimms.push({ offset: off, bytes: o.dimmBytes, plugged: true })
+  }
+  const dev = m.addPciDevice({ name: 'passthrough-nic' })
+  const idev = fd.bindDevice(dev)
+  const hwptArg = {
+    size: 48,
+    flags: IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+    dev_id: idev.id,
+    pt_id: ioas,
+    __reserved: 0,
+    data_type: 0,
+    data_len: 0,
+    data_uptr: 0n,
+    out_hwpt_id: 0,
+  }
+  fd.ioctl(IOMMU_HWPT_ALLOC, hwptArg)
+  idev.attach(hwptArg.out_hwpt_id)
+  // The VMM's view of guest RAM (source) and the destination VM's RAM.
+  const srcPfns = new Int32Array(pages)
+  vmm.pageFrames(guestVa, pages, true, srcPfns)
+  const dest = m.createProcess()
+  const destVa = dest.mmap(o.memoryBytes, { hugepage: false })
+  const dstPfns = new Int32Array(pages)
+  dest.pageFrames(destVa, pages, true, dstPfns)
+  const bitmapBytes = Math.ceil(pages / 64) * 8
+  const bitmapVa = vmm.mmap(bitmapBytes)
+  return {
+    m,
+    vmm,
+    fd,
+    dev,
+    hwpt: hwptArg.out_hwpt_id,
+    ioas,
+    guestVa,
+    srcPfns,
+    dstPfns,
+    dimms,
+    bitmapVa,
+    bitmap: new Uint8Array(bitmapBytes),
+  }
+}
+
+/**
+ * Split every IOPTE of the domain's page table down to 4 KiB (before tracking) or merge
+ * them back (after), flushing what changed.
+ */
+function resizeIoptes(r: Rig, mode: 'split' | 'merge', o: MigrateOptions): number {
+  const domain = r.dev.group?.domain
+  const pt = domain ? pageTableOf(domain) : null
+  if (!domain || pt === null) {
+    throw new RangeError(`--iopte split needs a page-table driver; ${o.iommu} has none`)
+  }
+  const gather = new IotlbGather()
+  let changed = 0
+  for (let off = 0; off < o.memoryBytes; off += 2 * MIB) {
+    const iova = BigInt(GUEST_IOVA + off)
+    if (mode === 'split') {
+      // A 2 MiB leaf splits into 512 leaves of 4 KiB.
+      if (pt.split(iova, gather) > 0n) changed++
+    } else if (pt.merge(iova, BigInt(2 * MIB), gather) > 0n) {
+      changed++
+    }
+    if (gather.freelist.length > 64 || changed % 4096 === 4095)
+      r.m.iommu.iommuIotlbSync(domain, gather)
+  }
+  r.m.iommu.iommuIotlbSync(domain, gather)
+  return changed
+}
+
+/** IOMMU_HWPT_GET_DIRTY_BITMAP over one DIMM into the shared bitmap buffer. */
+function readDimmBitmap(r: Rig, dimm: Dimm, flags: number): void {
+  r.fd.ioctl(IOMMU_HWPT_GET_DIRTY_BITMAP, {
+    size: 48,
+    hwpt_id: r.hwpt,
+    flags,
+    __reserved: 0,
+    iova: BigInt(GUEST_IOVA + dimm.offset),
+    length: BigInt(dimm.bytes),
+    page_size: BigInt(PAGE),
+    data: BigInt(r.bitmapVa + dimm.offset / PAGE / 8),
+  })
+}
+
+/**
+ * Read (and clear, unless NO_CLEAR) the dirty bitmap of every plugged DIMM and collect the
+ * dirty page indices into `out`.
+ *
+ * @returns how many pages are dirty
+ */
+function readDirty(r: Rig, out: Int32Array, flags = 0, only?: Dimm): number {
+  const bytes = r.bitmap.length
+  r.bitmap.fill(0)
+  r.vmm.write(r.bitmapVa, r.bitmap)
+  for (const d of r.dimms) {
+    if (d.plugged && (only === undefined || only === d)) readDimmBitmap(r, d, flags)
+  }
+  r.vmm.readInto(r.bitmapVa, r.bitmap)
+  const words = new Uint32Array(r.bitmap.buffer, 0, bytes / 4)
+  let n = 0
+  for (let i = 0; i < words.length; i++) {
+    let w = words[i] as number
+    while (w !== 0) {
+      const low = w & -w
+      out[n++] = i * 32 + (31 - Math.clz32(low))
+      w ^= low
+    }
+  }
+  return n
+}
+
+function peakRss(): number {
+  return process.resourceUsage().maxRSS * 1024
+}
+
+/**
+ * Run one migration.
+ *
+ * @returns the report; `verified(report)` tells whether the destination equals the source
+ */
+export function migrate(o: MigrateOptions): MigrationReport {
+  const wall0 = performance.now()
+  const r = setup(o)
+  const pages = o.memoryBytes / PAGE
+  const mem = r.m.memory
+  if (o.iopte === 'split') resizeIoptes(r, 'split', o)
+  if (o.breakage !== 'tracking-never-enabled') {
+    r.fd.ioctl(IOMMU_HWPT_SET_DIRTY_TRACKING, {
+      size: 16,
+      flags: IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+      hwpt_id: r.hwpt,
+      __reserved: 0,
+    })
+  }
+  const workload = new Workload({ ...o.workload, memoryBytes: o.memoryBytes, seed: o.seed })
+  const unplugged: [number, number][] = []
+  const excluded = {
+    excludes: (off: number, len: number) => unplugged.some(([s, e]) => off < e && s < off + len),
+  }
+  const buf = new Uint8Array(PAGE)
+  const dev = r.dev
+  let writes = 0
+  const deviceRuns = (seconds: number) => {
+    workload.run(
+      seconds,
+      (w) => {
+        dev.dma.write(GUEST_IOVA + w.offset, stampBytes(buf, w.length, w.stamp, w.offset))
+        writes++
+      },
+      excluded,
+    )
+  }
+
+  const rounds: RoundReport[] = []
+  const dirty = new Int32Array(pages)
+  let toSend = pages
+  for (let i = 0; i < pages; i++) dirty[i] = i
+  let converged = false
+  let simTime = 0
+  let totalBytes = 0
+  let unplug: { bytes: number; dirtyPagesRescued: number; verifiedPages: number } | null = null
+  let mismatches = 0
+  const firstMismatches: number[] = []
+  const noteMismatch = (page: number) => {
+    mismatches++
+    if (firstMismatches.length < 16) firstMismatches.push(page * PAGE)
+  }
+  const threshold = Math.floor((o.bandwidth * o.maxDowntime) / PAGE)
+
+  for (let round = 0; round < o.maxRounds; round++) {
+    const t0 = performance.now()
+    const seconds = (toSend * PAGE) / o.bandwidth
+    const writes0 = writes
+    const steps = Math.max(1, Math.min(o.stepsPerRound, toSend))
+    let sent = 0
+    for (let s = 0; s < steps; s++) {
+      const end = Math.round(((s + 1) * toSend) / steps)
+      for (; sent < end; sent++) {
+        const p = dirty[sent] as number
+        mem.copyFrame(r.dstPfns[p] as number, r.srcPfns[p] as number)
+      }
+      deviceRuns(seconds / steps)
+      o.onProgress?.({ round, phase: 'pre-copy', fraction: (s + 1) / steps })
+    }
+    if (o.unplugRound === round && r.dimms.length > 1) {
+      unplug = hotUnplug(r, dirty, unplugged, noteMismatch)
+    }
+    const b0 = performance.now()
+    const next = readDirty(r, dirty)
+    const bitmapMs = performance.now() - b0
+    rounds.push({
+      round,
+      stopAndCopy: false,
+      dirtyPages: toSend,
+      bytesSent: toSend * PAGE,
+      simSeconds: seconds,
+      dmaWrites: writes - writes0,
+      wallMs: performance.now() - t0,
+      bitmapMs,
+    })
+    simTime += seconds
+    totalBytes += toSend * PAGE
+    toSend = next
+    if (toSend <= threshold) {
+      converged = true
+      break
+    }
+  }
+
+  // Stop-and-copy: the device is quiesced; send what the last bitmap (plus a final read) holds.
+  const t0 = performance.now()
+  const b0 = performance.now()
+  const extra = new Int32Array(pages)
+  const late = readDirty(r, extra)
+  const bitmapMs = performance.now() - b0
+  const seen = new Uint8Array(pages)
+  for (let i = 0; i < toSend; i++) seen[dirty[i] as number] = 1
+  for (let i = 0; i < late; i++) {
+    const p = extra[i] as number
+    if (seen[p] === 0) {
+      seen[p] = 1
+      dirty[toSend++] = p
+    }
+  }
+  for (let i = 0; i < toSend; i++) {
+    const p = dirty[i] as number
+    mem.copyFrame(r.dstPfns[p] as number, r.srcPfns[p] as number)
+  }
+  const downtime = (toSend * PAGE) / o.bandwidth
+  rounds.push({
+    round: rounds.length,
+    stopAndCopy: true,
+    dirtyPages: toSend,
+    bytesSent: toSend * PAGE,
+    simSeconds: downtime,
+    dmaWrites: 0,
+    wallMs: performance.now() - t0,
+    bitmapMs,
+  })
+  simTime += downtime
+  totalBytes += toSend * PAGE
+  if (o.iopte === 'split') resizeIoptes(r, 'merge', o)
+
+  // Verification: every page of every plugged DIMM equal on both sides.
+  let verifiedPages = unplug ? unplug.verifiedPages : 0
+  for (const d of r.dimms) {
+    if (!d.plugged) continue
+    for (let p = d.offset / PAGE; p < (d.offset + d.bytes) / PAGE; p++) {
+      verifiedPages++
+      if (!mem.framesEqual(r.srcPfns[p] as number, r.dstPfns[p] as number)) noteMismatch(p)
+    }
+  }
+  const staleUses = r.m.units[0] instanceof AmdIommuHw ? r.m.units[0].staleUses.length : 0
+  if (staleUses > 0) {
+    throw new IommuError('EIO', `the IOMMU model saw ${staleUses} stale translations`)
+  }
+  r.fd.close()
+  const wallSeconds = (performance.now() - wall0) / 1000
+  return {
+    config: {
+      iommu: o.iommu,
+      memoryBytes: o.memoryBytes,
+      dimmBytes: o.dimmBytes,
+      iopte: o.iopte,
+      seed: o.seed,
+      bandwidth: o.bandwidth,
+      maxRounds: o.maxRounds,
+      maxDowntime: o.maxDowntime,
+      workload: o.workload,
+      unplugRound: o.unplugRound,
+      breakage: o.breakage,
+      detector: o.detector,
+    },
+    rounds,
+    converged,
+    downtimeSeconds: downtime,
+    totalSimSeconds: simTime,
+    totalBytesSent: totalBytes,
+    totalDmaWrites: writes,
+    verifiedPages,
+    mismatchedPages: mismatches,
+    firstMismatches,
+    unplug: unplug ? { bytes: unplug.bytes, dirtyPagesRescued: unplug.dirtyPagesRescued } : null,
+    wallSeconds,
+    speedup: simTime / wallSeconds,
+    peakRssBytes: peakRss(),
+  }
+}
+
+/**
+ * Hot-unplug the last plugged DIMM mid-migration: the guest stops using it, the VMM reads
+ * its dirty bits with NO_CLEAR (the unmap will destroy them), sends those pages, checks the
+ * DIMM arrived whole, then unmaps it from the IOAS and from its own address space.
+ */
+function hotUnplug(
+  r: Rig,
+  scratch: Int32Array,
+  unplugged: [number, number][],
+  noteMismatch: (page: number) => void,
+): { bytes: number; dirtyPagesRescued: number; verifiedPages: number } {
+  const dimm = [...r.dimms].reverse().find((d) => d.plugged)
+  if (dimm === undefined) throw new RangeError('no DIMM to unplug')
+  // The guest has offlined the memory: the device no longer targets it.
+  unplugged.push([dimm.offset, dimm.offset + dimm.bytes])
+  const n = readDirty(r, scratch, IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR, dimm)
+  const mem = r.m.memory
+  for (let i = 0; i < n; i++) {
+    const p = scratch[i] as number
+    mem.copyFrame(r.dstPfns[p] as number, r.srcPfns[p] as number)
+  }
+  let verifiedPages = 0
+  for (let p = dimm.offset / PAGE; p < (dimm.offset + dimm.bytes) / PAGE; p++) {
+    verifiedPages++
+    if (!mem.framesEqual(r.srcPfns[p] as number, r.dstPfns[p] as number)) noteMismatch(p)
+  }
+  r.fd.ioctl(IOMMU_IOAS_UNMAP, {
+    size: 24,
+    ioas_id: r.ioas,
+    iova: BigInt(GUEST_IOVA + dimm.offset),
+    length: BigInt(dimm.bytes),
+  })
+  r.vmm.munmap(r.guestVa + dimm.offset, dimm.bytes)
+  dimm.plugged = false
+  return { bytes: dimm.bytes, dirtyPagesRescued: n, verifiedPages }
+}

@@ -1,0 +1,179 @@
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { defaultOptions, type MigrateOptions, main, migrate, verified } from '../src/index.ts'
+
+const MIB = 2 ** 20
+
+/** A small guest so that each scenario runs in well under a second. */
+function small(o: Partial<MigrateOptions> = {}): MigrateOptions {
+  const base = defaultOptions({ memoryBytes: 256 * MIB, dimmBytes: 64 * MIB })
+  return {
+    ...base,
+    bandwidth: 1e9 / 8,
+    workload: {
+      ...base.workload,
+      ringBytes: 8 * MIB,
+      ringOffset: 8 * MIB,
+      hotBytes: 32 * MIB,
+      hotOffset: 64 * MIB,
+      ringRate: 20_000,
+      randomRate: 20_000,
+    },
+    ...o,
+  }
+}
+
+describe('iommu-sim migrate', () => {
+  it('converges: the dirty set shrinks under the threshold and the destination verifies', () => {
+    const r = migrate(small())
+    expect(r.converged).toBe(true)
+    expect(verified(r)).toBe(true)
+    expect(r.mismatchedPages).toBe(0)
+    expect(r.verifiedPages).toBe((256 * MIB) / 4096)
+    const pre = r.rounds.filter((x) => !x.stopAndCopy)
+    expect(pre[0]?.dirtyPages).toBe((256 * MIB) / 4096)
+    expect(pre.length).toBeGreaterThan(1)
+    // Every later round sends only what the bitmap reported, fewer pages each time here.
+    for (let i = 1; i < pre.length; i++) {
+      expect(pre[i]?.dirtyPages).toBeLessThan(pre[i - 1]?.dirtyPages ?? 0)
+    }
+    const last = r.rounds.at(-1)
+    expect(last?.stopAndCopy).toBe(true)
+    expect(r.downtimeSeconds).toBeCloseTo(((last?.dirtyPages ?? 0) * 4096) / (1e9 / 8), 9)
+    expect(r.totalDmaWrites).toBeGreaterThan(0)
+  })
+
+  it('is deterministic for a seed', () => {
+    const a = migrate(small({ seed: 7 }))
+    const b = migrate(small({ seed: 7 }))
+    expect(a.rounds.map((x) => x.dirtyPages)).toEqual(b.rounds.map((x) => x.dirtyPages))
+    expect(a.totalDmaWrites).toBe(b.totalDmaWrites)
+  })
+
+  it('stops at the round limit when the device dirties faster than the link sends', () => {
+    // 32 Ki pages, 1 Gbit/s: scattered writes re-dirty most of memory every round.
+    const r = migrate(
+      small({
+        memoryBytes: 128 * MIB,
+        dimmBytes: 128 * MIB,
+        maxRounds: 4,
+        workload: { ...small().workload, randomRate: 40_000, locality: 0, ringRate: 0 },
+      }),
+    )
+    expect(r.converged).toBe(false)
+    expect(r.rounds.filter((x) => !x.stopAndCopy)).toHaveLength(4)
+    // Stop-and-copy still moves the rest: the destination verifies, with a long downtime.
+    expect(verified(r)).toBe(true)
+    expect(r.downtimeSeconds).toBeGreaterThan(0.1)
+  })
+
+  it('hot-unplugs a DIMM mid-migration reading its dirty bits with NO_CLEAR first', () => {
+    const r = migrate(
+      small({
+        unplugRound: 0,
+        maxRounds: 3,
+        workload: { ...small().workload, locality: 0.5, randomRate: 10_000 },
+      }),
+    )
+    expect(r.unplug?.bytes).toBe(64 * MIB)
+    // Random writes hit the last DIMM before it went: those pages were rescued.
+    expect(r.unplug?.dirtyPagesRescued).toBeGreaterThan(0)
+    expect(verified(r)).toBe(true)
+    expect(r.verifiedPages).toBe((256 * MIB) / 4096)
+  })
+
+  it('verification catches a broken tracker (dirty tracking never enabled)', () => {
+    const r = migrate(small({ breakage: 'tracking-never-enabled' }))
+    expect(verified(r)).toBe(false)
+    expect(r.mismatchedPages).toBeGreaterThan(0)
+    // Nothing was reported dirty, so the tracker looked converged at once.
+    expect(r.rounds.at(-1)?.dirtyPages).toBe(0)
+  })
+
+  it('splits 2 MiB IOPTEs to 4 KiB while tracking and merges them back', () => {
+    const four = migrate(small({ iopte: '4k', seed: 3 }))
+    const split = migrate(small({ iopte: 'split', seed: 3 }))
+    expect(verified(split)).toBe(true)
+    expect(split.rounds.map((x) => x.dirtyPages)).toEqual(four.rounds.map((x) => x.dirtyPages))
+  })
+
+  it('with 2 MiB IOPTEs a scattered write dirties its whole 2 MiB', () => {
+    const two = migrate(small({ iopte: '2m', maxRounds: 2, seed: 3 }))
+    const four = migrate(small({ iopte: '4k', maxRounds: 2, seed: 3 }))
+    expect(verified(two)).toBe(true)
+    expect(two.rounds[1]?.dirtyPages).toBeGreaterThan(four.rounds[1]?.dirtyPages ?? 0)
+    expect((two.rounds[1]?.dirtyPages ?? 0) % 512).toBe(0)
+  })
+
+  it('runs on the mock IOMMU as well', () => {
+    expect(verified(migrate(small({ iommu: 'mock' })))).toBe(true)
+  })
+})
+
+describe('iommu-sim command line', () => {
+  it('writes --json and --svg and exits 0 on a verified run', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'iommu-sim-'))
+    const json = join(dir, 'r.json')
+    const svg = join(dir, 'r.svg')
+    const out: string[] = []
+    const write = process.stdout.write
+    process.stdout.write = ((s: string) => {
+      out.push(s)
+      return true
+    }) as typeof process.stdout.write
+    let code: number
+    try {
+      code = main([
+        'migrate',
+        '--memory',
+        '256M',
+        '--dimm',
+        '64M',
+        '--json',
+        json,
+        '--svg',
+        svg,
+        '--no-progress',
+      ])
+    } finally {
+      process.stdout.write = write
+    }
+    expect(code).toBe(0)
+    const report = JSON.parse(readFileSync(json, 'utf8'))
+    expect(report.verified).toBe(true)
+    expect(report.config.memoryBytes).toBe(256 * MIB)
+    expect(report.rounds.length).toBe(
+      out
+        .join('')
+        .split('\n')
+        .filter((l) => /^(\d+|stop&copy)\s/.test(l)).length,
+    )
+    const chart = readFileSync(svg, 'utf8')
+    expect(chart.startsWith('<svg')).toBe(true)
+    expect(chart.match(/<rect x=/g)?.length).toBe(report.rounds.length)
+  })
+
+  it('exits 1 when verification fails and 2 on bad options', () => {
+    const quiet = (args: string[]) => {
+      const w = process.stdout.write
+      const e = process.stderr.write
+      process.stdout.write = (() => true) as typeof process.stdout.write
+      process.stderr.write = (() => true) as typeof process.stderr.write
+      try {
+        return main(args)
+      } finally {
+        process.stdout.write = w
+        process.stderr.write = e
+      }
+    }
+    expect(
+      quiet(['migrate', '--memory', '256M', '--dimm', '64M', '--break-tracker', '--no-progress']),
+    ).toBe(1)
+    expect(quiet(['migrate', '--iommu', 'nope'])).toBe(2)
+    expect(quiet(['migrate', '--memory', 'lots'])).toBe(2)
+    expect(quiet(['migrate', '--locality', '2'])).toBe(2)
+    expect(quiet(['fly'])).toBe(2)
+  })
+})
