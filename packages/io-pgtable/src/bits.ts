@@ -80,15 +80,28 @@ export function u64(lo: number, hi: number): bigint {
 
 /** The page number of a bigint address (address >> 12). */
 export function toPfn(addr: bigint): number {
-  return Number(addr >> 12n)
+  return bigPfn(addr, Number(addr))
 }
 
 /** The address of page `pfn` as a bigint. */
 export function fromPfn(pfn: number): bigint {
-  return BigInt(pfn) << 12n
+  return pfn < 2 ** 41 ? BigInt(pfn * 4096) : BigInt(pfn) << 12n
 }
 
-/** Hex for messages. */
-export function hex(pfn: number): string {
-  return `0x${(BigInt(pfn) << 12n).toString(16)}`
+/**
+ * `x >> 12` for a bigint `x` whose `Number(x)` the caller already has in `n`: the
+ * kernel-shaped API converts each argument once and stays in doubles below 2^53.
+ */
+export function bigPfn(x: bigint, n: number): number {
+  return n < 2 ** 53 ? Math.floor(n / 4096) : Number(x >> 12n)
+}
+
+/** `x & 0xfff`, with `n = Number(x)` as for {@link bigPfn}. */
+export function bigOffset(x: bigint, n: number): number {
+  return n < 2 ** 53 ? n % 4096 : Number(x & 0xfffn)
+}
+
+/** True when `a + b` does not fit in 64 bits, with `an`/`bn` their `Number()`s. */
+export function bigAddOverflows(a: bigint, an: number, b: bigint, bn: number): boolean {
+  return an < 2 ** 53 && bn < 2 ** 53 ? false : a + b > 0xffff_ffff_ffff_ffffn + 1n
 }

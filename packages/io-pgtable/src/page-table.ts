@@ -22,7 +22,16 @@ import {
   type IotlbGather,
   type PhysicalMemory,
 } from '@iommu/core'
-import { fromPfn, lowBits, PAGE_SHIFT, toPfn, u64 } from './bits.ts'
+import {
+  bigAddOverflows,
+  bigOffset,
+  bigPfn,
+  fromPfn,
+  lowBits,
+  PAGE_SHIFT,
+  toPfn,
+  u64,
+} from './bits.ts'
 import { readAndClearDirty } from './dirty.ts'
 import { EntryType, type FormatParams, type PageTableFormat } from './format.ts'
 import { mapArm, mapGeneric, mapPagesArm } from './map.ts'
@@ -226,21 +235,31 @@ export class PageTable<Cfg = unknown, P extends FormatParams = FormatParams> {
    */
   mapRange(iova: bigint, paddr: bigint, size: bigint, prot: number): bigint {
     const t = this.#t
+    const iv = Number(iova)
+    const pv = Number(paddr)
+    const sv = Number(size)
+    const ipfn = bigPfn(iova, iv)
+    const ppfn = bigPfn(paddr, pv)
+    const pages = bigPfn(size, sv)
+    const offsets = bigOffset(iova, iv) | bigOffset(paddr, pv)
     if (t.fmt.algorithm === 'generic-pt') {
       const subPage =
-        size === 0n
+        sv === 0
           ? 'EINVAL'
-          : iova + size > U64_LIMIT
+          : bigAddOverflows(iova, iv, size, sv)
             ? 'EOVERFLOW'
-            : ((iova | paddr) & PAGE_MASK) !== 0n || size < 4096n
+            : offsets !== 0 || pages === 0
               ? 'ENXIO'
               : null
-      return fromPfn(mapGeneric(t, toPfn(iova), toPfn(paddr), toPfn(size), prot, subPage))
+      const done = mapGeneric(t, ipfn, ppfn, pages, prot, subPage)
+      // The common case returns the caller's own bigint (no allocation).
+      return done === pages && bigOffset(size, sv) === 0 ? size : fromPfn(done)
     }
-    if (((iova | paddr | size) & PAGE_MASK) !== 0n) {
+    if ((offsets | bigOffset(size, sv)) !== 0) {
       throw new IommuError('EINVAL', 'IOVA, PA or size not aligned to the smallest page')
     }
-    return fromPfn(this.map(toPfn(iova), toPfn(paddr), toPfn(size), prot))
+    mapArm(t, ipfn, ppfn, pages, prot)
+    return size
   }
 
   /**
@@ -250,16 +269,23 @@ export class PageTable<Cfg = unknown, P extends FormatParams = FormatParams> {
    * @returns bytes unmapped; 0 when nothing was (never throws)
    */
   unmapRange(iova: bigint, size: bigint, gather: IotlbGather): bigint {
-    if (size === 0n || iova + size > U64_LIMIT) return 0n
+    const iv = Number(iova)
+    const sv = Number(size)
+    if (sv === 0 || bigAddOverflows(iova, iv, size, sv)) return 0n
     const t = this.#t
+    const ipfn = bigPfn(iova, iv)
+    const tail = bigOffset(size, sv)
     if (t.fmt.algorithm === 'generic-pt') {
       // An IOVA inside a page is inside an IOPTE that starts before it: nothing unmapped.
-      if ((iova & PAGE_MASK) !== 0n) return 0n
-      const pages = toPfn(iova + size + PAGE_MASK) - toPfn(iova)
-      return fromPfn(unmapGeneric(t, toPfn(iova), pages, gather))
+      if (bigOffset(iova, iv) !== 0) return 0n
+      const pages = bigPfn(size, sv) + (tail === 0 ? 0 : 1)
+      const done = unmapGeneric(t, ipfn, pages, gather)
+      return done === pages && tail === 0 ? size : fromPfn(done)
     }
-    if (((iova | size) & PAGE_MASK) !== 0n) return 0n
-    return fromPfn(unmapArm(t, toPfn(iova), toPfn(size), gather))
+    if ((bigOffset(iova, iv) | tail) !== 0) return 0n
+    const pages = bigPfn(size, sv)
+    const done = unmapArm(t, ipfn, pages, gather)
+    return done === pages ? size : fromPfn(done)
   }
 
   /**
@@ -272,8 +298,15 @@ export class PageTable<Cfg = unknown, P extends FormatParams = FormatParams> {
    */
   mapPages(iova: bigint, paddr: bigint, pgsize: bigint, pgcount: number, prot: number): bigint {
     const t = this.#t
-    if (t.fmt.algorithm === 'generic-pt')
-      return this.mapRange(iova, paddr, pgsize * BigInt(pgcount), prot)
+    if (t.fmt.algorithm === 'generic-pt') {
+      const bytes = Number(pgsize) * pgcount
+      return this.mapRange(
+        iova,
+        paddr,
+        bytes < 2 ** 53 ? BigInt(bytes) : pgsize * BigInt(pgcount),
+        prot,
+      )
+    }
     if (pgsize < 4096n || (pgsize & (pgsize - 1n)) !== 0n) {
       throw new IommuError('EINVAL', `page size ${pgsize} not supported`)
     }
@@ -292,8 +325,14 @@ export class PageTable<Cfg = unknown, P extends FormatParams = FormatParams> {
    */
   unmapPages(iova: bigint, pgsize: bigint, pgcount: number, gather: IotlbGather): bigint {
     const t = this.#t
-    if (t.fmt.algorithm === 'generic-pt')
-      return this.unmapRange(iova, pgsize * BigInt(pgcount), gather)
+    if (t.fmt.algorithm === 'generic-pt') {
+      const bytes = Number(pgsize) * pgcount
+      return this.unmapRange(
+        iova,
+        bytes < 2 ** 53 ? BigInt(bytes) : pgsize * BigInt(pgcount),
+        gather,
+      )
+    }
     if (pgsize < 4096n || (pgsize & (pgsize - 1n)) !== 0n || (iova & (pgsize - 1n)) !== 0n)
       return 0n
     if (iova >= U64_LIMIT) return 0n
@@ -307,8 +346,9 @@ export class PageTable<Cfg = unknown, P extends FormatParams = FormatParams> {
    */
   iovaToPhys(iova: bigint): bigint {
     if (iova < 0n || iova >= U64_LIMIT) return 0n
-    const pfn = translate(this.#t, toPfn(iova))
-    return pfn < 0 ? 0n : fromPfn(pfn) | (iova & PAGE_MASK)
+    const iv = Number(iova)
+    const pfn = translate(this.#t, bigPfn(iova, iv))
+    return pfn < 0 ? 0n : BigInt(pfn * 4096 + bigOffset(iova, iv))
   }
 
   /**
@@ -322,7 +362,9 @@ export class PageTable<Cfg = unknown, P extends FormatParams = FormatParams> {
       readAndClearDirty(this.#t, 0, 0, flags, dirty)
       return
     }
-    if (iova + size > U64_LIMIT) throw new IommuError('EOVERFLOW', 'range wraps')
+    if (bigAddOverflows(iova, Number(iova), size, Number(size))) {
+      throw new IommuError('EOVERFLOW', 'range wraps')
+    }
     const first = toPfn(iova)
     readAndClearDirty(this.#t, first, toPfn(iova + size - 1n) - first + 1, flags, dirty)
   }
