@@ -2,9 +2,10 @@
  * Integer helpers for page-frame arithmetic (internal).
  *
  * Page numbers are `number`s counted in 4 KiB pages: an IOVA page number is below 2^52 and
- * a physical page number below 2^40, so both are exact doubles. They must never go through
- * `|`, `&`, `>>` or `>>>` directly (those truncate to 32 bits); these helpers split them
- * with multiplications by exact powers of two instead. Entry words are 32-bit halves of a
+ * a physical page number below 2^40, so both are exact doubles. Bit operators truncate them
+ * to 32 bits, so they are used on page numbers only where just the low bits are wanted
+ * (`pfn << 12` for bits 31:12 of an entry); these helpers split them with multiplications
+ * by exact powers of two instead. Entry words are 32-bit halves of a
  * 64-bit PTE: `lo` holds bits 31:0, `hi` bits 63:32.
  *
  * @module
@@ -14,7 +15,7 @@
 export const PAGE_SHIFT = 12
 
 /** 2^k for k = 0..64, exact. */
-export const POW2: readonly number[] = Array.from({ length: 65 }, (_, k) => 2 ** k)
+const POW2: readonly number[] = Array.from({ length: 65 }, (_, k) => 2 ** k)
 /** 2^-k for k = 0..64, exact (multiplying by it divides exactly). */
 const INV_POW2: readonly number[] = Array.from({ length: 65 }, (_, k) => 2 ** -k)
 
@@ -35,7 +36,7 @@ export function lowBits(x: number, k: number): number {
 }
 
 /** Index of the lowest set bit of a 32-bit value, 32 for 0. */
-export function ctz32(v: number): number {
+function ctz32(v: number): number {
   return v === 0 ? 32 : 31 - Math.clz32(v & -v)
 }
 
@@ -56,21 +57,6 @@ export function fls(x: number): number {
 /** Number of trailing one bits of a 32-bit value. */
 export function cto32(v: number): number {
   return ctz32(~v)
-}
-
-/** Bits 31:0 of the address of page `pfn` (its low 20 bits shifted up by 12). */
-export function pfnLo(pfn: number): number {
-  return (pfn << PAGE_SHIFT) >>> 0
-}
-
-/** Bits 63:32 of the address of page `pfn` (pfn < 2^52). */
-export function pfnHi(pfn: number): number {
-  return Math.floor(pfn * (INV_POW2[20] as number)) >>> 0
-}
-
-/** The page number of the address whose bits 31:12 are `lo >>> 12` and bits 51:32 `hi20`. */
-export function pfnOf(lo: number, hi20: number): number {
-  return (lo >>> PAGE_SHIFT) + hi20 * 0x10_0000
 }
 
 /** A 64-bit value from its halves, for messages and the bigint API (not for hot paths). */
