@@ -35,7 +35,7 @@ try {
 
 /** Effort of the property test. */
 export interface PropertyOptions {
-  /** Random sequences tried (default 25). */
+  /** Random sequences tried (default 40). */
   readonly runs?: number
   /** Longest sequence (default 16). */
   readonly commands?: number
@@ -74,20 +74,29 @@ export function propertyCase(
   const f = fc
   const { expect } = vitest
   const op: FastCheck.Arbitrary<Op> = f.oneof(
-    f.record({
-      kind: f.constant('map' as const),
-      size: f.nat(),
-      slot: f.nat(),
-      count: f.integer({ min: 1, max: 3 }),
-      pa: f.nat(),
-      skewed: f.boolean(),
-      prot: f.constantFrom(...PROTS),
-    }),
-    f.record({ kind: f.constant('unmap' as const), which: f.nat() }),
-    f.record({ kind: f.constant('split' as const), which: f.nat(), at: f.nat() }),
-    f.record({ kind: f.constant('merge' as const), which: f.nat(), size: f.nat() }),
+    {
+      weight: 4,
+      arbitrary: f.record({
+        kind: f.constant('map' as const),
+        size: f.nat(),
+        slot: f.nat(),
+        count: f.integer({ min: 1, max: 3 }),
+        pa: f.nat(),
+        skewed: f.boolean(),
+        prot: f.constantFrom(...PROTS),
+      }),
+    },
+    { weight: 2, arbitrary: f.record({ kind: f.constant('unmap' as const), which: f.nat() }) },
+    {
+      weight: 2,
+      arbitrary: f.record({ kind: f.constant('split' as const), which: f.nat(), at: f.nat() }),
+    },
+    {
+      weight: 2,
+      arbitrary: f.record({ kind: f.constant('merge' as const), which: f.nat(), size: f.nat() }),
+    },
   )
-  const params: FastCheck.Parameters<[Op[]]> = { numRuns: options.runs ?? 25 }
+  const params: FastCheck.Parameters<[Op[]]> = { numRuns: options.runs ?? 40 }
   if (options.seed !== undefined) params.seed = options.seed
   f.assert(
     f.property(f.array(op, { minLength: 1, maxLength: options.commands ?? 16 }), (ops) => {
@@ -128,6 +137,8 @@ function runOps(pt: PageTable, ops: readonly Op[], expect: typeof Vitest.expect)
   const oaPages = 2 ** (pt.params.oaBits - 12)
   const smallest = sizes[0] as number
   const gather = new IotlbGather()
+  // Blocks split so far (IOVA page, pages), for merge to try back.
+  const splits: [number, number][] = []
   const check = () => {
     for (const m of ref.mappings) {
       for (const k of [0, m.pages >>> 1, m.pages - 1]) {
@@ -180,16 +191,25 @@ function runOps(pt: PageTable, ops: readonly Op[], expect: typeof Vitest.expect)
       const g2 = new IotlbGather()
       const n = pt.splitAt(m.start + (o.at % m.pages), g2)
       expect(n).toBeGreaterThanOrEqual(0)
-      if (n > 0) expect(g2.empty).toBe(false)
+      if (n > 0) {
+        expect(g2.empty).toBe(false)
+        splits.push([Number(g2.start >> 12n), n])
+      }
     } else {
-      const m = pick(ref.mappings, o.which)
+      // Mostly a block split earlier (taken off the list), sometimes any aligned block.
+      const split =
+        splits.length > 0 && o.size % 4 !== 3
+          ? splits.splice(o.which % splits.length, 1)[0]
+          : undefined
+      const m = split === undefined ? pick(ref.mappings, o.which) : ref.find(split[0])
       if (m === undefined) continue
       // Only blocks inside one mapping: merging across mappings would join IOPTEs of
       // different iommu_map calls.
-      const size = pick(sizes, o.size) as number
+      const size = split === undefined ? (pick(sizes, o.size) as number) : split[1]
       const lg2 = Math.log2(size) + 12
-      const blockStart = Math.ceil(m.start / size) * size
-      if (size === smallest || blockStart + size > m.start + m.pages) continue
+      const blockStart = split === undefined ? Math.ceil(m.start / size) * size : split[0]
+      if (size === smallest || blockStart < m.start || blockStart + size > m.start + m.pages)
+        continue
       const g2 = new IotlbGather()
       try {
         const n = pt.mergeAt(blockStart, lg2, g2)
