@@ -144,9 +144,9 @@ export interface FormatParams {
   /** IOVAs carry all-ones above `vaBits` instead of zeros (ARM TTBR1 tables). */
   readonly upperVa: boolean
   /**
-   * Page sizes the configuration allows, when narrower than the union of
-   * `possibleSizes` (ARM's `cfg->pgsize_bitmap` after the granule restriction). Bit n set
-   * = 2^n bytes.
+   * The domain's page sizes as an io-pgtable configuration states them (ARM's
+   * `cfg->pgsize_bitmap` after the granule restriction): when set it is taken as is, instead
+   * of the union of `possibleSizes` that generic_pt reports. Bit n set = 2^n bytes.
    */
   readonly pgsizeBitmap?: bigint
 }
