@@ -115,8 +115,9 @@ export function dirtyBitmap64G(): Figure[] {
       data: BigInt(bitmap),
     })
   }
-  const pt = (dev.group?.domain as AmdDomain).pt
-  if (!pt) throw new Error('no page table')
+  const domain = dev.group?.domain as AmdDomain | undefined
+  const pt = domain?.pt
+  if (!domain || !pt) throw new Error('no page table')
   const bits = new Uint8Array(bitmapBytes)
   // The bare scan's own bitmap: one bit per 4 KiB page of the range.
   const sink = {
@@ -130,7 +131,7 @@ export function dirtyBitmap64G(): Figure[] {
     bits.fill(0)
     const gather = new IotlbGather()
     pt.readAndClearDirtyPages(IOVA / PAGE, pages, flags, new IommuDirtyBitmap(sink, gather))
-    m.iommu.iommuIotlbSync(dev.group?.domain as AmdDomain, gather)
+    m.iommu.iommuIotlbSync(domain, gather)
   }
   dirtyOnePercent()
   const uapiNoClear: number[] = []
