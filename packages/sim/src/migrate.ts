@@ -89,9 +89,14 @@ export interface MigrateOptions {
   readonly onProgress?: (p: { round: number; phase: string; fraction: number }) => void
 }
 
-/** Defaults: a 4 GiB guest, 10 Gbit/s, a NIC-like ring plus random writes. */
+/**
+ * Defaults: a 4 GiB guest, 10 Gbit/s, a NIC-like ring plus random writes. The ring and the
+ * hot set shrink with small guests so that they always fit.
+ */
 export function defaultOptions(o: Partial<MigrateOptions> = {}): MigrateOptions {
   const memoryBytes = o.memoryBytes ?? 4 * GIB
+  const ringBytes = Math.min(64 * MIB, Math.max(MIB, memoryBytes / 16))
+  const hotBytes = Math.min(256 * MIB, Math.max(MIB, memoryBytes / 8))
   return {
     iommu: 'amd',
     memoryBytes,
@@ -102,15 +107,15 @@ export function defaultOptions(o: Partial<MigrateOptions> = {}): MigrateOptions 
     maxRounds: 30,
     maxDowntime: 0.1,
     workload: {
-      ringBytes: 64 * MIB,
-      ringOffset: 16 * MIB,
+      ringBytes,
+      ringOffset: Math.min(16 * MIB, memoryBytes / 16),
       ringWriteBytes: 2048,
       ringRate: 100_000,
       randomRate: 80_000,
       randomWriteBytes: 512,
       locality: 0.98,
-      hotBytes: 256 * MIB,
-      hotOffset: 128 * MIB,
+      hotBytes,
+      hotOffset: Math.min(128 * MIB, memoryBytes / 4),
     },
     unplugRound: null,
     breakage: 'none',

@@ -177,3 +177,16 @@ describe('iommu-sim command line', () => {
     expect(quiet(['fly'])).toBe(2)
   })
 })
+
+describe('defaultOptions', () => {
+  it('fits the ring and the hot set into small guests', () => {
+    for (const size of [128 * MIB, 256 * MIB, 4096 * MIB]) {
+      const w = defaultOptions({ memoryBytes: size }).workload
+      expect(w.ringOffset + w.ringBytes).toBeLessThanOrEqual(size)
+      expect(w.hotOffset + w.hotBytes).toBeLessThanOrEqual(size)
+    }
+    expect(verified(migrate(defaultOptions({ memoryBytes: 128 * MIB, dimmBytes: 64 * MIB })))).toBe(
+      true,
+    )
+  })
+})
