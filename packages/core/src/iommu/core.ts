@@ -349,7 +349,7 @@ export class IommuCore {
 
   // ------------------------------------------------------------------ default domains
 
-  #defDomainTypeOf(group: IommuGroup, dev: PciDevice, cur: number): number {
+  #defDomainTypeOf(dev: PciDevice, cur: number): number {
     const ops = opsOf(dev)
     let type: number
     // A driver with a static default domain always chooses it.
@@ -359,7 +359,6 @@ export class IommuCore {
     if (!type || cur === type) return cur
     if (!cur) return type
     // Conflicting requests in one group: IDENTITY takes precedence (the kernel logs).
-    void group
     return type === DomainType.IDENTITY ? type : cur
   }
 
@@ -368,7 +367,7 @@ export class IommuCore {
     let driverType = 0
     let untrusted = false
     for (const gd of group.devices) {
-      driverType = this.#defDomainTypeOf(group, gd.dev, driverType)
+      driverType = this.#defDomainTypeOf(gd.dev, driverType)
       if (gd.dev.untrusted) untrusted = true
     }
     if (untrusted) {

@@ -212,6 +212,14 @@ export function describeDriverConformance(
       rig.machine.iommu.iommuDomainAllocPagingUser(dev, flags, null),
     )
 
+  /** A device claimed like VFIO does, on a fresh domain attached by handle. */
+  const attached = (rig: Rig, dev: PciDevice, flags = 0): { d: IommuDomain; iova: bigint } => {
+    claim(rig, dev)
+    const d = alloc(rig, dev, flags)
+    attach(rig, d, dev)
+    return { d, iova: baseIova(d) }
+  }
+
   const attach = (rig: Rig, d: IommuDomain, dev: PciDevice): AttachHandle => {
     const handle: AttachHandle = { domain: null }
     const group = dev.group
@@ -328,10 +336,7 @@ export function describeDriverConformance(
     it('moves data both ways: process memory → mapping → device DMA → process read', () => {
       const rig = setup()
       const dev = rig.addDevice()
-      claim(rig, dev)
-      const d = alloc(rig, dev)
-      attach(rig, d, dev)
-      const iova = baseIova(d)
+      const { d, iova } = attached(rig, dev)
       const pages = 16
       const before = pattern(pages * 4096, 1)
       const va = mapBuffer(rig, d, iova, pages, Prot.READ | Prot.WRITE, before)
@@ -351,10 +356,7 @@ export function describeDriverConformance(
     it('faults DMA to unmapped or read-only IOVA and leaves memory unchanged', () => {
       const rig = setup()
       const dev = rig.addDevice()
-      claim(rig, dev)
-      const d = alloc(rig, dev)
-      attach(rig, d, dev)
-      const iova = baseIova(d)
+      const { d, iova } = attached(rig, dev)
       const orig = pattern(2 * 4096, 3)
       const va = mapBuffer(rig, d, iova, 2, Prot.READ, orig)
       const w = dev.dma.stats.faults
@@ -386,10 +388,7 @@ export function describeDriverConformance(
     it('reports errno from the documented set for bad map and attach requests', () => {
       const rig = setup()
       const dev = rig.addDevice()
-      claim(rig, dev)
-      const d = alloc(rig, dev)
-      attach(rig, d, dev)
-      const iova = baseIova(d)
+      const { d, iova } = attached(rig, dev)
       const iommu = rig.machine.iommu
       // §1.9: iova, paddr and size must be aligned to the smallest page. The core checks
       // it for map_pages domains (EINVAL); a generic page table's map_range finds no page
@@ -450,10 +449,7 @@ export function describeDriverConformance(
         const rig = setup()
         const dev = rig.addDevice()
         if (!rig.machine.iommu.deviceIommuCapable(dev, IommuCap.DIRTY_TRACKING)) return
-        claim(rig, dev)
-        const d = alloc(rig, dev, HwptAllocFlags.DIRTY_TRACKING)
-        attach(rig, d, dev)
-        const iova = baseIova(d)
+        const { d, iova } = attached(rig, dev, HwptAllocFlags.DIRTY_TRACKING)
         const pages = 8
         const size = BigInt(pages * 4096)
         mapBuffer(rig, d, iova, pages, Prot.READ | Prot.WRITE)
