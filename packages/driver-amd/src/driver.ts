@@ -371,8 +371,9 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
       d1 |= BigInt(d.id) | (dd.atsEnabled ? Dte.IOTLB : 0n)
     }
     updateDte(dd, [d0, d1, d2, 0n])
-    // Entries cached under the domain ID the DTE had before must go too.
-    if (oldDomid && d !== null && oldDomid !== d.id) {
+    // set_dte_entry flushes whatever was cached under the DTE's previous domain ID
+    // (amd_iommu_flush_tlb_domid); clear_dte_entry does not.
+    if (oldDomid && d !== null) {
       invIommuPages(dd.iommu, 0n, U64_MAX, oldDomid, CmdFlag.PAGES_PDE)
       completionWait(dd.iommu)
     }
