@@ -1,10 +1,3 @@
-import { defineProject } from 'vitest/config'
+import { iommuProject } from '../../tooling/vitest/project.ts'
 
-export default defineProject({
-  resolve: { conditions: ['@iommu/source'] },
-  ssr: { resolve: { conditions: ['@iommu/source'] } },
-  test: {
-    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
-    typecheck: { enabled: true, include: ['src/**/*.test-d.ts'], tsconfig: './tsconfig.json' },
-  },
-})
+export default iommuProject()
