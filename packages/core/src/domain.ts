@@ -17,6 +17,7 @@ import { DomainFeature, DomainType } from './constants.ts'
 import type { Driver } from './driver.ts'
 import { IommuError } from './errno.ts'
 import type { IommuDirtyBitmap, IotlbGather } from './gather.ts'
+import type { IopfGroup } from './iommu/iopf.ts'
 import type { PciDevice } from './machine/pci.ts'
 
 /** The IOVA window a domain can translate (`struct iommu_domain_geometry`). */
@@ -52,6 +53,12 @@ export interface UserData {
   readonly len: number
   /** Copy the user's `len` bytes. Throws EFAULT for a bad user pointer. */
   read(): Uint8Array
+  /**
+   * Write `bytes` to the start of the user's structure (`copy_to_user` of output fields
+   * such as a vIOMMU's mmap offset). Absent when the data cannot be written back: the
+   * helpers then answer EFAULT. Throws EFAULT for a bad user pointer.
+   */
+  write?(bytes: Uint8Array): void
 }
 
 /**
@@ -96,6 +103,72 @@ export function copyStructFromUser(
   const out = new Uint8Array(size)
   out.set(data.read().subarray(0, data.len))
   return new DataView(out.buffer)
+}
+
+/**
+ * `copy_struct_from_user`: copy a user structure of `usize` bytes into a kernel structure
+ * of `ksize` bytes — zero-extended when shorter, and when longer the bytes the kernel does
+ * not know must be zero (E2BIG).
+ */
+function copyStruct(raw: Uint8Array, usize: number, ksize: number): Uint8Array {
+  const out = new Uint8Array(ksize)
+  if (usize > ksize) {
+    for (let i = ksize; i < usize; i++) {
+      if (raw[i] !== 0) throw new IommuError('E2BIG', 'non-zero bytes past the kernel struct')
+    }
+  }
+  out.set(raw.subarray(0, Math.min(usize, ksize)))
+  return out
+}
+
+/**
+ * Copy the whole user array into `entryNum` kernel structures of `size` bytes each, as
+ * `iommu_copy_struct_from_full_user_array` does (the vIOMMU invalidation path): when
+ * `entryLen` equals `size` the array is copied as is; otherwise each entry follows
+ * `copy_struct_from_user` (shorter entries are zero-extended, longer ones need zero tails,
+ * else E2BIG). There is no EINVAL for an `entryLen` that differs from `size`.
+ *
+ * @returns one view of `entryNum * size` bytes; entry i starts at `i * size`
+ * @throws EINVAL - type mismatch or an empty array; E2BIG; EFAULT
+ */
+export function copyStructFromFullUserArray(
+  array: UserDataArray,
+  type: number,
+  size: number,
+): DataView {
+  if (array.type !== type) throw new IommuError('EINVAL', `user array type ${array.type}`)
+  if (!array.entryNum) throw new IommuError('EINVAL', 'empty user array')
+  const out = new Uint8Array(size * array.entryNum)
+  for (let i = 0; i < array.entryNum; i++) {
+    out.set(copyStruct(array.readEntry(i), array.entryLen, size), i * size)
+  }
+  return new DataView(out.buffer)
+}
+
+/**
+ * Report driver data back to user space, as `iommu_copy_struct_to_user` does: the type and
+ * length are checked like {@link copyStructFromUser}, then `min(len, size)` bytes of `src`
+ * are written (`copy_struct_to_user`).
+ *
+ * @param src - the kernel structure (`size` = `src.length` bytes)
+ * @throws EINVAL - type mismatch, or `len` outside [minLen, size]; EFAULT
+ */
+export function copyStructToUser(
+  data: UserData | null,
+  type: number,
+  src: Uint8Array,
+  minLen: number,
+): void {
+  if (data === null) throw new IommuError('EINVAL', 'no user data')
+  if (data.type !== type) throw new IommuError('EINVAL', `user data type ${data.type} != ${type}`)
+  if (data.len < minLen || src.length < data.len) {
+    throw new IommuError(
+      'EINVAL',
+      `user data length ${data.len} outside [${minLen}, ${src.length}]`,
+    )
+  }
+  if (!data.write) throw new IommuError('EFAULT', 'user data is read-only')
+  data.write(src.subarray(0, data.len))
 }
 
 /**
@@ -329,8 +402,12 @@ export class IommuDomain {
   readonly opsUnset: boolean
   /** Owner-private cookie (iommufd keeps its HWPT here). */
   cookie: unknown = null
-  /** I/O page-fault handler for faults on this domain (iommufd's fault queue). */
-  iopfHandler: ((fault: unknown) => void) | null = null
+  /**
+   * I/O page-fault handler for faults on this domain (`iopf_handler`; iommufd installs its
+   * fault queue's). It takes the group and must answer it later with
+   * `iopfGroupResponse`; throwing makes the core answer it FAILURE.
+   */
+  iopfHandler: ((group: IopfGroup) => void) | null = null
 
   constructor(init: DomainInit<never> = {}) {
     this.type = init.type ?? DomainType.UNMANAGED

@@ -22,7 +22,8 @@ const off = {
 } as const
 
 const dirtyOps: DirtyOps = { setDirtyTracking() {}, readAndClearDirty() {} }
-const nesting: NestingOps = {}
+const nesting: NestingOps = { domainAllocNested: () => new IommuDomain() }
+const viommuNesting: NestingOps = { getViommuSize: () => 1, viommuInit() {} }
 
 describe('capabilities are tied to ops in the type', () => {
   it('a driver declaring nothing needs no optional ops', () => {
@@ -46,6 +47,16 @@ describe('capabilities are tied to ops in the type', () => {
     // @ts-expect-error nesting ops are required when nesting is true
     defineDriver({ ...base, capabilities: { ...off, nesting: true } })
     defineDriver({ ...base, capabilities: { ...off, nesting: true }, nesting })
+    defineDriver({ ...base, capabilities: { ...off, nesting: true }, nesting: viommuNesting })
+  })
+
+  it('nesting ops need domainAllocNested or the vIOMMU pair', () => {
+    // @ts-expect-error an empty nesting table offers nothing
+    const none: NestingOps = {}
+    // @ts-expect-error viommuInit without getViommuSize
+    const half: NestingOps = { viommuInit() {} }
+    expectTypeOf(none).toMatchTypeOf<NestingOps>()
+    expectTypeOf(half).toMatchTypeOf<NestingOps>()
   })
 
   it('PASID declared without set_dev_pasid and a blocked domain does not compile', () => {

@@ -62,6 +62,23 @@ describe('defineDriver / validateDriver (run-time checks for untyped plugins)', 
   it('EINVAL: nesting declared without nesting ops', () => {
     const spec = plainSpec({ capabilities: { ...NO_CAPS, nesting: true } })
     expect(codeOf(() => validateDriver(spec))).toBe('EINVAL')
+    const empty = plainSpec({ capabilities: { ...NO_CAPS, nesting: true }, nesting: {} })
+    expect(codeOf(() => validateDriver(empty))).toBe('EINVAL')
+  })
+
+  it('EINVAL: getViommuSize and viommuInit only as a pair; nesting ops need the capability', () => {
+    const caps = { ...NO_CAPS, nesting: true }
+    const half = plainSpec({ capabilities: caps, nesting: { getViommuSize() {} } })
+    expect(codeOf(() => validateDriver(half))).toBe('EINVAL')
+    const mixed = plainSpec({
+      capabilities: caps,
+      nesting: { domainAllocNested() {}, viommuInit() {} },
+    })
+    expect(codeOf(() => validateDriver(mixed))).toBe('EINVAL')
+    const pair = plainSpec({ capabilities: caps, nesting: { getViommuSize() {}, viommuInit() {} } })
+    expect(codeOf(() => validateDriver(pair))).toBeUndefined()
+    const undeclared = plainSpec({ nesting: { domainAllocNested() {} } })
+    expect(codeOf(() => validateDriver(undeclared))).toBe('EINVAL')
   })
 
   it('EINVAL: PASID declared without set_dev_pasid and a blocked domain', () => {

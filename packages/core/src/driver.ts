@@ -11,19 +11,14 @@
  */
 
 import type { IommuCap } from './constants.ts'
-import type {
-  DirtyOps,
-  DomainOps,
-  IommuDomain,
-  IommuResvRegion,
-  UserData,
-  UserDataArray,
-} from './domain.ts'
+import type { DirtyOps, DomainOps, IommuDomain, IommuResvRegion, UserData } from './domain.ts'
 import { IommuError } from './errno.ts'
 import type { IommuGroup } from './iommu/group.ts'
+import type { IopfFault, PageResponse } from './iommu/iopf.ts'
 import type { DmaTransaction } from './machine/dma.ts'
 import type { Machine } from './machine/machine.ts'
 import type { PciDevice } from './machine/pci.ts'
+import type { IommufdViommu } from './viommu.ts'
 
 /** The contract version a driver is written against; the registry rejects others. */
 export const DRIVER_API_VERSION = 1
@@ -39,95 +34,52 @@ export interface HwInfo {
   readonly data: Uint8Array
 }
 
-/** A page request the device sent (PRI), as handed to the driver's `pageResponse`. */
-export interface IopfFault {
-  readonly pasid: number
-  readonly grpid: number
-  readonly perm: number
-  readonly addr: bigint
-  readonly flags: number
+/**
+ * `iommu_ops.domain_alloc_nested`: a user-managed stage-1 domain on a nest parent, without
+ * a vIOMMU (VT-d's way; iommufd's IOMMU_HWPT_ALLOC with `pt_id` = a NEST_PARENT HWPT).
+ */
+export interface DomainAllocNestedOp {
+  /**
+   * domainAllocNested() - allocate an `IOMMU_DOMAIN_NESTED` domain whose stage 1 the user
+   * owns, translated through `parent` (`domain_alloc_nested`). iommufd has checked that
+   * `parent` is a NEST_PARENT paging domain of this driver; `flags` has at most
+   * `HwptAllocFlags.PASID` (FAULT_ID_VALID is stripped), and `data.len` is non-zero.
+   * Return a domain of type `DomainType.NESTED` whose ops include `attachDev` (and
+   * `cacheInvalidateUser` when user space invalidates through the nested HWPT).
+   *
+   * @throws EOPNOTSUPP - unknown flags or data type; EINVAL - malformed data, or a parent
+   *   the driver cannot nest on; EFAULT; ENOMEM
+   */
+  domainAllocNested(dev: PciDevice, parent: IommuDomain, flags: number, data: UserData): IommuDomain
 }
 
-/** The response to a page request (`struct iommu_page_response`). */
-export interface PageResponse {
-  readonly pasid: number
-  readonly grpid: number
-  /** `IOMMU_PAGE_RESP_SUCCESS` (0) or `IOMMU_PAGE_RESP_INVALID` (1). */
-  readonly code: number
+/** `iommu_ops.get_viommu_size` / `viommu_init`: vIOMMU support (SMMUv3's way). */
+export interface ViommuAllocOps {
+  /**
+   * getViommuSize() - whether `dev`'s IOMMU supports a vIOMMU of `viommuType`
+   * (`get_viommu_size`): non-zero when it does (the kernel returns its structure size),
+   * 0 makes IOMMU_VIOMMU_ALLOC fail with EOPNOTSUPP.
+   */
+  getViommuSize(dev: PciDevice, viommuType: number): number
+  /**
+   * viommuInit() - set up the driver's part of a new vIOMMU on the nest parent `parent`
+   * (`viommu_init`); `viommu.type`, `unit` and `parent` are set. Must set `viommu.ops`
+   * (iommufd fails the allocation with EOPNOTSUPP otherwise). `data` is the user's
+   * `data_uptr`/`data_len` (null when `data_len` is 0); write outputs back with
+   * `copyStructToUser`.
+   *
+   * @throws EINVAL, EFAULT (data), ENOMEM, EOPNOTSUPP - the allocation fails with it
+   */
+  viommuInit(viommu: IommufdViommu, parent: IommuDomain, data: UserData | null): void
 }
 
 /**
- * The part of an iommufd vIOMMU object a driver sees (`struct iommufd_viommu`).
- *
- * @experimental nesting is refined by the vIOMMU issues
+ * The nested-translation ops of a driver that declares `nesting`: `domainAllocNested`
+ * (nesting on a parent HWPT), the vIOMMU pair `getViommuSize` + `viommuInit`, or both.
  */
-export interface IommufdViommu {
-  /** `IOMMU_VIOMMU_TYPE_*`. */
-  readonly type: number
-  /** The physical IOMMU instance the vIOMMU is a slice of. */
-  readonly unit: IommuUnit
-  /** The stage-2 nest-parent domain. */
-  readonly parent: IommuDomain
-  /** The driver's vIOMMU ops, set by `viommuInit`. */
-  ops: ViommuOps | null
-  /** Driver-private state. */
-  priv: unknown
-}
-
-/**
- * vIOMMU operations (`struct iommufd_viommu_ops`).
- *
- * @experimental
- */
-export interface ViommuOps {
-  /** Free driver state of the vIOMMU. */
-  destroy?(viommu: IommufdViommu): void
-  /**
-   * Allocate a NESTED domain translated through this vIOMMU.
-   *
-   * @throws EOPNOTSUPP for unknown flags or data types; EINVAL for malformed data
-   */
-  allocDomainNested?(viommu: IommufdViommu, flags: number, data: UserData): IommuDomain
-  /**
-   * Invalidate vIOMMU-wide caches; rewrite `array.entryNum` to the number handled.
-   *
-   * @throws EINVAL, EOPNOTSUPP, EFAULT
-   */
-  cacheInvalidate?(viommu: IommufdViommu, array: UserDataArray): void
-}
-
-/**
- * Nested-translation operations of a driver that declares `nesting`.
- *
- * @experimental
- */
-export interface NestingOps {
-  /**
-   * domainAllocNested() - allocate a user-managed stage-1 domain on `parent`
-   * (`iommu_ops.domain_alloc_nested`). Absent on drivers that nest only through a vIOMMU.
-   *
-   * @throws EOPNOTSUPP - unknown flags or data type; EINVAL - `parent` is not a nest parent
-   *   or the data is malformed; ENOMEM
-   */
-  domainAllocNested?(
-    dev: PciDevice,
-    parent: IommuDomain,
-    flags: number,
-    data: UserData,
-  ): IommuDomain
-  /**
-   * getViommuSize() - whether a vIOMMU of `viommuType` is supported on `dev`'s IOMMU.
-   *
-   * @returns non-zero when supported (the kernel returns the driver structure's size)
-   */
-  getViommuSize?(dev: PciDevice, viommuType: number): number
-  /**
-   * viommuInit() - set up driver state of a vIOMMU on `parent`; must set `viommu.ops`.
-   *
-   * @throws EOPNOTSUPP, EINVAL, ENOMEM
-   */
-  viommuInit?(viommu: IommufdViommu, parent: IommuDomain, data: UserData | null): void
-}
+export type NestingOps =
+  | (DomainAllocNestedOp & Partial<ViommuAllocOps>)
+  | (Partial<DomainAllocNestedOp> & ViommuAllocOps)
 
 /**
  * The per-driver operations (`struct iommu_ops`). Every op may throw {@link IommuError};
@@ -201,8 +153,14 @@ export interface IommuOps {
   /** isAttachDeferred() - defer the default-domain attach until the DMA API is used. */
   isAttachDeferred?(dev: PciDevice): boolean
 
-  /** pageResponse() - deliver the response to a page request. */
-  pageResponse?(dev: PciDevice, fault: IopfFault, response: PageResponse): void
+  /**
+   * pageResponse() - send the response to a page request group to the device
+   * (`page_response`): `evt` is the group's last request as the driver reported it, so
+   * `evt.fault.prm.privateData` carries what the driver needs. Called once per group:
+   * when user space answers, when the fault queue auto-answers INVALID (detach, replace,
+   * close), or with INVALID right away when no handler takes the request.
+   */
+  pageResponse?(dev: PciDevice, evt: IopfFault, response: PageResponse): void
 
   /**
    * defDomainType() - the default domain the device needs: `DomainType.IDENTITY`,
@@ -240,7 +198,10 @@ export interface IommuOps {
 export interface DriverCapabilities {
   /** Hardware dirty tracking ⇒ `dirtyOps`. */
   readonly dirtyTracking: boolean
-  /** Nested translation ⇒ `nesting` ops. */
+  /**
+   * Nested translation ⇒ `nesting` ops: `domainAllocNested`, or the vIOMMU pair
+   * `getViommuSize` + `viommuInit`, or both.
+   */
   readonly nesting: boolean
   /** PASID attach ⇒ `domainOps.setDevPasid` and `ops.blockedDomain`. */
   readonly pasid: boolean
@@ -385,7 +346,7 @@ export function validateDriver(spec: unknown): void {
   if (!isFn(dops.attachDev)) bad(`${name}: domainOps.attachDev is required`)
   const ties: [keyof DriverCapabilities, boolean, string][] = [
     ['dirtyTracking', isDirtyOps(d.dirtyOps), 'dirtyOps'],
-    ['nesting', typeof d.nesting === 'object' && d.nesting !== null, 'nesting ops'],
+    ['nesting', isNestingOps(d.nesting), 'nesting ops'],
     ['pasid', isFn(dops.setDevPasid) && typeof o.blockedDomain === 'object', 'setDevPasid'],
     ['enforceCacheCoherency', isFn(dops.enforceCacheCoherency), 'enforceCacheCoherency'],
     ['deferredFlush', isFn(dops.flushIotlbAll), 'flushIotlbAll'],
@@ -398,6 +359,22 @@ export function validateDriver(spec: unknown): void {
   if (c.dirtyTracking !== true && d.dirtyOps !== undefined) {
     bad(`${name}: dirtyOps without declaring dirtyTracking`)
   }
+  if (c.nesting !== true && d.nesting !== undefined) {
+    bad(`${name}: nesting ops without declaring nesting`)
+  }
+  if (typeof d.nesting === 'object' && d.nesting !== null) {
+    const n = d.nesting as Record<string, unknown>
+    // get_viommu_size and viommu_init only work as a pair (viommu.c checks both).
+    if (isFn(n.getViommuSize) !== isFn(n.viommuInit)) {
+      bad(`${name}: getViommuSize and viommuInit come together`)
+    }
+  }
+}
+
+function isNestingOps(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null) return false
+  const n = v as Record<string, unknown>
+  return isFn(n.domainAllocNested) || (isFn(n.getViommuSize) && isFn(n.viommuInit))
 }
 
 function isDirtyOps(v: unknown): boolean {

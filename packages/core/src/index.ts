@@ -23,8 +23,10 @@ export {
   ResvType,
 } from './constants.ts'
 export {
+  copyStructFromFullUserArray,
   copyStructFromUser,
   copyStructFromUserArray,
+  copyStructToUser,
   type DirtyOps,
   type DomainInit,
   type DomainOps,
@@ -35,6 +37,7 @@ export {
   type UserDataArray,
 } from './domain.ts'
 export {
+  type DomainAllocNestedOp,
   type DomainOpsFor,
   DRIVER_API_VERSION,
   type Driver,
@@ -43,15 +46,12 @@ export {
   type DriverSpec,
   defineDriver,
   type HwInfo,
-  type IommufdViommu,
   type IommuOps,
   type IommuOpsFor,
   type IommuUnit,
-  type IopfFault,
   type NestingOps,
-  type PageResponse,
   type UnitContext,
-  type ViommuOps,
+  type ViommuAllocOps,
   validateDriver,
 } from './driver.ts'
 export {
@@ -73,6 +73,28 @@ export {
 } from './gather.ts'
 export { IommuCore, type IommuCoreOptions } from './iommu/core.ts'
 export { type AttachHandle, type GroupDevice, IommuGroup, type PasidEntry } from './iommu/group.ts'
+export {
+  IOMMU_FAULT_PAGE_REQ,
+  IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE,
+  IOMMU_FAULT_PAGE_REQUEST_PASID_VALID,
+  IOMMU_FAULT_PAGE_RESPONSE_NEEDS_PASID,
+  IOMMU_FAULT_PERM_EXEC,
+  IOMMU_FAULT_PERM_PRIV,
+  IOMMU_FAULT_PERM_READ,
+  IOMMU_FAULT_PERM_WRITE,
+  type IommuFault,
+  type IommuFaultPageRequest,
+  IommuFaultParam,
+  IommuPageResponseCode,
+  type IopfFault,
+  IopfGroup,
+  IopfQueue,
+  iopfFault,
+  iopfFreeGroup,
+  iopfGroupDequeue,
+  iopfGroupResponse,
+  type PageResponse,
+} from './iommu/iopf.ts'
 export {
   DmaEngine,
   DmaFault,
@@ -100,12 +122,39 @@ export {
   parseBdf,
 } from './machine/pci.ts'
 export {
+  MAP_PRIVATE,
+  MAP_SHARED,
   Memfd,
   Mm,
   type MmapOptions,
+  PROT_EXEC,
   PROT_READ,
   PROT_WRITE,
   Process,
   type ProcessOptions,
   UserStruct,
+  type VmOps,
 } from './machine/process.ts'
+export {
+  type DriverDataStruct,
+  defineUserStruct,
+  type UserField,
+  type UserFieldType,
+  type UserStructValue,
+} from './user-struct.ts'
+export {
+  type HwQueueCoreHooks,
+  type IommufdHwQueue,
+  type IommufdVdevice,
+  type IommufdViommu,
+  iommufdHwQueueDepend,
+  iommufdHwQueueUndepend,
+  iommufdVdeviceToDevice,
+  iommufdViommuAllocMmap,
+  iommufdViommuDestroyMmap,
+  iommufdViommuFindDev,
+  iommufdViommuGetVdevId,
+  iommufdViommuReportEvent,
+  type ViommuCoreHooks,
+  type ViommuOps,
+} from './viommu.ts'

@@ -30,6 +30,7 @@ import { IommuError, toIommuError } from '../errno.ts'
 import { IotlbGather } from '../gather.ts'
 import type { DevIommu, PciDevice } from '../machine/pci.ts'
 import { type AttachHandle, type GroupDevice, IommuGroup, type PasidEntry } from './group.ts'
+import { type IopfFault, reportDeviceFault } from './iopf.ts'
 
 /** The core may not fail this domain change (detach/restore paths). */
 const MUST_SUCCEED = 1
@@ -730,6 +731,34 @@ export class IommuCore {
     if (!e || e.handle === null) throw new IommuError('ENOENT', `no handle at PASID ${pasid}`)
     if (type && e.domain.type !== type) throw new IommuError('EBUSY', 'domain type mismatch')
     return e.handle
+  }
+
+  // ------------------------------------------------------------------ I/O page faults
+
+  /**
+   * Report a device's page request (`iommu_report_device_fault`), typically from the
+   * driver's PRI/PRQ queue handler. The request goes to the domain attached to its PASID
+   * (or, with `ops.userPasidTable`, to the NESTED domain on the RID when the PASID has no
+   * domain of its own), or to the RID's domain without a PASID. A request without LAST_PAGE
+   * is kept until the last request of its group arrives. The device must be on an
+   * `IopfQueue` of its driver.
+   *
+   * @throws EINVAL - no fault handler for the request (the driver's `pageResponse` has
+   *   already been called with INVALID, as the kernel does)
+   */
+  iommuReportDeviceFault(dev: PciDevice, evt: IopfFault): void {
+    const routing = {
+      attachHandleGet: (d: PciDevice, pasid: number, type: number): AttachHandle | null => {
+        const group = d.iommu?.group
+        if (!group) return null
+        try {
+          return this.iommuAttachHandleGet(group, pasid, type)
+        } catch {
+          return null
+        }
+      },
+    }
+    reportDeviceFault(routing, dev, evt, DomainType.NESTED)
   }
 
   // ------------------------------------------------------------------ DMA ownership

@@ -8,6 +8,7 @@
 import type { IommuResvRegion } from '../domain.ts'
 import type { IommuUnit } from '../driver.ts'
 import type { IommuGroup } from '../iommu/group.ts'
+import type { IommuFaultParam } from '../iommu/iopf.ts'
 import { DmaEngine } from './dma.ts'
 import type { PhysicalMemory } from './memory.ts'
 
@@ -59,6 +60,8 @@ export interface DevIommu {
   requireDirect: boolean
   /** Driver-private per-device data (`dev_iommu_priv`). */
   priv: unknown
+  /** The device's IOPF state while it is on a driver's `IopfQueue` (`fault_param`). */
+  faultParam?: IommuFaultParam | null
 }
 
 /** Parse a BDF string into segment/bus/device/function. */

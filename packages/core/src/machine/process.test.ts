@@ -95,6 +95,38 @@ describe('Process address spaces', () => {
   })
 })
 
+describe('device mappings (io_remap_pfn_range)', () => {
+  it('map given frames, cannot be pinned, and run vm close per piece', () => {
+    const mem = new PhysicalMemory()
+    const proc = new Process(mem)
+    const pfn = mem.allocFrames(2, FramePurpose.KERNEL)
+    mem.writeBytes(pfn * 4096, new Uint8Array([0xef, 0xbe]))
+    let open = 1
+    const va = proc.mmap(8192, {
+      pfnmap: {
+        pfn,
+        ops: {
+          open: () => {
+            open++
+          },
+          close: () => {
+            open--
+          },
+        },
+      },
+    })
+    expect([...proc.read(va, 2)]).toEqual([0xef, 0xbe])
+    expect(proc.pageFrame(va + 4096, false)).toBe(pfn + 1)
+    expect(() => proc.pinUserPages(va, 1, false, new Int32Array(1))).toThrow(/EFAULT/)
+    proc.munmap(va, 4096) // splits: the remaining piece opens, the original closes
+    expect(open).toBe(1)
+    proc.munmap(va + 4096, 4096)
+    expect(open).toBe(0)
+    // The frames stay the driver's.
+    expect(mem.isAllocated(pfn)).toBe(true)
+  })
+})
+
 describe('Process.pageFrames', () => {
   it('reads the frames behind a range without pinning, populating on request', () => {
     const { mem, proc } = setup()

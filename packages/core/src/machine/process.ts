@@ -22,6 +22,12 @@ import { FRAME_SIZE, FramePurpose, type PhysicalMemory } from './memory.ts'
 export const PROT_READ = 1
 /** Mapping protection: writable. */
 export const PROT_WRITE = 2
+/** Mapping protection: executable (`VM_EXEC`; drivers may refuse it). */
+export const PROT_EXEC = 4
+/** `mmap` flag: changes are shared with the file (`VM_SHARED`). */
+export const MAP_SHARED = 0x01
+/** `mmap` flag: a private copy-on-write mapping. */
+export const MAP_PRIVATE = 0x02
 
 const HUGE_PAGES = 512
 const HUGE_SIZE = HUGE_PAGES * FRAME_SIZE
@@ -132,6 +138,19 @@ interface Vma {
   /** PFN of each page, 0 = not populated (anonymous mappings). */
   pages: Int32Array | null
   readonly hugepage: boolean
+  /** Device frames (`VM_PFNMAP`): not the process's memory, never pinned. */
+  readonly pfnmap: boolean
+  /** The mapping's `vm_operations_struct`, if any. */
+  readonly ops: VmOps | null
+}
+
+/**
+ * Callbacks of a device mapping (`struct vm_operations_struct`): `open` runs for each new
+ * piece when a munmap splits the mapping, `close` for each piece that goes.
+ */
+export interface VmOps {
+  open?(): void
+  close?(): void
 }
 
 /** Options of {@link Process.mmap}. */
@@ -148,6 +167,12 @@ export interface MmapOptions {
   readonly populate?: boolean
   /** Back anonymous memory with 2 MiB-aligned contiguous runs (THP). Default true. */
   readonly hugepage?: boolean
+  /**
+   * Map physical frames from `pfn` on (`io_remap_pfn_range` in a driver's `mmap`): device
+   * memory such as a vIOMMU's MMIO page. Such pages cannot be pinned (EFAULT). `ops.close`
+   * runs when the mapping (or a piece of it) goes.
+   */
+  readonly pfnmap?: { readonly pfn: number; readonly ops?: VmOps }
 }
 
 /** Per-user accounting (`struct user_struct`) and the RLIMIT_MEMLOCK that bounds it. */
@@ -234,6 +259,7 @@ export class Process {
       start = this.#findGap(size, size >= HUGE_SIZE ? HUGE_SIZE : FRAME_SIZE)
     }
     const file = options.file ?? null
+    const pfnmap = options.pfnmap
     const vma: Vma = {
       start,
       end: start + size,
@@ -242,6 +268,14 @@ export class Process {
       pgoff: offset / FRAME_SIZE,
       pages: file === null ? new Int32Array(size / FRAME_SIZE) : null,
       hugepage: options.hugepage ?? true,
+      pfnmap: pfnmap !== undefined,
+      ops: pfnmap?.ops ?? null,
+    }
+    if (pfnmap !== undefined && vma.pages !== null) {
+      for (let i = 0; i < vma.pages.length; i++) {
+        this.#memory.get(pfnmap.pfn + i)
+        vma.pages[i] = pfnmap.pfn + i
+      }
     }
     file?.addMap()
     this.#insert(vma)
@@ -271,8 +305,12 @@ export class Process {
       const pieces: Vma[] = []
       if (v.start < cutS) pieces.push(this.#slice(v, v.start, cutS))
       if (cutE < v.end) pieces.push(this.#slice(v, cutE, v.end))
-      for (const p of pieces) p.file?.addMap()
+      for (const p of pieces) {
+        p.file?.addMap()
+        p.ops?.open?.()
+      }
       v.file?.dropMap()
+      v.ops?.close?.()
       this.#vmas.splice(i, 1, ...pieces)
       i += pieces.length
     }
@@ -320,6 +358,8 @@ export class Process {
     let done = 0
     try {
       this.#walk(start, npages, write, (v, first, count) => {
+        // pin_user_pages() refuses VM_PFNMAP/VM_IO mappings.
+        if (v.pfnmap) throw new IommuError('EFAULT', 'device mapping cannot be pinned')
         if (v.pages !== null) {
           this.#populate(v, first, count)
           for (let k = 0; k < count; k++) {
@@ -412,6 +452,7 @@ export class Process {
     for (const v of this.#vmas) {
       this.#dropPages(v, 0, (v.end - v.start) / FRAME_SIZE)
       v.file?.dropMap()
+      v.ops?.close?.()
     }
     this.#vmas.length = 0
     this.#exited = true
@@ -455,6 +496,8 @@ export class Process {
       pgoff: v.pgoff + first,
       pages: v.pages === null ? null : v.pages.slice(first, first + count),
       hugepage: v.hugepage,
+      pfnmap: v.pfnmap,
+      ops: v.ops,
     }
   }
 

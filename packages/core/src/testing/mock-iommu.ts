@@ -26,6 +26,7 @@ import {
 import { type Driver, defineDriver, type IommuUnit, type UnitContext } from '../driver.ts'
 import { IommuError } from '../errno.ts'
 import type { IommuDirtyBitmap, IotlbGather } from '../gather.ts'
+import type { IopfFault, PageResponse } from '../iommu/iopf.ts'
 import type { DmaTransaction } from '../machine/dma.ts'
 import type { Machine } from '../machine/machine.ts'
 import type { PciDevice } from '../machine/pci.ts'
@@ -240,6 +241,12 @@ export class MockIommuUnit implements IommuUnit {
   readonly #byRid = new Map<number, MockDev>()
   /** DMA translations performed. */
   translations = 0
+  /** Every page response the driver sent (`mock_domain_page_response`), oldest first. */
+  readonly pageResponses: {
+    readonly dev: PciDevice
+    readonly evt: IopfFault
+    readonly response: PageResponse
+  }[] = []
 
   constructor(name: string, driver: Driver, maxPasids: number) {
     this.name = name
@@ -614,7 +621,10 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
       getResvRegions() {
         return [...(options.resvRegions ?? [])]
       },
-      pageResponse() {},
+      pageResponse(dev, evt, response) {
+        // The kernel's mock ignores responses; the model records them for tests.
+        unitOf(dev).pageResponses.push({ dev, evt, response })
+      },
       pgsizeBitmap: BigInt(pageSize) | BigInt(huge),
       blockedDomain,
       identityDomain,
