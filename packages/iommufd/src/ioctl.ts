@@ -55,6 +55,7 @@ import {
 } from './uapi/constants.ts'
 import {
   bytesToObject,
+  cInt,
   fieldAt,
   parseStruct,
   type StructLayout,
@@ -305,12 +306,17 @@ export function iommufdIoctl(ctx: IommufdCtx, caller: Caller, cmd: number, arg: 
   }
 }
 
-function checkSlot(cmd: number, o: IoctlOp | undefined, size: number): IoctlOp {
+/** The slot of `cmd`: ENOTTY when the table has none or its number differs. */
+function checkSlot(cmd: number, o: IoctlOp | undefined): IoctlOp {
   if (o === undefined || o.cmd !== cmd >>> 0) {
     throw new IommuError('ENOTTY', `unknown command 0x${(cmd >>> 0).toString(16)}`)
   }
-  if (size < o.layout.minSize) throw new IommuError('EINVAL', `size ${size} < ${o.layout.minSize}`)
   return o
+}
+
+/** `size` below the struct's first version is EINVAL. */
+function checkSize(o: IoctlOp, size: number): void {
+  if (size < o.layout.minSize) throw new IommuError('EINVAL', `size ${size} < ${o.layout.minSize}`)
 }
 
 function runFromObject(
@@ -320,11 +326,10 @@ function runFromObject(
   slot: IoctlOp | undefined,
   arg: Record<string, unknown>,
 ): 0 {
-  const size = arg.size ?? 0
-  if (typeof size !== 'number' || !Number.isInteger(size) || size < 0 || size > 0xffff_ffff) {
-    throw new IommuError('EINVAL', 'size is not a u32')
-  }
-  const o = checkSlot(cmd, slot, size)
+  const o = checkSlot(cmd, slot)
+  // `size` is a __u32 like any other field: C's conversion, EINVAL if not an integer.
+  const size = cInt('u32', arg.size ?? 0, `${o.layout.name}.size`) as number
+  checkSize(o, size)
   const decoded = parseStruct(o.layout, arg, size) as object
   const ucmd: Ucmd<never> = {
     ctx,
@@ -345,8 +350,9 @@ function runFromMemory(
   slot: IoctlOp | undefined,
   addr: bigint,
 ): 0 {
+  const o = checkSlot(cmd, slot)
   const size = readSize(caller, addr)
-  const o = checkSlot(cmd, slot, size)
+  checkSize(o, size)
   const layout = o.layout
   const buf = new Uint8Array(layout.sizeof)
   buf.set(caller.proc.read(addr, Math.min(size, layout.sizeof)))

@@ -36,6 +36,7 @@ import type {
   IOMMU_VFIO_IOAS,
   IOMMU_VIOMMU_ALLOC,
 } from './uapi/constants.ts'
+import type { CInit, CInt } from './uapi/struct.ts'
 import type {
   iommu_destroy,
   iommu_fault_alloc,
@@ -88,10 +89,13 @@ export interface IoctlArgs {
 }
 
 /**
- * An argument object as a C designated initializer writes it: `size` and any fields;
- * the rest reads as zero. Outputs are written back into it.
+ * An argument object as a C designated initializer writes it: `size` and any fields, the
+ * rest reading as zero. Every integer field takes a `number` or a `bigint` and keeps what
+ * C would keep in it (`-1` in a `__u32` is 0xffffffff). Outputs are written back into it
+ * with the kernel's type for the field: `bigint` for `__u64`, `number` otherwise,
+ * whatever the field held before.
  */
-export type IoctlArg<S> = { size: number } & Partial<Omit<S, 'size'>>
+export type IoctlArg<S> = { size: CInt } & CInit<Omit<S, 'size'>>
 
 /** Options of {@link openIommufd}. */
 export interface OpenIommufdOptions {

@@ -273,6 +273,151 @@ export const IOMMU_HW_QUEUE_ALLOC_LAYOUT = defineStruct(
   'length',
 )
 
+// ------------------------------------------------ structs passed by pointer (iommufd.h)
+// Driver data (`data_uptr` of HWPT_ALLOC, GET_HW_INFO, HWPT_INVALIDATE, VIOMMU_ALLOC),
+// fault-queue records (`read`/`write` of the fault fd) and vEVENTQ records. `last` is the
+// member the kernel's `iommu_copy_struct_*_user` call names as the first version's end.
+
+/** `struct iommu_hwpt_vtd_s1` (`IOMMU_HWPT_DATA_VTD_S1`). */
+export const IOMMU_HWPT_VTD_S1_LAYOUT = defineStruct(
+  'iommu_hwpt_vtd_s1',
+  [
+    ['flags', 'u64'],
+    ['pgtbl_addr', 'u64'],
+    ['addr_width', 'u32'],
+    ['__reserved', 'u32'],
+  ],
+  '__reserved',
+)
+/** `struct iommu_hwpt_arm_smmuv3` (`IOMMU_HWPT_DATA_ARM_SMMUV3`): `__aligned_le64 ste[2]`. */
+export const IOMMU_HWPT_ARM_SMMUV3_LAYOUT = defineStruct(
+  'iommu_hwpt_arm_smmuv3',
+  [['ste', 'u64x2']],
+  'ste',
+)
+/** `struct iommu_hwpt_amd_guest` (`IOMMU_HWPT_DATA_AMD_GUEST`). */
+export const IOMMU_HWPT_AMD_GUEST_LAYOUT = defineStruct(
+  'iommu_hwpt_amd_guest',
+  [['dte', 'u64x4']],
+  'dte',
+)
+/** `struct iommu_hw_info_vtd` (`IOMMU_HW_INFO_TYPE_INTEL_VTD`). */
+export const IOMMU_HW_INFO_VTD_LAYOUT = defineStruct(
+  'iommu_hw_info_vtd',
+  [
+    ['flags', 'u32'],
+    ['__reserved', 'u32'],
+    ['cap_reg', 'u64'],
+    ['ecap_reg', 'u64'],
+  ],
+  'ecap_reg',
+)
+/** `struct iommu_hw_info_arm_smmuv3` (`IOMMU_HW_INFO_TYPE_ARM_SMMUV3`). */
+export const IOMMU_HW_INFO_ARM_SMMUV3_LAYOUT = defineStruct(
+  'iommu_hw_info_arm_smmuv3',
+  [
+    ['flags', 'u32'],
+    ['__reserved', 'u32'],
+    ['idr', 'u32x6'],
+    ['iidr', 'u32'],
+    ['aidr', 'u32'],
+  ],
+  'aidr',
+)
+/** `struct iommu_hw_info_tegra241_cmdqv` (`IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV`). */
+export const IOMMU_HW_INFO_TEGRA241_CMDQV_LAYOUT = defineStruct(
+  'iommu_hw_info_tegra241_cmdqv',
+  [
+    ['flags', 'u32'],
+    ['version', 'u8'],
+    ['log2vcmdqs', 'u8'],
+    ['log2vsids', 'u8'],
+    ['__reserved', 'u8'],
+  ],
+  '__reserved',
+)
+/** `struct iommu_hw_info_amd` (`IOMMU_HW_INFO_TYPE_AMD`). */
+export const IOMMU_HW_INFO_AMD_LAYOUT = defineStruct(
+  'iommu_hw_info_amd',
+  [
+    ['efr', 'u64'],
+    ['efr2', 'u64'],
+  ],
+  'efr2',
+)
+/** `struct iommu_hwpt_vtd_s1_invalidate` (`IOMMU_HWPT_INVALIDATE_DATA_VTD_S1` entries). */
+export const IOMMU_HWPT_VTD_S1_INVALIDATE_LAYOUT = defineStruct(
+  'iommu_hwpt_vtd_s1_invalidate',
+  [
+    ['addr', 'u64'],
+    ['npages', 'u64'],
+    ['flags', 'u32'],
+    ['__reserved', 'u32'],
+  ],
+  '__reserved',
+)
+/** `struct iommu_viommu_arm_smmuv3_invalidate` (`IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3`). */
+export const IOMMU_VIOMMU_ARM_SMMUV3_INVALIDATE_LAYOUT = defineStruct(
+  'iommu_viommu_arm_smmuv3_invalidate',
+  [['cmd', 'u64x2']],
+  'cmd',
+)
+/** `struct iommu_hwpt_pgfault`: one fault record read from a fault queue's fd. */
+export const IOMMU_HWPT_PGFAULT_LAYOUT = defineStruct(
+  'iommu_hwpt_pgfault',
+  [
+    ['flags', 'u32'],
+    ['dev_id', 'u32'],
+    ['pasid', 'u32'],
+    ['grpid', 'u32'],
+    ['perm', 'u32'],
+    ['__reserved', 'u32'],
+    ['addr', 'u64'],
+    ['length', 'u32'],
+    ['cookie', 'u32'],
+  ],
+  'cookie',
+)
+/** `struct iommu_hwpt_page_response`: one response written to a fault queue's fd. */
+export const IOMMU_HWPT_PAGE_RESPONSE_LAYOUT = defineStruct(
+  'iommu_hwpt_page_response',
+  [
+    ['cookie', 'u32'],
+    ['code', 'u32'],
+  ],
+  'code',
+)
+/** `struct iommu_viommu_tegra241_cmdqv` (`IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV` data). */
+export const IOMMU_VIOMMU_TEGRA241_CMDQV_LAYOUT = defineStruct(
+  'iommu_viommu_tegra241_cmdqv',
+  [
+    ['out_vintf_mmap_offset', 'u64'],
+    ['out_vintf_mmap_length', 'u64'],
+  ],
+  'out_vintf_mmap_length',
+)
+/** `struct iommufd_vevent_header`: precedes each record read from a vEVENTQ fd. */
+export const IOMMUFD_VEVENT_HEADER_LAYOUT = defineStruct(
+  'iommufd_vevent_header',
+  [
+    ['flags', 'u32'],
+    ['sequence', 'u32'],
+  ],
+  'sequence',
+)
+/** `struct iommu_vevent_arm_smmuv3` (`IOMMU_VEVENTQ_TYPE_ARM_SMMUV3` records). */
+export const IOMMU_VEVENT_ARM_SMMUV3_LAYOUT = defineStruct(
+  'iommu_vevent_arm_smmuv3',
+  [['evt', 'u64x4']],
+  'evt',
+)
+/** `struct iommu_vevent_tegra241_cmdqv` (`IOMMU_VEVENTQ_TYPE_TEGRA241_CMDQV` records). */
+export const IOMMU_VEVENT_TEGRA241_CMDQV_LAYOUT = defineStruct(
+  'iommu_vevent_tegra241_cmdqv',
+  [['lvcmdq_err_map', 'u64x2']],
+  'lvcmdq_err_map',
+)
+
 /** `struct iommu_test_cmd`: a header, a union with one member per operation, `last`. */
 export const IOMMU_TEST_CMD_LAYOUT: StructLayout<iommu_test_cmd_decoded> = defineStruct(
   'iommu_test_cmd',
@@ -458,6 +603,34 @@ export const IOMMU_TEST_HW_INFO_LAYOUT = defineStruct(
   'test_reg',
 )
 
+/** `struct iommu_viommu_selftest` (`IOMMU_VIOMMU_TYPE_SELFTEST` data). */
+export const IOMMU_VIOMMU_SELFTEST_LAYOUT = defineStruct(
+  'iommu_viommu_selftest',
+  [
+    ['in_data', 'u32'],
+    ['out_data', 'u32'],
+    ['out_mmap_offset', 'u64'],
+    ['out_mmap_length', 'u64'],
+  ],
+  'out_data',
+)
+/** `struct iommu_viommu_invalidate_selftest` (`IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST`). */
+export const IOMMU_VIOMMU_INVALIDATE_SELFTEST_LAYOUT = defineStruct(
+  'iommu_viommu_invalidate_selftest',
+  [
+    ['flags', 'u32'],
+    ['vdev_id', 'u32'],
+    ['cache_id', 'u32'],
+  ],
+  'cache_id',
+)
+/** `struct iommu_viommu_event_selftest` (`IOMMU_VEVENTQ_TYPE_SELFTEST` records). */
+export const IOMMU_VIOMMU_EVENT_SELFTEST_LAYOUT = defineStruct(
+  'iommu_viommu_event_selftest',
+  [['virt_id', 'u32']],
+  'virt_id',
+)
+
 export type iommu_destroy = ShapeOf<typeof IOMMU_DESTROY_LAYOUT>
 export type iommu_ioas_alloc = ShapeOf<typeof IOMMU_IOAS_ALLOC_LAYOUT>
 export type iommu_iova_range = ShapeOf<typeof IOMMU_IOVA_RANGE_LAYOUT>
@@ -480,6 +653,28 @@ export type iommu_vdevice_alloc = ShapeOf<typeof IOMMU_VDEVICE_ALLOC_LAYOUT>
 export type iommu_ioas_change_process = ShapeOf<typeof IOMMU_IOAS_CHANGE_PROCESS_LAYOUT>
 export type iommu_veventq_alloc = ShapeOf<typeof IOMMU_VEVENTQ_ALLOC_LAYOUT>
 export type iommu_hw_queue_alloc = ShapeOf<typeof IOMMU_HW_QUEUE_ALLOC_LAYOUT>
+export type iommu_hwpt_vtd_s1 = ShapeOf<typeof IOMMU_HWPT_VTD_S1_LAYOUT>
+export type iommu_hwpt_arm_smmuv3 = ShapeOf<typeof IOMMU_HWPT_ARM_SMMUV3_LAYOUT>
+export type iommu_hwpt_amd_guest = ShapeOf<typeof IOMMU_HWPT_AMD_GUEST_LAYOUT>
+export type iommu_hw_info_vtd = ShapeOf<typeof IOMMU_HW_INFO_VTD_LAYOUT>
+export type iommu_hw_info_arm_smmuv3 = ShapeOf<typeof IOMMU_HW_INFO_ARM_SMMUV3_LAYOUT>
+export type iommu_hw_info_tegra241_cmdqv = ShapeOf<typeof IOMMU_HW_INFO_TEGRA241_CMDQV_LAYOUT>
+export type iommu_hw_info_amd = ShapeOf<typeof IOMMU_HW_INFO_AMD_LAYOUT>
+export type iommu_hwpt_vtd_s1_invalidate = ShapeOf<typeof IOMMU_HWPT_VTD_S1_INVALIDATE_LAYOUT>
+export type iommu_viommu_arm_smmuv3_invalidate = ShapeOf<
+  typeof IOMMU_VIOMMU_ARM_SMMUV3_INVALIDATE_LAYOUT
+>
+export type iommu_hwpt_pgfault = ShapeOf<typeof IOMMU_HWPT_PGFAULT_LAYOUT>
+export type iommu_hwpt_page_response = ShapeOf<typeof IOMMU_HWPT_PAGE_RESPONSE_LAYOUT>
+export type iommu_viommu_tegra241_cmdqv = ShapeOf<typeof IOMMU_VIOMMU_TEGRA241_CMDQV_LAYOUT>
+export type iommufd_vevent_header = ShapeOf<typeof IOMMUFD_VEVENT_HEADER_LAYOUT>
+export type iommu_vevent_arm_smmuv3 = ShapeOf<typeof IOMMU_VEVENT_ARM_SMMUV3_LAYOUT>
+export type iommu_vevent_tegra241_cmdqv = ShapeOf<typeof IOMMU_VEVENT_TEGRA241_CMDQV_LAYOUT>
+export type iommu_viommu_selftest = ShapeOf<typeof IOMMU_VIOMMU_SELFTEST_LAYOUT>
+export type iommu_viommu_invalidate_selftest = ShapeOf<
+  typeof IOMMU_VIOMMU_INVALIDATE_SELFTEST_LAYOUT
+>
+export type iommu_viommu_event_selftest = ShapeOf<typeof IOMMU_VIOMMU_EVENT_SELFTEST_LAYOUT>
 export type iommu_hwpt_selftest = ShapeOf<typeof IOMMU_HWPT_SELFTEST_LAYOUT>
 export type iommu_hwpt_invalidate_selftest = ShapeOf<typeof IOMMU_HWPT_INVALIDATE_SELFTEST_LAYOUT>
 export type iommu_test_hw_info = ShapeOf<typeof IOMMU_TEST_HW_INFO_LAYOUT>
