@@ -7,6 +7,7 @@ import { createMachine } from '@iommu/core'
 import { mockIommu } from '@iommu/core/testing'
 import { describe, expect, it } from 'vitest'
 import {
+  fdInstall,
   IOMMU_DESTROY,
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
@@ -18,12 +19,35 @@ import {
   UAPI_STRUCTS,
 } from '../src/index.ts'
 import {
+  decodeStruct,
+  decodeStructArray,
+  encodeStruct,
+  encodeStructArray,
+  IOMMU_DESTROY_LAYOUT,
   IOMMU_FAULT_QUEUE_ALLOC,
+  IOMMU_HW_INFO_ARM_SMMUV3_LAYOUT,
   IOMMU_HW_QUEUE_ALLOC,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_AMD_GUEST_LAYOUT,
+  IOMMU_HWPT_ARM_SMMUV3_LAYOUT,
+  IOMMU_HWPT_INVALIDATE_SELFTEST_LAYOUT,
+  IOMMU_HWPT_SELFTEST_LAYOUT,
+  IOMMU_HWPT_VTD_S1_LAYOUT,
+  IOMMU_IOAS_MAP_FILE,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_READABLE,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_IOAS_UNMAP,
+  IOMMU_TEST_HW_INFO_LAYOUT,
+  IOMMU_TEST_INVALIDATE_FLAG_ALL,
   IOMMU_TEST_OP_MOCK_DOMAIN,
+  IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS,
   IOMMU_VDEVICE_ALLOC,
   IOMMU_VEVENTQ_ALLOC,
   IOMMU_VIOMMU_ALLOC,
+  IOMMU_VTD_S1_SRE,
+  IOMMU_VTD_S1_WPE,
+  MOCK_FLAGS_DEVICE_NO_DIRTY,
 } from '../src/uapi/index.ts'
 import { errnoOf, expectErrno, ioasAlloc, mockDomain, PAGE_SIZE } from './helpers.ts'
 
@@ -144,15 +168,6 @@ describe('arguments in process memory (§2.1)', () => {
     expect(alloc.out_hwpt_id).toBeGreaterThan(0)
   })
 
-  it('values a C field cannot hold are EINVAL; u64 fields take bigints only', () => {
-    const { fd } = world()
-    expectErrno('EINVAL', () => fd.ioctl(IOMMU_DESTROY, { size: 8, id: -1 }))
-    expectErrno('EINVAL', () => fd.ioctl(IOMMU_DESTROY, { size: 8, id: 2 ** 32 }))
-    expectErrno('EINVAL', () => fd.ioctl(IOMMU_DESTROY, { size: 8.5, id: 0 }))
-    const map = { size: 40, ioas_id: 1, length: 4096 } as unknown as { size: number }
-    expectErrno('EINVAL', () => fd.ioctl(IOMMU_IOAS_MAP, map))
-  })
-
   it('IOMMU_TEST_CMD is ENOTTY unless the context was opened in test mode (§2.1)', () => {
     const plain = world(false)
     expectErrno('ENOTTY', () =>
@@ -187,5 +202,196 @@ describe('arguments in process memory (§2.1)', () => {
     expect(errnoOf(() => fd.ioctl(IOMMU_HW_QUEUE_ALLOC, { size: 40, type: 1, length: 2n }))).toBe(
       'ENOENT',
     )
+  })
+})
+
+describe('integer fields convert as C converts them (issue #10)', () => {
+  it('-1 in a __u32 is 0xffffffff: DESTROY looks the object up and fails ENOENT', () => {
+    const { fd } = world()
+    expect(errnoOf(() => fd.ioctl(IOMMU_DESTROY, { size: 8, id: -1 }))).toBe('ENOENT')
+    expect(errnoOf(() => fd.ioctl(IOMMU_DESTROY, { size: 8n, id: 0xffff_ffffn }))).toBe('ENOENT')
+  })
+
+  it('values wider than the field keep their low bits: 0x1_0000_0001 in a __u32 is 1', () => {
+    const { fd } = world()
+    expect(ioasAlloc(fd)).toBe(1)
+    expect(fd.ioctl(IOMMU_DESTROY, { size: 8, id: 0x1_0000_0001 })).toBe(0)
+    expect(errnoOf(() => fd.ioctl(IOMMU_DESTROY, { size: 8, id: (1n << 40n) | 1n }))).toBe('ENOENT')
+  })
+
+  it('~FLAG in a __u32 flags field is the unknown-flags EOPNOTSUPP, no >>> 0 needed', () => {
+    const { fd } = world(true)
+    const ioas = ioasAlloc(fd)
+    const md = mockDomain(fd, ioas)
+    expectErrno('EOPNOTSUPP', () =>
+      fd.ioctl(IOMMU_HWPT_ALLOC, {
+        size: 48,
+        flags: ~IOMMU_HWPT_ALLOC_NEST_PARENT,
+        dev_id: md.idevId,
+        pt_id: ioas,
+      }),
+    )
+    expectErrno('EOPNOTSUPP', () =>
+      fd.ioctl(IOMMU_IOAS_MAP, { size: 40, flags: ~IOMMU_IOAS_MAP_FIXED_IOVA, ioas_id: ioas }),
+    )
+  })
+
+  it('numbers in __u64 fields map; -1n is U64_MAX; outputs come back as the kernel types', () => {
+    const { proc, fd } = world()
+    const ioas = ioasAlloc(fd)
+    const buf = proc.mmap(4 * PAGE_SIZE)
+    const map = {
+      size: 40,
+      flags: IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+      ioas_id: ioas,
+      user_va: buf,
+      length: 4 * PAGE_SIZE,
+      iova: 0,
+    }
+    expect(fd.ioctl(IOMMU_IOAS_MAP, map)).toBe(0)
+    // The output field holds what the kernel wrote: a __u64, so a bigint (first fit
+    // aligned to the 16 KiB the length and address share).
+    expect(map.iova).toBe(0x4000n)
+    // iova 0, length -1n (U64_MAX): unmap everything, the bytes unmapped written back.
+    const unmap = { size: 24, ioas_id: ioas, iova: 0, length: -1n }
+    expect(fd.ioctl(IOMMU_IOAS_UNMAP, unmap)).toBe(0)
+    expect(unmap.length).toBe(BigInt(4 * PAGE_SIZE))
+    const alloc = { size: 12, out_ioas_id: 0n }
+    fd.ioctl(IOMMU_IOAS_ALLOC, alloc)
+    expect(alloc.out_ioas_id).toBe(2)
+  })
+
+  it('-1 in an __s32 stays -1 (EBADF), 2^32 + fd is fd, a boolean is 0 or 1', () => {
+    const { proc, fd } = world()
+    const ioas = ioasAlloc(fd)
+    const memfd = proc.memfdCreate('m')
+    memfd.ftruncate(PAGE_SIZE)
+    const mfd = fdInstall(proc, memfd)
+    const file = (fdValue: number | bigint) => ({
+      size: 40,
+      flags: IOMMU_IOAS_MAP_READABLE,
+      ioas_id: ioas,
+      fd: fdValue,
+      length: PAGE_SIZE,
+    })
+    expectErrno('EBADF', () => fd.ioctl(IOMMU_IOAS_MAP_FILE, file(-1)))
+    expectErrno('EBADF', () => fd.ioctl(IOMMU_IOAS_MAP_FILE, file(0xffff_ffff)))
+    expect(fd.ioctl(IOMMU_IOAS_MAP_FILE, file(2 ** 32 + mfd))).toBe(0)
+    // _Bool: true is 1, an unknown IOAS_ALLOC flag.
+    const untyped = { size: 12, flags: true } as unknown as { size: number }
+    expectErrno('EOPNOTSUPP', () => fd.ioctl(IOMMU_IOAS_ALLOC, untyped))
+    expect(
+      fd.ioctl(IOMMU_IOAS_ALLOC, { size: 12, flags: false } as unknown as { size: number }),
+    ).toBe(0)
+  })
+
+  it('what is not an integer is EINVAL naming the field, before any lookup', () => {
+    const { fd } = world(true)
+    const bad: [string, unknown, RegExp][] = [
+      ['id', 1.5, /iommu_destroy\.id: 1\.5 is not an integer/],
+      ['id', Number.NaN, /iommu_destroy\.id: NaN is not an integer/],
+      ['id', Number.POSITIVE_INFINITY, /iommu_destroy\.id: Infinity is not an integer/],
+      ['id', 2 ** 53, /iommu_destroy\.id: 9007199254740992 is beyond 2\^53/],
+      ['id', '1', /iommu_destroy\.id: the string "1" is not an integer/],
+      ['id', {}, /iommu_destroy\.id: an object is not an integer/],
+      ['id', null, /iommu_destroy\.id: null is not an integer/],
+      ['size', 8.5, /iommu_destroy\.size: 8\.5 is not an integer/],
+    ]
+    for (const [field, value, message] of bad) {
+      const arg = { size: 8, id: 1, [field]: value } as unknown as { size: number }
+      expect(() => fd.ioctl(IOMMU_DESTROY, arg)).toThrow(message)
+      expect(errnoOf(() => fd.ioctl(IOMMU_DESTROY, arg))).toBe('EINVAL')
+    }
+    // Inside a union member, and a member that is not a struct.
+    const member = {
+      size: 72,
+      op: IOMMU_TEST_OP_MOCK_DOMAIN,
+      mock_domain_flags: { dev_flags: 0.5 },
+    }
+    expect(() => fd.ioctl(IOMMU_TEST_CMD, member)).toThrow(
+      /iommu_test_cmd\.mock_domain_flags\.dev_flags: 0\.5 is not an integer/,
+    )
+    const notStruct = { size: 72, op: 2, mock_domain: 5 } as unknown as { size: number }
+    expect(() => fd.ioctl(IOMMU_TEST_CMD, notStruct)).toThrow(/iommu_test_cmd\.mock_domain: /)
+    // A bigint in a __u32 of a union member converts like any other.
+    const ioas = ioasAlloc(fd)
+    const cmd = {
+      size: 72,
+      op: IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS,
+      id: BigInt(ioas),
+      mock_domain_flags: { dev_flags: BigInt(MOCK_FLAGS_DEVICE_NO_DIRTY), out_hwpt_id: 0n },
+    }
+    expect(fd.ioctl(IOMMU_TEST_CMD, cmd)).toBe(0)
+    expect(cmd.mock_domain_flags.out_hwpt_id).toBeGreaterThan(ioas)
+  })
+
+  it('an argument in process memory is the same bytes the object stands for', () => {
+    const { proc, fd } = world()
+    const va = proc.mmap(PAGE_SIZE)
+    proc.write(va, encodeStruct(IOMMU_DESTROY_LAYOUT, { size: 8, id: -1 }))
+    expect(u32(proc, va + 4)).toBe(0xffff_ffff)
+    expectErrno('ENOENT', () => fd.ioctl(IOMMU_DESTROY, BigInt(va)))
+  })
+})
+
+describe('encodeStruct / decodeStruct: structs passed by pointer', () => {
+  it('encode lays fields out as C, converting integers; decode reads the kernel types', () => {
+    const bytes = encodeStruct(IOMMU_HWPT_VTD_S1_LAYOUT, {
+      flags: IOMMU_VTD_S1_SRE | IOMMU_VTD_S1_WPE,
+      pgtbl_addr: 0x1234_5000,
+      addr_width: 48n,
+    })
+    expect(bytes.length).toBe(24)
+    const v = new DataView(bytes.buffer)
+    expect([v.getBigUint64(0, true), v.getBigUint64(8, true), v.getUint32(16, true)]).toEqual([
+      5n,
+      0x1234_5000n,
+      48,
+    ])
+    expect(decodeStruct(IOMMU_HWPT_VTD_S1_LAYOUT, bytes)).toEqual({
+      flags: 5n,
+      pgtbl_addr: 0x1234_5000n,
+      addr_width: 48,
+      __reserved: 0,
+    })
+  })
+
+  it('arrays: shorter initializers are zero-padded, longer ones EINVAL', () => {
+    const ste = encodeStruct(IOMMU_HWPT_ARM_SMMUV3_LAYOUT, { ste: [-1] })
+    expect(decodeStruct(IOMMU_HWPT_ARM_SMMUV3_LAYOUT, ste).ste).toEqual([2n ** 64n - 1n, 0n])
+    const info = encodeStruct(IOMMU_HW_INFO_ARM_SMMUV3_LAYOUT, {
+      idr: new Uint32Array([1, 2, 3, 4, 5, 6]),
+      aidr: 7,
+    })
+    expect(decodeStruct(IOMMU_HW_INFO_ARM_SMMUV3_LAYOUT, info)).toMatchObject({
+      idr: [1, 2, 3, 4, 5, 6],
+      iidr: 0,
+      aidr: 7,
+    })
+    expect(() => encodeStruct(IOMMU_HWPT_AMD_GUEST_LAYOUT, { dte: [1, 2, 3, 4, 5] })).toThrow(
+      /iommu_hwpt_amd_guest\.dte: 5 elements for an array of 4/,
+    )
+    expect(() => encodeStruct(IOMMU_HWPT_AMD_GUEST_LAYOUT, { dte: [1, 0.5] })).toThrow(
+      /iommu_hwpt_amd_guest\.dte: \[1\]: 0\.5 is not an integer/,
+    )
+  })
+
+  it('an unknown field is EINVAL; a struct array is entries sizeof apart; short bytes read zero', () => {
+    const bad = { iotlb: 1, pagetable: 2 } as unknown as { iotlb: number }
+    expect(() => encodeStruct(IOMMU_HWPT_SELFTEST_LAYOUT, bad)).toThrow(
+      /iommu_hwpt_selftest has no field pagetable/,
+    )
+    const reqs = encodeStructArray(IOMMU_HWPT_INVALIDATE_SELFTEST_LAYOUT, [
+      { flags: IOMMU_TEST_INVALIDATE_FLAG_ALL },
+      { iotlb_id: 3 },
+    ])
+    expect(decodeStructArray(IOMMU_HWPT_INVALIDATE_SELFTEST_LAYOUT, reqs, 2)).toEqual([
+      { flags: 1, iotlb_id: 0 },
+      { flags: 0, iotlb_id: 3 },
+    ])
+    expect(decodeStruct(IOMMU_TEST_HW_INFO_LAYOUT, new Uint8Array([1, 0, 0, 0, 2]))).toEqual({
+      flags: 1,
+      test_reg: 2,
+    })
   })
 })

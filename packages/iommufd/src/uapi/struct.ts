@@ -208,7 +208,7 @@ function describe(v: unknown): string {
   if (Array.isArray(v)) return 'an array'
   if (typeof v === 'string') return `the string ${JSON.stringify(v).slice(0, 40)}`
   if (typeof v === 'number' || typeof v === 'bigint') return String(v)
-  return `a ${typeof v}`
+  return typeof v === 'object' ? 'an object' : `a ${typeof v}`
 }
 
 /**
@@ -354,7 +354,11 @@ function writeScalar(view: DataView, at: number, elem: ScalarKind, v: unknown): 
       view.setInt32(at, Number(v ?? 0), true)
       return
     case 'u64':
-      view.setBigUint64(at, BigInt.asUintN(64, BigInt((v as bigint | number | undefined) ?? 0)), true)
+      view.setBigUint64(
+        at,
+        BigInt.asUintN(64, BigInt((v as bigint | number | undefined) ?? 0)),
+        true,
+      )
   }
 }
 
@@ -364,7 +368,11 @@ export function writeField(view: DataView, f: Field, v: unknown): void {
 }
 
 /** Decode every field (and union member) of a struct image at `base`. */
-function decodeAt(layout: StructLayout<unknown>, view: DataView, base: number): Record<string, unknown> {
+function decodeAt(
+  layout: StructLayout<unknown>,
+  view: DataView,
+  base: number,
+): Record<string, unknown> {
   const out: Record<string, unknown> = {}
   for (const f of layout.fields) out[f.name] = readAt(view, base, f)
   for (const m of layout.members) {
@@ -434,7 +442,12 @@ function schemaOf(layout: StructLayout<unknown>): z.ZodType {
     for (const [k, v] of Object.entries(obj)) {
       if (!known.has(k) && isNonZero(v)) {
         // copy_struct_from_user: bytes past the kernel struct must be zero.
-        ctx.addIssue({ code: 'custom', path: [k], message: 'non-zero bytes past the kernel struct', params: { errno: 'E2BIG' } })
+        ctx.addIssue({
+          code: 'custom',
+          path: [k],
+          message: 'non-zero bytes past the kernel struct',
+          params: { errno: 'E2BIG' },
+        })
       }
     }
   })
@@ -566,7 +579,11 @@ export function decodeStruct<T>(layout: StructLayout<T>, bytes: Uint8Array, offs
 }
 
 /** Read `count` structs laid out `sizeof` apart (`struct x v[count]`). */
-export function decodeStructArray<T>(layout: StructLayout<T>, bytes: Uint8Array, count: number): T[] {
+export function decodeStructArray<T>(
+  layout: StructLayout<T>,
+  bytes: Uint8Array,
+  count: number,
+): T[] {
   return Array.from({ length: count }, (_, i) => decodeStruct(layout, bytes, i * layout.sizeof))
 }
 
