@@ -16,20 +16,17 @@ import {
   IOMMU_OPTION_RLIMIT_MODE,
   openIommufd,
 } from '../src/index.ts'
-import { MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES } from '../src/uapi/index.ts'
 import {
-  accessPages,
-  createAccess,
-  destroyAccessPages,
+  _testCmdCreateAccess,
+  _testCmdDestroyAccessPages,
+  _testCmdMockDomain,
+  _testIoctlIoasAlloc,
+  _testIoctlIoasUnmap,
   expectErrno,
-  ioasAlloc,
-  ioasMap,
-  ioasMapFile,
-  ioasUnmap,
-  mockDomain,
   PAGE_SIZE,
-  RW,
-} from './helpers.ts'
+} from '../src/testing/index.ts'
+import { MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES } from '../src/uapi/index.ts'
+import { accessPages, ioasMap, ioasMapFile, RW } from './helpers.ts'
 
 function world(opts: { rlimitPages?: number; vfio?: boolean; ipcLock?: boolean } = {}) {
   const m = createMachine({ iommus: [mockIommu()] })
@@ -47,8 +44,8 @@ function world(opts: { rlimitPages?: number; vfio?: boolean; ipcLock?: boolean }
 describe('pinned-page accounting (§3.9)', () => {
   it('USER mode charges the user locked_vm and the mm pinned_vm; RLIMIT_MEMLOCK is ENOMEM', () => {
     const { m, proc, fd } = world({ rlimitPages: 8 })
-    const ioas = ioasAlloc(fd)
-    mockDomain(fd, ioas)
+    const ioas = _testIoctlIoasAlloc(fd)
+    _testCmdMockDomain(fd, ioas)
     const buf = proc.mmap(16 * PAGE_SIZE)
     expectErrno('ENOMEM', () => ioasMap(fd, ioas, buf, 16 * PAGE_SIZE))
     expect([proc.user.lockedVm, proc.mm.pinnedVm, m.memory.frameStats().pins]).toEqual([0, 0, 0])
@@ -65,9 +62,9 @@ describe('pinned-page accounting (§3.9)', () => {
       length: BigInt(8 * PAGE_SIZE),
     })
     expect(proc.user.lockedVm).toBe(8)
-    ioasUnmap(fd, ioas, iova, 8 * PAGE_SIZE)
+    _testIoctlIoasUnmap(fd, ioas, iova, 8 * PAGE_SIZE)
     expect(proc.user.lockedVm).toBe(8)
-    ioasUnmap(fd, ioas, iova + 0x100000n, 8 * PAGE_SIZE)
+    _testIoctlIoasUnmap(fd, ioas, iova + 0x100000n, 8 * PAGE_SIZE)
     expect([proc.user.lockedVm, proc.mm.pinnedVm, m.memory.frameStats().pins]).toEqual([0, 0, 0])
     fd.close()
   })
@@ -83,8 +80,8 @@ describe('pinned-page accounting (§3.9)', () => {
           val64: 1n,
         })
       }
-      const ioas = ioasAlloc(fd)
-      mockDomain(fd, ioas)
+      const ioas = _testIoctlIoasAlloc(fd)
+      _testCmdMockDomain(fd, ioas)
       const buf = proc.mmap(4 * PAGE_SIZE)
       ioasMap(fd, ioas, buf, 4 * PAGE_SIZE)
       expect([proc.user.lockedVm, proc.mm.lockedVm, proc.mm.pinnedVm]).toEqual([0, 4, 4])
@@ -95,8 +92,8 @@ describe('pinned-page accounting (§3.9)', () => {
 
   it('CAP_IPC_LOCK: nothing is charged to locked_vm, pinned_vm still counts', () => {
     const { proc, fd } = world({ ipcLock: true, rlimitPages: 1 })
-    const ioas = ioasAlloc(fd)
-    mockDomain(fd, ioas)
+    const ioas = _testIoctlIoasAlloc(fd)
+    _testCmdMockDomain(fd, ioas)
     ioasMap(fd, ioas, proc.mmap(4 * PAGE_SIZE), 4 * PAGE_SIZE)
     expect([proc.user.lockedVm, proc.mm.lockedVm, proc.mm.pinnedVm]).toEqual([0, 0, 4])
     fd.close()
@@ -104,16 +101,16 @@ describe('pinned-page accounting (§3.9)', () => {
 
   it('lazy pinning: no charge until a domain or an access pins; attach over the limit is ENOMEM', () => {
     const { m, proc, fd } = world({ rlimitPages: 4 })
-    const ioas = ioasAlloc(fd)
+    const ioas = _testIoctlIoasAlloc(fd)
     const buf = proc.mmap(8 * PAGE_SIZE)
     const iova = ioasMap(fd, ioas, buf, 8 * PAGE_SIZE, MOCK_APERTURE_START)
     expect(proc.mm.pinnedVm).toBe(0)
-    const acc = createAccess(fd, ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
+    const acc = _testCmdCreateAccess(fd, ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
     const id = accessPages(fd, acc, iova, 2 * PAGE_SIZE, buf)
     expect([proc.user.lockedVm, proc.mm.pinnedVm]).toEqual([2, 2])
-    expectErrno('ENOMEM', () => mockDomain(fd, ioas))
+    expectErrno('ENOMEM', () => _testCmdMockDomain(fd, ioas))
     expect([proc.user.lockedVm, m.memory.frameStats().pins, m.devices.length]).toEqual([2, 2, 0])
-    destroyAccessPages(fd, acc, id)
+    _testCmdDestroyAccessPages(fd, acc, id)
     expect([proc.user.lockedVm, proc.mm.pinnedVm, m.memory.frameStats().pins]).toEqual([0, 0, 0])
   })
 })
@@ -136,13 +133,13 @@ describe('FIXTURE(change_process) (§2.21)', () => {
           val64: accounting === 'account_mm' ? 1n : 0n,
         })
       }
-      const ioas = ioasAlloc(fd)
-      mockDomain(fd, ioas)
+      const ioas = _testIoctlIoasAlloc(fd)
+      _testCmdMockDomain(fd, ioas)
       const cmd = { size: 8 }
       const buffer = parent.mmap(PAGE_SIZE)
       const iova = ioasMap(fd, ioas, buffer, PAGE_SIZE)
       expectErrno('EINVAL', () => fd.ioctl(IOMMU_IOAS_CHANGE_PROCESS, cmd))
-      ioasUnmap(fd, ioas, iova, PAGE_SIZE)
+      _testIoctlIoasUnmap(fd, ioas, iova, PAGE_SIZE)
       const memfd = parent.memfdCreate('buffer')
       memfd.ftruncate(PAGE_SIZE)
       const mfd = fdInstall(parent, memfd)

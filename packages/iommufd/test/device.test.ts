@@ -8,14 +8,13 @@ import { MOCK_APERTURE_LAST, MOCK_APERTURE_START, mockIommu } from '@iommu/core/
 import { describe, expect, it } from 'vitest'
 import { IOMMU_IOAS_IOVA_RANGES, IOMMUFD_ACCESS_RW_WRITE, openIommufd } from '../src/index.ts'
 import {
-  destroy,
+  _testIoctlDestroy,
+  _testIoctlIoasAlloc,
+  _testIoctlIoasUnmap,
   expectErrno,
-  hwptAlloc,
-  ioasAlloc,
-  ioasMap,
-  ioasUnmap,
   PAGE_SIZE,
-} from './helpers.ts'
+} from '../src/testing/index.ts'
+import { hwptAlloc, ioasMap } from './helpers.ts'
 
 const MSI = { start: 0x0800_0000n, length: 0x10_0000n, prot: 0, type: ResvType.SW_MSI }
 
@@ -40,7 +39,7 @@ function ranges(w: ReturnType<typeof world>, ioas: number): [bigint, bigint][] {
 describe('devices, bind and attach (§1.4)', () => {
   it('attach narrows IOVA_RANGES to the aperture minus reserved regions; detach widens it (§3.4)', () => {
     const w = world()
-    const ioas = ioasAlloc(w.fd)
+    const ioas = _testIoctlIoasAlloc(w.fd)
     const dev = w.m.addPciDevice({ resvRegions: [MSI] })
     const idev = w.fd.bindDevice(dev)
     expect(ranges(w, ioas)).toEqual([[0n, 0xffff_ffff_ffff_ffffn]])
@@ -50,22 +49,22 @@ describe('devices, bind and attach (§1.4)', () => {
       [MSI.start + MSI.length, MOCK_APERTURE_LAST],
     ])
     idev.detach()
-    expectErrno('ENOENT', () => destroy(w.fd, hwpt))
+    expectErrno('ENOENT', () => _testIoctlDestroy(w.fd, hwpt))
     expect(ranges(w, ioas)).toEqual([[0n, 0xffff_ffff_ffff_ffffn]])
     idev.unbind()
   })
 
   it('a mapping in a reserved region or outside the aperture makes attach EADDRINUSE (§3.5)', () => {
     const w = world()
-    const ioas = ioasAlloc(w.fd)
+    const ioas = _testIoctlIoasAlloc(w.fd)
     const buf = w.proc.mmap(PAGE_SIZE)
     ioasMap(w.fd, ioas, buf, PAGE_SIZE, MSI.start)
     const idev = w.fd.bindDevice(w.m.addPciDevice({ resvRegions: [MSI] }))
     expectErrno('EADDRINUSE', () => idev.attach(ioas))
-    ioasUnmap(w.fd, ioas, MSI.start, PAGE_SIZE)
+    _testIoctlIoasUnmap(w.fd, ioas, MSI.start, PAGE_SIZE)
     ioasMap(w.fd, ioas, buf, PAGE_SIZE, 0x1000n)
     expectErrno('EADDRINUSE', () => idev.attach(ioas))
-    ioasUnmap(w.fd, ioas, 0x1000n, PAGE_SIZE)
+    _testIoctlIoasUnmap(w.fd, ioas, 0x1000n, PAGE_SIZE)
     idev.attach(ioas)
     // And a reserved IOVA cannot be mapped (EINVAL), nor one outside the aperture.
     expectErrno('EINVAL', () => ioasMap(w.fd, ioas, buf, PAGE_SIZE, MSI.start))
@@ -76,7 +75,7 @@ describe('devices, bind and attach (§1.4)', () => {
 
   it('devices of one group share an attachment: a different HWPT is EINVAL (§1.4)', () => {
     const w = world()
-    const ioas = ioasAlloc(w.fd)
+    const ioas = _testIoctlIoasAlloc(w.fd)
     const a = w.fd.bindDevice(w.m.addPciDevice({ isolationGroup: 'bridge' }))
     const b = w.fd.bindDevice(w.m.addPciDevice({ isolationGroup: 'bridge' }))
     expect(a.dev.group).toBe(b.dev.group)
@@ -88,12 +87,12 @@ describe('devices, bind and attach (§1.4)', () => {
     expectErrno('EBUSY', () => b.attach(hwpt))
     a.unbind()
     b.unbind()
-    destroy(w.fd, other)
+    _testIoctlDestroy(w.fd, other)
   })
 
   it('auto HWPTs are shared by compatible devices and go with the last one (§1.3)', () => {
     const w = world()
-    const ioas = ioasAlloc(w.fd)
+    const ioas = _testIoctlIoasAlloc(w.fd)
     const a = w.fd.bindDevice(w.m.addPciDevice())
     const b = w.fd.bindDevice(w.m.addPciDevice())
     const h = a.attach(ioas)
@@ -103,15 +102,15 @@ describe('devices, bind and attach (§1.4)', () => {
     expect(c.attach(ioas)).toBe(h)
     a.detach()
     b.detach()
-    expectErrno('EBUSY', () => destroy(w.fd, ioas))
+    expectErrno('EBUSY', () => _testIoctlDestroy(w.fd, ioas))
     c.detach()
-    destroy(w.fd, ioas)
+    _testIoctlDestroy(w.fd, ioas)
     for (const d of [a, b, c]) d.unbind()
   })
 
   it('the context outlives its fd while a device is bound; unbind releases it (§1.1)', () => {
     const w = world()
-    const ioas = ioasAlloc(w.fd)
+    const ioas = _testIoctlIoasAlloc(w.fd)
     const buf = w.proc.mmap(4 * PAGE_SIZE)
     ioasMap(w.fd, ioas, buf, 4 * PAGE_SIZE, MOCK_APERTURE_START)
     const dev = w.m.addPciDevice()
@@ -140,7 +139,7 @@ describe('devices, bind and attach (§1.4)', () => {
 
   it('an emulated device pins, copies and is told to unpin when user space unmaps (§3.11)', () => {
     const w = world()
-    const ioas = ioasAlloc(w.fd)
+    const ioas = _testIoctlIoasAlloc(w.fd)
     const buf = w.proc.mmap(4 * PAGE_SIZE)
     w.proc.write(buf + PAGE_SIZE, new TextEncoder().encode('ring'))
     ioasMap(w.fd, ioas, buf, 4 * PAGE_SIZE, 0x10_0000n)
@@ -165,7 +164,7 @@ describe('devices, bind and attach (§1.4)', () => {
     acc.rw(0x10_1002n, new Uint8Array([0x21]), IOMMUFD_ACCESS_RW_WRITE)
     expect(w.proc.read(buf + PAGE_SIZE + 2, 1)[0]).toBe(0x21)
     // Unmapping the range asks the access to let go, then succeeds.
-    expect(ioasUnmap(w.fd, ioas, 0x10_0000n, 4 * PAGE_SIZE)).toBe(BigInt(4 * PAGE_SIZE))
+    expect(_testIoctlIoasUnmap(w.fd, ioas, 0x10_0000n, 4 * PAGE_SIZE)).toBe(BigInt(4 * PAGE_SIZE))
     expect(unmaps).toEqual([[0x10_0000n, BigInt(4 * PAGE_SIZE)]])
     expect(w.m.memory.frameStats().pins).toBe(0)
     expectErrno('ENOENT', () => acc.pinPages(0x10_1000n, BigInt(PAGE_SIZE), pfns))

@@ -20,13 +20,12 @@ import {
   openIommufd,
 } from '../src/index.ts'
 import {
+  _testCmdSetDirtyTracking,
+  _testIoctlIoasAlloc,
   expectErrno,
-  hwptAlloc,
-  ioasAlloc,
-  ioasMap,
   PAGE_SIZE,
-  setDirtyTracking,
-} from './helpers.ts'
+} from '../src/testing/index.ts'
+import { hwptAlloc, ioasMap } from './helpers.ts'
 
 const A = MOCK_APERTURE_START
 
@@ -42,7 +41,7 @@ function world(opts: { hugePageSize?: number; pages?: number; map?: boolean } = 
   })
   const proc = m.createProcess()
   const fd = openIommufd(m, proc)
-  const ioas = ioasAlloc(fd)
+  const ioas = _testIoctlIoasAlloc(fd)
   const pages = opts.pages ?? 64
   const buf = proc.mmap(pages * PAGE_SIZE, { populate: true })
   if (opts.map !== false) ioasMap(fd, ioas, buf, pages * PAGE_SIZE, A)
@@ -111,23 +110,23 @@ describe('GET_DIRTY_BITMAP rules (§2.16)', () => {
   it('DMA writes with tracking off leave nothing; enabling clears stale dirty IOPTEs (§4.2)', () => {
     const w = world()
     w.dev.dma.write(A + 0x1000n, new Uint8Array([1]))
-    setDirtyTracking(w.fd, w.hwpt, true)
+    _testCmdSetDirtyTracking(w.fd, w.hwpt, true)
     w.get()
     expect(w.bits()).toEqual(new Uint8Array(8))
     w.dev.dma.write(A + 0x1000n, new Uint8Array([1]))
-    setDirtyTracking(w.fd, w.hwpt, false)
+    _testCmdSetDirtyTracking(w.fd, w.hwpt, false)
     // Disabling keeps the dirty IOPTEs; re-enabling clears them.
     w.get({ flags: IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR })
     expect(w.bits()[0]).toBe(0b10)
     w.proc.write(w.bitmap, new Uint8Array(8))
-    setDirtyTracking(w.fd, w.hwpt, true)
+    _testCmdSetDirtyTracking(w.fd, w.hwpt, true)
     w.get()
     expect(w.bits()).toEqual(new Uint8Array(8))
   })
 
   it('the kernel only sets bits; NO_CLEAR reads twice; read-and-clear once (§4.3)', () => {
     const w = world()
-    setDirtyTracking(w.fd, w.hwpt, true)
+    _testCmdSetDirtyTracking(w.fd, w.hwpt, true)
     w.proc.write(w.bitmap, new Uint8Array([0x80, 0, 0, 0, 0, 0, 0, 0]))
     w.dev.dma.write(A, new Uint8Array([1]))
     w.get({ flags: IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR })
@@ -145,7 +144,7 @@ describe('GET_DIRTY_BITMAP rules (§2.16)', () => {
     // A second area, 4 pages after the first one ends.
     const other = w.proc.mmap(4 * PAGE_SIZE)
     ioasMap(w.fd, w.ioas, other, 4 * PAGE_SIZE, A + BigInt(20 * PAGE_SIZE))
-    setDirtyTracking(w.fd, w.hwpt, true)
+    _testCmdSetDirtyTracking(w.fd, w.hwpt, true)
     w.dev.dma.write(A + BigInt(2 * PAGE_SIZE), new Uint8Array([1]))
     w.dev.dma.write(A + BigInt(21 * PAGE_SIZE), new Uint8Array([1]))
     w.get({ length: BigInt(32 * PAGE_SIZE) })
@@ -161,7 +160,7 @@ describe('GET_DIRTY_BITMAP rules (§2.16)', () => {
 
   it('bits follow page_size; a bitmap at an odd address works; bits past the range stay (§4.3)', () => {
     const w = world()
-    setDirtyTracking(w.fd, w.hwpt, true)
+    _testCmdSetDirtyTracking(w.fd, w.hwpt, true)
     for (const p of [0, 1, 9, 63]) w.dev.dma.write(A + BigInt(p * PAGE_SIZE), new Uint8Array([1]))
     // One bit per 8 KiB.
     w.get({ page_size: 8192n, flags: IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR })
@@ -177,7 +176,7 @@ describe('GET_DIRTY_BITMAP rules (§2.16)', () => {
 
   it('a huge dirty IOPTE sets every bit it covers, clipped to the request (§4.3)', () => {
     const w = world({ hugePageSize: 2 * 1024 * 1024, pages: 1024 })
-    setDirtyTracking(w.fd, w.hwpt, true)
+    _testCmdSetDirtyTracking(w.fd, w.hwpt, true)
     // One write in the second 2 MiB IOPTE dirties all of it.
     w.dev.dma.write(A + BigInt(600 * PAGE_SIZE), new Uint8Array([1]))
     const bm = w.proc.mmap(PAGE_SIZE)
@@ -197,7 +196,7 @@ describe('GET_DIRTY_BITMAP rules (§2.16)', () => {
     })
     const proc = m.createProcess()
     const fd = openIommufd(m, proc)
-    const ioas = ioasAlloc(fd)
+    const ioas = _testIoctlIoasAlloc(fd)
     fd.ioctl(IOMMU_OPTION, {
       size: 24,
       option_id: IOMMU_OPTION_HUGE_PAGES,
@@ -210,7 +209,7 @@ describe('GET_DIRTY_BITMAP rules (§2.16)', () => {
     const idev = fd.bindDevice(m.addPciDevice())
     const hwpt = hwptAlloc(fd, idev.id, ioas, IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
     idev.attach(hwpt)
-    setDirtyTracking(fd, hwpt, true)
+    _testCmdSetDirtyTracking(fd, hwpt, true)
     idev.dev.dma.write(A + BigInt(600 * PAGE_SIZE), new Uint8Array([1]))
     const bm = proc.mmap(PAGE_SIZE)
     fd.ioctl(IOMMU_HWPT_GET_DIRTY_BITMAP, {
@@ -228,7 +227,7 @@ describe('GET_DIRTY_BITMAP rules (§2.16)', () => {
 
   it('a bitmap that cannot be pinned drops the bits but still clears: 0, as Linux 7.2 (§4.4)', () => {
     const w = world()
-    setDirtyTracking(w.fd, w.hwpt, true)
+    _testCmdSetDirtyTracking(w.fd, w.hwpt, true)
     w.dev.dma.write(A, new Uint8Array([1]))
     w.get({ data: 0x10n })
     w.get()
@@ -242,7 +241,7 @@ describe('GET_DIRTY_BITMAP rules (§2.16)', () => {
 
   it('a huge unmapped range costs nothing and reports nothing (§4.3)', () => {
     const w = world({ map: false })
-    setDirtyTracking(w.fd, w.hwpt, true)
+    _testCmdSetDirtyTracking(w.fd, w.hwpt, true)
     const t = performance.now()
     w.get({ iova: 0n, length: 1n << 60n, page_size: 4096n })
     expect(performance.now() - t).toBeLessThan(50)

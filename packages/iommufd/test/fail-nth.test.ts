@@ -25,33 +25,30 @@ import {
   openIommufd,
 } from '../src/index.ts'
 import {
+  _testCmdCreateAccess,
+  _testCmdDestroyAccessPages,
+  _testCmdGetDirtyBitmap,
+  _testCmdMockDomain,
+  _testCmdMockDomainFlags,
+  _testCmdMockDomainReplace,
+  _testCmdSetDirtyTracking,
+  _testIoctlDestroy,
+  _testIoctlIoasAlloc,
+  _testIoctlIoasUnmap,
+  _testIoctlSetTempMemoryLimit,
+  PAGE_SIZE,
+} from '../src/testing/index.ts'
+import {
   IOMMU_TEST_OP_ACCESS_RW,
   IOMMU_TEST_OP_PASID_ATTACH,
   IOMMU_TEST_OP_PASID_DETACH,
   IOMMU_TEST_OP_PASID_REPLACE,
-  IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
   MOCK_ACCESS_RW_SLOW_PATH,
   MOCK_ACCESS_RW_WRITE,
   MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
   MOCK_FLAGS_DEVICE_PASID,
 } from '../src/uapi/index.ts'
-import {
-  accessPages,
-  createAccess,
-  destroy,
-  destroyAccessPages,
-  getDirtyBitmap,
-  hwptAlloc,
-  ioasAlloc,
-  ioasMap,
-  ioasMapFile,
-  ioasUnmap,
-  mockDomain,
-  mockDomainReplace,
-  PAGE_SIZE,
-  RW,
-  setDirtyTracking,
-} from './helpers.ts'
+import { accessPages, hwptAlloc, ioasMap, ioasMapFile, RW } from './helpers.ts'
 
 /** The fail_nth selftest's global buffer: 2 MiB. */
 const BUFFER_SIZE = 2 * 1024 * 1024
@@ -78,14 +75,6 @@ function world(): World {
   proc.mmap(BUFFER_SIZE, { file: memfd })
   const fd = openIommufd(m, proc, { test: true, cred: { CAP_IPC_LOCK: false } })
   return { m, proc, fd, buffer, mfd, accessFd: 0, stdevId: 0, pasid: 0 }
-}
-
-function setMemoryLimit(fd: Iommufd, limit: number): void {
-  fd.ioctl(IOMMU_TEST_CMD, {
-    size: 72,
-    op: IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
-    memory_limit: { limit },
-  })
 }
 
 /**
@@ -149,7 +138,7 @@ describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', 
   it('basic: IOAS_ALLOC, IOVA_RANGES, ALLOW_IOVAS, MAP, COPY, UNMAP', () => {
     const n = failNth((w, enable) => {
       enable()
-      const ioas = ioasAlloc(w.fd)
+      const ioas = _testIoctlIoasAlloc(w.fd)
       const ranges = w.proc.mmap(PAGE_SIZE)
       w.fd.ioctl(IOMMU_IOAS_IOVA_RANGES, {
         size: 32,
@@ -176,10 +165,10 @@ describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', 
         src_iova: iova,
         length: 160n,
       })
-      ioasUnmap(w.fd, ioas, iova, BUFFER_SIZE)
+      _testIoctlIoasUnmap(w.fd, ioas, iova, BUFFER_SIZE)
       // The failure path of an unmap with nothing mapped.
       try {
-        ioasUnmap(w.fd, ioas, iova, BUFFER_SIZE)
+        _testIoctlIoasUnmap(w.fd, ioas, iova, BUFFER_SIZE)
       } catch {}
     })
     expect(n).toBeGreaterThan(5)
@@ -188,14 +177,14 @@ describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', 
   for (const file of [false, true]) {
     it(`${file ? 'map_file_domain' : 'map_domain'}: domain fill paths`, () => {
       const n = failNth((w, enable) => {
-        const ioas = ioasAlloc(w.fd)
-        setMemoryLimit(w.fd, 32)
+        const ioas = _testIoctlIoasAlloc(w.fd)
+        _testIoctlSetTempMemoryLimit(w.fd, 32)
         enable()
-        const a = mockDomain(w.fd, ioas)
+        const a = _testCmdMockDomain(w.fd, ioas)
         if (file) ioasMapFile(w.fd, ioas, w.mfd, 0, 262144)
         else ioasMap(w.fd, ioas, w.buffer, 262144)
-        destroy(w.fd, a.stdevId)
-        mockDomain(w.fd, ioas)
+        _testIoctlDestroy(w.fd, a.stdev_id)
+        _testCmdMockDomain(w.fd, ioas)
       })
       expect(n).toBeGreaterThan(5)
     })
@@ -203,27 +192,27 @@ describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', 
 
   it('map_two_domains: fill of a second domain and unfill of both', () => {
     const n = failNth((w, enable) => {
-      const ioas = ioasAlloc(w.fd)
-      setMemoryLimit(w.fd, 32)
-      const a = mockDomain(w.fd, ioas)
+      const ioas = _testIoctlIoasAlloc(w.fd)
+      _testIoctlSetTempMemoryLimit(w.fd, 32)
+      const a = _testCmdMockDomain(w.fd, ioas)
       enable()
-      const b = mockDomain(w.fd, ioas)
+      const b = _testCmdMockDomain(w.fd, ioas)
       ioasMap(w.fd, ioas, w.buffer, 262144)
-      destroy(w.fd, a.stdevId)
-      destroy(w.fd, b.stdevId)
-      mockDomain(w.fd, ioas)
-      mockDomain(w.fd, ioas)
+      _testIoctlDestroy(w.fd, a.stdev_id)
+      _testIoctlDestroy(w.fd, b.stdev_id)
+      _testCmdMockDomain(w.fd, ioas)
+      _testCmdMockDomain(w.fd, ioas)
     })
     expect(n).toBeGreaterThan(5)
   })
 
   it('access_rw: fast and slow paths', () => {
     const n = failNth((w, enable) => {
-      const ioas = ioasAlloc(w.fd)
-      setMemoryLimit(w.fd, 32)
+      const ioas = _testIoctlIoasAlloc(w.fd)
+      _testIoctlSetTempMemoryLimit(w.fd, 32)
       const iova = ioasMap(w.fd, ioas, w.buffer, 262144)
       enable()
-      w.accessFd = createAccess(w.fd, ioas, 0)
+      w.accessFd = _testCmdCreateAccess(w.fd, ioas, 0)
       const tmp = w.proc.mmap(8 * PAGE_SIZE)
       for (const flags of [
         0,
@@ -258,17 +247,17 @@ describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', 
   for (const withDomain of [false, true]) {
     it(`${withDomain ? 'access_pin_domain' : 'access_pin'}: pin and unpin through an access`, () => {
       const n = failNth((w, enable) => {
-        const ioas = ioasAlloc(w.fd)
-        setMemoryLimit(w.fd, 32)
-        const md = withDomain ? mockDomain(w.fd, ioas) : null
+        const ioas = _testIoctlIoasAlloc(w.fd)
+        _testIoctlSetTempMemoryLimit(w.fd, 32)
+        const md = withDomain ? _testCmdMockDomain(w.fd, ioas) : null
         const iova = ioasMap(w.fd, ioas, w.buffer, BUFFER_SIZE)
-        w.accessFd = createAccess(w.fd, ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
+        w.accessFd = _testCmdCreateAccess(w.fd, ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
         enable()
         const id = accessPages(w.fd, w.accessFd, iova, BUFFER_SIZE, w.buffer)
-        destroyAccessPages(w.fd, w.accessFd, id)
+        _testCmdDestroyAccessPages(w.fd, w.accessFd, id)
         fdClose(w.proc, w.accessFd)
         w.accessFd = 0
-        if (md !== null) destroy(w.fd, md.stdevId)
+        if (md !== null) _testIoctlDestroy(w.fd, md.stdev_id)
       })
       expect(n).toBeGreaterThan(1)
     })
@@ -276,35 +265,35 @@ describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', 
 
   it('device: bind, hw_info, HWPT alloc, replace, nest parent, PASID attach/replace/detach', () => {
     const n = failNth((w, enable) => {
-      const ioas = ioasAlloc(w.fd)
-      const ioas2 = ioasAlloc(w.fd)
+      const ioas = _testIoctlIoasAlloc(w.fd)
+      const ioas2 = _testIoctlIoasAlloc(w.fd)
       ioasMap(w.fd, ioas, w.buffer, PAGE_SIZE, MOCK_APERTURE_START)
       ioasMap(w.fd, ioas2, w.buffer, PAGE_SIZE, MOCK_APERTURE_START)
       enable()
-      const md = mockDomain(w.fd, ioas, MOCK_FLAGS_DEVICE_PASID)
-      w.stdevId = md.stdevId
+      const md = _testCmdMockDomainFlags(w.fd, ioas, MOCK_FLAGS_DEVICE_PASID)
+      w.stdevId = md.stdev_id
       const info = w.proc.mmap(PAGE_SIZE)
       w.fd.ioctl(IOMMU_GET_HW_INFO, {
         size: 40,
-        dev_id: md.idevId,
+        dev_id: md.idev_id,
         data_len: 8,
         data_uptr: BigInt(info),
       })
-      const h = hwptAlloc(w.fd, md.idevId, ioas, IOMMU_HWPT_ALLOC_PASID)
-      mockDomainReplace(w.fd, md.stdevId, ioas2)
-      mockDomainReplace(w.fd, md.stdevId, h)
+      const h = hwptAlloc(w.fd, md.idev_id, ioas, IOMMU_HWPT_ALLOC_PASID)
+      _testCmdMockDomainReplace(w.fd, md.stdev_id, ioas2)
+      _testCmdMockDomainReplace(w.fd, md.stdev_id, h)
       const parent = hwptAlloc(
         w.fd,
-        md.idevId,
+        md.idev_id,
         ioas,
         IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_PASID,
       )
-      const test = hwptAlloc(w.fd, md.idevId, ioas, IOMMU_HWPT_ALLOC_PASID)
+      const test = hwptAlloc(w.fd, md.idev_id, ioas, IOMMU_HWPT_ALLOC_PASID)
       w.pasid = 200
       const pasidCmd = (op: number, pt: number) => ({
         size: 72,
         op,
-        id: md.stdevId,
+        id: md.stdev_id,
         pasid_attach: { pasid: 200, pt_id: pt },
       })
       try {
@@ -317,7 +306,7 @@ describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', 
       w.fd.ioctl(IOMMU_TEST_CMD, {
         size: 72,
         op: IOMMU_TEST_OP_PASID_DETACH,
-        id: md.stdevId,
+        id: md.stdev_id,
         pasid_detach: { pasid: 200 },
       })
       w.pasid = 0
@@ -327,19 +316,19 @@ describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', 
 
   it('dirty tracking: HWPT_ALLOC(DIRTY_TRACKING), SET_DIRTY_TRACKING, DMA, GET_DIRTY_BITMAP', () => {
     const n = failNth((w, enable) => {
-      const ioas = ioasAlloc(w.fd)
-      const md = mockDomain(w.fd, ioas)
+      const ioas = _testIoctlIoasAlloc(w.fd)
+      const md = _testCmdMockDomain(w.fd, ioas)
       ioasMap(w.fd, ioas, w.buffer, 262144, MOCK_APERTURE_START)
       enable()
-      const h = hwptAlloc(w.fd, md.idevId, ioas, IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
-      mockDomainReplace(w.fd, md.stdevId, h)
-      setDirtyTracking(w.fd, h, true)
+      const h = hwptAlloc(w.fd, md.idev_id, ioas, IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
+      _testCmdMockDomainReplace(w.fd, md.stdev_id, h)
+      _testCmdSetDirtyTracking(w.fd, h, true)
       const dev = w.m.devices[0]
       dev?.dma.write(MOCK_APERTURE_START + 0x3000n, new Uint8Array([1]))
       const bitmap = w.proc.mmap(PAGE_SIZE)
       // A bitmap page that cannot be pinned drops bits silently, as in the kernel.
-      getDirtyBitmap(w.fd, h, MOCK_APERTURE_START, 262144n, 4096n, bitmap)
-      mockDomainReplace(w.fd, md.stdevId, ioas)
+      _testCmdGetDirtyBitmap(w.fd, h, 262144n, MOCK_APERTURE_START, 4096n, bitmap, 0)
+      _testCmdMockDomainReplace(w.fd, md.stdev_id, ioas)
       w.fd.ioctl(IOMMU_DESTROY, { size: 8, id: h })
     })
     expect(n).toBeGreaterThan(5)

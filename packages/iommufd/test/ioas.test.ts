@@ -37,6 +37,22 @@ import {
   type Iommufd,
 } from '../src/index.ts'
 import {
+  _testCmdCreateAccess,
+  _testCmdDestroyAccessPages,
+  _testCmdMdCheckMap,
+  _testCmdMockDomain,
+  _testCmdMockDomainFlags,
+  _testCmdMockDomainReplace,
+  _testIoctlDestroy,
+  _testIoctlIoasAlloc,
+  _testIoctlIoasUnmap,
+  _testIoctlSetTempMemoryLimit,
+  BUFFER_SIZE,
+  expectErrno,
+  HUGEPAGE_SIZE,
+  PAGE_SIZE,
+} from '../src/testing/index.ts'
+import {
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
   IOMMU_HW_INFO_TYPE_DEFAULT,
   IOMMU_HWPT_DATA_NONE,
@@ -47,7 +63,6 @@ import {
   IOMMU_TEST_OP_ADD_RESERVED,
   IOMMU_TEST_OP_DEV_CHECK_CACHE,
   IOMMU_TEST_OP_MD_CHECK_IOTLB,
-  IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
   MOCK_ACCESS_RW_SLOW_PATH,
   MOCK_ACCESS_RW_WRITE,
   MOCK_DEV_CACHE_NUM,
@@ -57,21 +72,9 @@ import {
 import {
   APERTURE,
   accessPages,
-  BUFFER_SIZE,
-  checkMockIova,
-  createAccess,
-  destroy,
-  destroyAccessPages,
   type Env,
-  expectErrno,
-  HUGEPAGE_SIZE,
   hwptAlloc,
-  ioasAlloc,
   ioasMap,
-  ioasUnmap,
-  mockDomain,
-  mockDomainReplace,
-  PAGE_SIZE,
   RW,
   setup,
   teardown,
@@ -90,14 +93,6 @@ const VARIANTS: readonly Variant[] = [
   { name: 'two_mock_domain', mockDomains: 2, memoryLimit: 0, pasidCapable: false },
   { name: 'mock_domain_limit', mockDomains: 1, memoryLimit: 16, pasidCapable: false },
 ]
-
-function setMemoryLimit(fd: Iommufd, limit: number): void {
-  fd.ioctl(IOMMU_TEST_CMD, {
-    size: 72,
-    op: IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
-    memory_limit: { limit },
-  })
-}
 
 function checkDevCacheAll(fd: Iommufd, devId: number, cache: number): void {
   for (let id = 0; id < MOCK_DEV_CACHE_NUM; id++) {
@@ -217,30 +212,30 @@ for (const variant of VARIANTS) {
 
     beforeEach(() => {
       env = setup()
-      ioasId = ioasAlloc(env.fd)
-      setMemoryLimit(env.fd, variant.memoryLimit || 65536)
+      ioasId = _testIoctlIoasAlloc(env.fd)
+      _testIoctlSetTempMemoryLimit(env.fd, variant.memoryLimit || 65536)
       stdevId = hwptId = deviceId = baseIova = devicePasidId = 0
       for (let i = 0; i < variant.mockDomains; i++) {
-        const md = mockDomain(env.fd, ioasId)
-        stdevId = md.stdevId
-        hwptId = md.hwptId
-        deviceId = md.idevId
+        const md = _testCmdMockDomain(env.fd, ioasId)
+        stdevId = md.stdev_id
+        hwptId = md.hwpt_id
+        deviceId = md.idev_id
         checkDevCacheAll(env.fd, deviceId, IOMMU_TEST_DEV_CACHE_DEFAULT)
         baseIova = APERTURE
       }
       if (variant.pasidCapable)
-        devicePasidId = mockDomain(env.fd, ioasId, MOCK_FLAGS_DEVICE_PASID).idevId
+        devicePasidId = _testCmdMockDomainFlags(env.fd, ioasId, MOCK_FLAGS_DEVICE_PASID).idev_id
     })
     afterEach(() => {
-      setMemoryLimit(env.fd, 65536)
+      _testIoctlSetTempMemoryLimit(env.fd, 65536)
       teardown(env)
     })
 
     it('ioas_auto_destroy: closing frees the IOAS (§1.2)', () => {})
 
     it('ioas_destroy: EBUSY while a device uses it, else destroyed (§1.3)', () => {
-      if (stdevId) expectErrno('EBUSY', () => destroy(env.fd, ioasId))
-      else destroy(env.fd, ioasId)
+      if (stdevId) expectErrno('EBUSY', () => _testIoctlDestroy(env.fd, ioasId))
+      else _testIoctlDestroy(env.fd, ioasId)
     })
 
     it('alloc_hwpt_nested: nested HWPT and invalidation matrix (§2.13, §2.17, §5.3)', () => {
@@ -256,7 +251,7 @@ for (const variant of VARIANTS) {
       if (!deviceId) {
         expectErrno('ENOENT', () => hwptAlloc(env.fd, deviceId, ioasId, 0))
         expectErrno('ENOENT', () => hwptAlloc(env.fd, deviceId, 0, 0, sel()))
-        expectErrno('ENOENT', () => mockDomainReplace(env.fd, stdevId, 0))
+        expectErrno('ENOENT', () => _testCmdMockDomainReplace(env.fd, stdevId, 0))
         return
       }
       expectErrno('ENOENT', () => hwptAlloc(env.fd, ioasId, deviceId, 0))
@@ -303,7 +298,7 @@ for (const variant of VARIANTS) {
       for (const n of nested)
         for (let i = 0; i < 4; i++) checkIotlb(env.fd, n, i, IOMMU_TEST_IOTLB_DEFAULT)
       expectErrno('EINVAL', () => hwptAlloc(env.fd, deviceId, nested[0] as number, 0, sel()))
-      expectErrno('EBUSY', () => destroy(env.fd, parent))
+      expectErrno('EBUSY', () => _testIoctlDestroy(env.fd, parent))
 
       // Invalidation requests: { u32 flags; u32 iotlb_id } x2 at `reqs`.
       const reqs = env.proc.mmap(PAGE_SIZE)
@@ -391,27 +386,27 @@ for (const variant of VARIANTS) {
       for (let i = 0; i < 4; i++) checkIotlb(env.fd, n1, i, 0)
 
       // Move the device between nested HWPTs: each is busy while attached.
-      mockDomainReplace(env.fd, stdevId, n0)
-      expectErrno('EBUSY', () => destroy(env.fd, n0))
-      mockDomainReplace(env.fd, stdevId, n1)
-      expectErrno('EBUSY', () => destroy(env.fd, n1))
-      destroy(env.fd, n0)
-      mockDomainReplace(env.fd, stdevId, parent)
-      destroy(env.fd, n1)
-      mockDomainReplace(env.fd, stdevId, ioasId)
-      destroy(env.fd, parent)
-      destroy(env.fd, notParent)
+      _testCmdMockDomainReplace(env.fd, stdevId, n0)
+      expectErrno('EBUSY', () => _testIoctlDestroy(env.fd, n0))
+      _testCmdMockDomainReplace(env.fd, stdevId, n1)
+      expectErrno('EBUSY', () => _testIoctlDestroy(env.fd, n1))
+      _testIoctlDestroy(env.fd, n0)
+      _testCmdMockDomainReplace(env.fd, stdevId, parent)
+      _testIoctlDestroy(env.fd, n1)
+      _testCmdMockDomainReplace(env.fd, stdevId, ioasId)
+      _testIoctlDestroy(env.fd, parent)
+      _testIoctlDestroy(env.fd, notParent)
     })
 
     it('hwpt_attach: a new device attaches directly to a HWPT id (§1.4)', () => {
-      if (stdevId) mockDomain(env.fd, hwptId)
-      else expectErrno('ENOENT', () => mockDomain(env.fd, hwptId))
+      if (stdevId) _testCmdMockDomain(env.fd, hwptId)
+      else expectErrno('ENOENT', () => _testCmdMockDomain(env.fd, hwptId))
     })
 
     it('ioas_area_destroy: an area does not keep the IOAS alive (§1.3)', () => {
       ioasMap(env.fd, ioasId, env.buffer, PAGE_SIZE, baseIova)
-      if (stdevId) expectErrno('EBUSY', () => destroy(env.fd, ioasId))
-      else destroy(env.fd, ioasId)
+      if (stdevId) expectErrno('EBUSY', () => _testIoctlDestroy(env.fd, ioasId))
+      else _testIoctlDestroy(env.fd, ioasId)
     })
 
     it('ioas_area_auto_destroy: ten areas go with the context (§1.2)', () => {
@@ -468,13 +463,18 @@ for (const variant of VARIANTS) {
 
     it('area: unmap ENOENT when empty, no splitting, overlaps EEXIST, unmap-all (§2.10, §3.3)', () => {
       for (let i = 0; i < 10; i++)
-        expectErrno('ENOENT', () => ioasUnmap(env.fd, ioasId, i * PAGE_SIZE, PAGE_SIZE))
+        expectErrno('ENOENT', () => _testIoctlIoasUnmap(env.fd, ioasId, i * PAGE_SIZE, PAGE_SIZE))
       for (let i = 0; i < 10; i++)
         ioasMap(env.fd, ioasId, env.buffer, PAGE_SIZE, baseIova + i * PAGE_SIZE)
-      for (let i = 0; i < 10; i++) ioasUnmap(env.fd, ioasId, baseIova + i * PAGE_SIZE, PAGE_SIZE)
+      for (let i = 0; i < 10; i++)
+        _testIoctlIoasUnmap(env.fd, ioasId, baseIova + i * PAGE_SIZE, PAGE_SIZE)
       ioasMap(env.fd, ioasId, env.buffer, PAGE_SIZE * 2, baseIova + 16 * PAGE_SIZE)
-      expectErrno('ENOENT', () => ioasUnmap(env.fd, ioasId, baseIova + 16 * PAGE_SIZE, PAGE_SIZE))
-      expectErrno('ENOENT', () => ioasUnmap(env.fd, ioasId, baseIova + 17 * PAGE_SIZE, PAGE_SIZE))
+      expectErrno('ENOENT', () =>
+        _testIoctlIoasUnmap(env.fd, ioasId, baseIova + 16 * PAGE_SIZE, PAGE_SIZE),
+      )
+      expectErrno('ENOENT', () =>
+        _testIoctlIoasUnmap(env.fd, ioasId, baseIova + 17 * PAGE_SIZE, PAGE_SIZE),
+      )
       for (const [len, at] of [
         [2, 16],
         [1, 16],
@@ -486,17 +486,21 @@ for (const variant of VARIANTS) {
           ioasMap(env.fd, ioasId, env.buffer, len * PAGE_SIZE, baseIova + at * PAGE_SIZE),
         )
       }
-      expect(ioasUnmap(env.fd, ioasId, 0n, 0xffff_ffff_ffff_ffffn)).toBe(BigInt(2 * PAGE_SIZE))
-      expect(ioasUnmap(env.fd, ioasId, 0n, 0xffff_ffff_ffff_ffffn)).toBe(0n)
+      expect(_testIoctlIoasUnmap(env.fd, ioasId, 0n, 0xffff_ffff_ffff_ffffn)).toBe(
+        BigInt(2 * PAGE_SIZE),
+      )
+      expect(_testIoctlIoasUnmap(env.fd, ioasId, 0n, 0xffff_ffff_ffff_ffffn)).toBe(0n)
     })
 
     it('unmap_fully_contained_areas: holes are fine, cut areas ENOENT (§2.10)', () => {
       const base = baseIova + 4 * PAGE_SIZE
       for (let i = 0; i < 4; i++)
         ioasMap(env.fd, ioasId, env.buffer, 8 * PAGE_SIZE, base + i * 16 * PAGE_SIZE)
-      expectErrno('ENOENT', () => ioasUnmap(env.fd, ioasId, base - 4 * PAGE_SIZE, 8 * PAGE_SIZE))
       expectErrno('ENOENT', () =>
-        ioasUnmap(
+        _testIoctlIoasUnmap(env.fd, ioasId, base - 4 * PAGE_SIZE, 8 * PAGE_SIZE),
+      )
+      expectErrno('ENOENT', () =>
+        _testIoctlIoasUnmap(
           env.fd,
           ioasId,
           base + 3 * 16 * PAGE_SIZE + 8 * PAGE_SIZE - 4 * PAGE_SIZE,
@@ -504,13 +508,15 @@ for (const variant of VARIANTS) {
         ),
       )
       const len = 3 * 16 * PAGE_SIZE + 8 * PAGE_SIZE + 4 * PAGE_SIZE
-      expect(ioasUnmap(env.fd, ioasId, base - 4 * PAGE_SIZE, len)).toBe(BigInt(32 * PAGE_SIZE))
+      expect(_testIoctlIoasUnmap(env.fd, ioasId, base - 4 * PAGE_SIZE, len)).toBe(
+        BigInt(32 * PAGE_SIZE),
+      )
     })
 
     it('area_auto_iova: alignment, reserved ranges avoided, allowed ranges honoured (§3.2)', () => {
       const iovas: bigint[] = []
       for (let i = 0; i < 10; i++) iovas.push(ioasMap(env.fd, ioasId, env.buffer, PAGE_SIZE))
-      for (const v of iovas) ioasUnmap(env.fd, ioasId, v, PAGE_SIZE)
+      for (const v of iovas) _testIoctlIoasUnmap(env.fd, ioasId, v, PAGE_SIZE)
       const lowbit = (n: number) => BigInt(n & -n)
       for (let i = 0; i < 10; i++) {
         const len = PAGE_SIZE * (i + 1)
@@ -518,7 +524,7 @@ for (const variant of VARIANTS) {
         expect((iovas[i] as bigint) % lowbit(len)).toBe(0n)
       }
       for (let i = 0; i < 10; i++)
-        ioasUnmap(env.fd, ioasId, iovas[i] as bigint, PAGE_SIZE * (i + 1))
+        _testIoctlIoasUnmap(env.fd, ioasId, iovas[i] as bigint, PAGE_SIZE * (i + 1))
       const rStart = BigInt(PAGE_SIZE * 4)
       const rLen = BigInt(PAGE_SIZE * 100)
       addReserved(env.fd, ioasId, rStart, rLen)
@@ -530,7 +536,7 @@ for (const variant of VARIANTS) {
         expect(v > rStart && v < rStart + rLen).toBe(false)
       }
       for (let i = 0; i < 10; i++)
-        ioasUnmap(env.fd, ioasId, iovas[i] as bigint, PAGE_SIZE * (i + 1))
+        _testIoctlIoasUnmap(env.fd, ioasId, iovas[i] as bigint, PAGE_SIZE * (i + 1))
       const ranges = env.proc.mmap(PAGE_SIZE)
       const allow = { size: 24, ioas_id: ioasId, num_iovas: 1, allowed_iovas: BigInt(ranges) }
       writeRanges(env.proc, ranges, [[BigInt(PAGE_SIZE), BigInt(PAGE_SIZE * 600)]])
@@ -551,7 +557,7 @@ for (const variant of VARIANTS) {
         expect(v >= lo && v + BigInt(len) <= hi + 1n).toBe(true)
       }
       for (let i = 0; i < 10; i++)
-        ioasUnmap(env.fd, ioasId, iovas[i] as bigint, PAGE_SIZE * (i + 1))
+        _testIoctlIoasUnmap(env.fd, ioasId, iovas[i] as bigint, PAGE_SIZE * (i + 1))
     })
 
     it('reserved_overflow: a reservation up to the top leaves no room (ENOSPC) (§3.2)', () => {
@@ -588,7 +594,7 @@ for (const variant of VARIANTS) {
       }
       env.fd.ioctl(IOMMU_IOAS_COPY, copy)
       copy.dst_iova = 0n
-      copy.dst_ioas_id = ioasAlloc(env.fd)
+      copy.dst_ioas_id = _testIoctlIoasAlloc(env.fd)
       env.fd.ioctl(IOMMU_IOAS_COPY, copy)
     })
 
@@ -646,59 +652,59 @@ for (const variant of VARIANTS) {
     it('access_domain_destory: an access pin inside a huge page survives the domain going (§3.11)', () => {
       const buf = env.proc.mmap(2 * HUGEPAGE_SIZE, { populate: true })
       ioasMap(env.fd, ioasId, buf, 2 * HUGEPAGE_SIZE, baseIova)
-      const acc = createAccess(env.fd, ioasId, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
+      const acc = _testCmdCreateAccess(env.fd, ioasId, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
       const id = accessPages(env.fd, acc, BigInt(baseIova + PAGE_SIZE), PAGE_SIZE, buf + PAGE_SIZE)
-      if (stdevId) destroy(env.fd, stdevId)
-      destroyAccessPages(env.fd, acc, id)
+      if (stdevId) _testIoctlDestroy(env.fd, stdevId)
+      _testCmdDestroyAccessPages(env.fd, acc, id)
       fdClose(env.proc, acc)
       env.proc.munmap(buf, 2 * HUGEPAGE_SIZE)
     })
 
     it('access_pin: pin 1..15 pages, double users, a domain added while pinned (§3.11)', () => {
-      const acc = createAccess(env.fd, ioasId, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
+      const acc = _testCmdCreateAccess(env.fd, ioasId, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
       const start = MOCK_APERTURE_START
       for (let npages = 1; npages < BUFFER_SIZE / PAGE_SIZE; npages++) {
         const len = npages * PAGE_SIZE
         ioasMap(env.fd, ioasId, env.buffer, BUFFER_SIZE, start)
-        destroyAccessPages(env.fd, acc, accessPages(env.fd, acc, start, len, env.buffer))
+        _testCmdDestroyAccessPages(env.fd, acc, accessPages(env.fd, acc, start, len, env.buffer))
         const a = accessPages(env.fd, acc, start, len, env.buffer)
         const b = accessPages(env.fd, acc, start, len, env.buffer)
-        destroyAccessPages(env.fd, acc, b)
-        destroyAccessPages(env.fd, acc, a)
+        _testCmdDestroyAccessPages(env.fd, acc, b)
+        _testCmdDestroyAccessPages(env.fd, acc, a)
         const c = accessPages(env.fd, acc, start, len, env.buffer)
-        const md = mockDomain(env.fd, ioasId)
-        checkMockIova(env.fd, md.hwptId, env.buffer, start, BUFFER_SIZE)
-        destroy(env.fd, md.stdevId)
-        destroyAccessPages(env.fd, acc, c)
-        ioasUnmap(env.fd, ioasId, start, BUFFER_SIZE)
+        const md = _testCmdMockDomain(env.fd, ioasId)
+        _testCmdMdCheckMap(env.fd, md.hwpt_id, env.buffer, start, BUFFER_SIZE)
+        _testIoctlDestroy(env.fd, md.stdev_id)
+        _testCmdDestroyAccessPages(env.fd, acc, c)
+        _testIoctlIoasUnmap(env.fd, ioasId, start, BUFFER_SIZE)
       }
       fdClose(env.proc, acc)
     })
 
     it('access_pin_unmap: unmapping a pinned range calls the access unmap (§3.11)', () => {
-      const acc = createAccess(env.fd, ioasId, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
+      const acc = _testCmdCreateAccess(env.fd, ioasId, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
       ioasMap(env.fd, ioasId, env.buffer, BUFFER_SIZE, MOCK_APERTURE_START)
       const id = accessPages(env.fd, acc, MOCK_APERTURE_START, BUFFER_SIZE, env.buffer)
-      ioasUnmap(env.fd, ioasId, MOCK_APERTURE_START, BUFFER_SIZE)
-      expectErrno('ENOENT', () => destroyAccessPages(env.fd, acc, id))
+      _testIoctlIoasUnmap(env.fd, ioasId, MOCK_APERTURE_START, BUFFER_SIZE)
+      expectErrno('ENOENT', () => _testCmdDestroyAccessPages(env.fd, acc, id))
       fdClose(env.proc, acc)
     })
 
     it('access_rw: byte-granular reads and writes, fast and slow path (§3.11)', () => {
-      const acc = createAccess(env.fd, ioasId, 0)
+      const acc = _testCmdCreateAccess(env.fd, ioasId, 0)
       const iova = ioasMap(env.fd, ioasId, env.buffer, BUFFER_SIZE)
       checkAccessRw(env, acc, iova, env.buffer, 0)
       checkAccessRw(env, acc, iova, env.buffer, MOCK_ACCESS_RW_SLOW_PATH)
-      ioasUnmap(env.fd, ioasId, iova, BUFFER_SIZE)
+      _testIoctlIoasUnmap(env.fd, ioasId, iova, BUFFER_SIZE)
       fdClose(env.proc, acc)
     })
 
     it('access_rw_unaligned: an IOVA offset by MOCK_PAGE_SIZE (§3.11)', () => {
-      const acc = createAccess(env.fd, ioasId, 0)
+      const acc = _testCmdCreateAccess(env.fd, ioasId, 0)
       const iova = BigInt(baseIova + MOCK_PAGE_SIZE)
       ioasMap(env.fd, ioasId, env.buffer, BUFFER_SIZE, iova)
       checkAccessRw(env, acc, iova, env.buffer, 0)
-      ioasUnmap(env.fd, ioasId, iova, BUFFER_SIZE)
+      _testIoctlIoasUnmap(env.fd, ioasId, iova, BUFFER_SIZE)
       fdClose(env.proc, acc)
     })
 
@@ -714,24 +720,24 @@ for (const variant of VARIANTS) {
     }
 
     it('fork_gone: a map made by an exited child pins only if a domain was there (§3.10)', () => {
-      const acc = createAccess(env.fd, ioasId, 0)
+      const acc = _testCmdCreateAccess(env.fd, ioasId, 0)
       const { child, shared } = forkShared()
       ioasMap(env.fd.as(child), ioasId, shared, BUFFER_SIZE, MOCK_APERTURE_START)
       child.exit()
       if (stdevId) {
-        mockDomain(env.fd, ioasId)
+        _testCmdMockDomain(env.fd, ioasId)
         checkAccessRw(env, acc, MOCK_APERTURE_START, shared, 0)
       } else {
-        expectErrno('EFAULT', () => mockDomain(env.fd, ioasId))
+        expectErrno('EFAULT', () => _testCmdMockDomain(env.fd, ioasId))
       }
       fdClose(env.proc, acc)
     })
 
     it('fork_present: a map of a live child is readable after adding a domain (§3.10)', () => {
-      const acc = createAccess(env.fd, ioasId, 0)
+      const acc = _testCmdCreateAccess(env.fd, ioasId, 0)
       const { child, shared } = forkShared()
       ioasMap(env.fd.as(child), ioasId, shared, BUFFER_SIZE, MOCK_APERTURE_START)
-      mockDomain(env.fd, ioasId)
+      _testCmdMockDomain(env.fd, ioasId)
       checkAccessRw(env, acc, MOCK_APERTURE_START, shared, 0)
       child.exit()
       fdClose(env.proc, acc)
@@ -766,7 +772,7 @@ for (const variant of VARIANTS) {
         if (variant.mockDomains && len % MOCK_PAGE_SIZE) {
           expectErrno('EINVAL', () => ioasMap(env.fd, ioasId, env.buffer, len))
         } else {
-          ioasUnmap(env.fd, ioasId, ioasMap(env.fd, ioasId, env.buffer, len), len)
+          _testIoctlIoasUnmap(env.fd, ioasId, ioasMap(env.fd, ioasId, env.buffer, len), len)
         }
       }
     })
@@ -803,12 +809,12 @@ for (const variant of VARIANTS) {
       )
       cmd.val64 = 0n
       expectErrno('EADDRINUSE', () => env.fd.ioctl(IOMMU_OPTION, cmd))
-      ioasUnmap(env.fd, ioasId, MOCK_APERTURE_START + BigInt(PAGE_SIZE), PAGE_SIZE)
-      ioasUnmap(env.fd, ioasId, MOCK_APERTURE_START, PAGE_SIZE)
+      _testIoctlIoasUnmap(env.fd, ioasId, MOCK_APERTURE_START + BigInt(PAGE_SIZE), PAGE_SIZE)
+      _testIoctlIoasUnmap(env.fd, ioasId, MOCK_APERTURE_START, PAGE_SIZE)
     })
 
     it('copy_sweep: 2 KiB windows fully inside the source copy, others ENOENT (§2.9)', () => {
-      const dst = ioasAlloc(env.fd)
+      const dst = _testIoctlIoasAlloc(env.fd)
       const copy = {
         size: 40,
         flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE,
@@ -827,10 +833,10 @@ for (const variant of VARIANTS) {
           expectErrno('ENOENT', () => env.fd.ioctl(IOMMU_IOAS_COPY, copy))
         } else {
           env.fd.ioctl(IOMMU_IOAS_COPY, copy)
-          ioasUnmap(env.fd, dst, copy.dst_iova, copy.length)
+          _testIoctlIoasUnmap(env.fd, dst, copy.dst_iova, copy.length)
         }
       }
-      destroy(env.fd, dst)
+      _testIoctlDestroy(env.fd, dst)
     })
   })
 }
@@ -843,10 +849,14 @@ describe('IOAS rules beyond the selftest', () => {
   afterEach(() => teardown(env))
 
   it('IOAS IDs are lowest-free from 1 and reused after DESTROY (§1.1)', () => {
-    expect([ioasAlloc(env.fd), ioasAlloc(env.fd), ioasAlloc(env.fd)]).toEqual([1, 2, 3])
-    destroy(env.fd, 2)
-    expect(ioasAlloc(env.fd)).toBe(2)
-    expect(ioasAlloc(env.fd)).toBe(4)
+    expect([
+      _testIoctlIoasAlloc(env.fd),
+      _testIoctlIoasAlloc(env.fd),
+      _testIoctlIoasAlloc(env.fd),
+    ]).toEqual([1, 2, 3])
+    _testIoctlDestroy(env.fd, 2)
+    expect(_testIoctlIoasAlloc(env.fd)).toBe(2)
+    expect(_testIoctlIoasAlloc(env.fd)).toBe(4)
   })
 
   it('MAP validation order: flags EOPNOTSUPP, then EOVERFLOW, then R/W EINVAL, then ENOENT (§2.7)', () => {
@@ -856,7 +866,7 @@ describe('IOAS rules beyond the selftest', () => {
     expectErrno('EOVERFLOW', () => map({ flags: 0, length: 0xffff_ffff_ffff_ffffn }))
     expectErrno('EINVAL', () => map({ flags: 0, ioas_id: 99 }))
     expectErrno('ENOENT', () => map({ flags: RW, ioas_id: 99 }))
-    const id = ioasAlloc(env.fd)
+    const id = _testIoctlIoasAlloc(env.fd)
     expectErrno('EINVAL', () => map({ flags: RW, ioas_id: id, length: 0n }))
     expectErrno('EOVERFLOW', () =>
       map({ flags: RW, ioas_id: id, user_va: 0xffff_ffff_ffff_f000n, length: 0x2000n }),
@@ -864,25 +874,27 @@ describe('IOAS rules beyond the selftest', () => {
   })
 
   it('MAP on a domain-less IOAS is lazy: a bad VA only fails when a domain attaches (§3.10)', () => {
-    const id = ioasAlloc(env.fd)
+    const id = _testIoctlIoasAlloc(env.fd)
     ioasMap(env.fd, id, 0x7000_0000_0000, PAGE_SIZE * 4, MOCK_APERTURE_START)
-    expectErrno('EFAULT', () => mockDomain(env.fd, id))
+    expectErrno('EFAULT', () => _testCmdMockDomain(env.fd, id))
     // The attach was rolled back completely.
     expect(env.m.memory.frameStats().pins).toBe(0)
   })
 
   it('UNMAP is not atomic: areas before a cut area stay unmapped (§2.10 quirk)', () => {
-    const id = ioasAlloc(env.fd)
+    const id = _testIoctlIoasAlloc(env.fd)
     ioasMap(env.fd, id, env.buffer, PAGE_SIZE, MOCK_APERTURE_START)
     ioasMap(env.fd, id, env.buffer, 2 * PAGE_SIZE, MOCK_APERTURE_START + BigInt(2 * PAGE_SIZE))
-    expectErrno('ENOENT', () => ioasUnmap(env.fd, id, MOCK_APERTURE_START, 3 * PAGE_SIZE))
-    expectErrno('ENOENT', () => ioasUnmap(env.fd, id, MOCK_APERTURE_START, PAGE_SIZE))
-    expect(ioasUnmap(env.fd, id, MOCK_APERTURE_START, 4 * PAGE_SIZE)).toBe(BigInt(2 * PAGE_SIZE))
+    expectErrno('ENOENT', () => _testIoctlIoasUnmap(env.fd, id, MOCK_APERTURE_START, 3 * PAGE_SIZE))
+    expectErrno('ENOENT', () => _testIoctlIoasUnmap(env.fd, id, MOCK_APERTURE_START, PAGE_SIZE))
+    expect(_testIoctlIoasUnmap(env.fd, id, MOCK_APERTURE_START, 4 * PAGE_SIZE)).toBe(
+      BigInt(2 * PAGE_SIZE),
+    )
   })
 
   it('COPY of a read-only source as WRITEABLE is EPERM; COPY shares the pins (§2.9, §3.7)', () => {
-    const id = ioasAlloc(env.fd)
-    mockDomain(env.fd, id)
+    const id = _testIoctlIoasAlloc(env.fd)
+    _testCmdMockDomain(env.fd, id)
     ioasMap(env.fd, id, env.buffer, PAGE_SIZE, MOCK_APERTURE_START, 4 /* READABLE */)
     const copy = {
       size: 40,
@@ -894,23 +906,23 @@ describe('IOAS rules beyond the selftest', () => {
       dst_iova: MOCK_APERTURE_START + 0x10000n,
     }
     expectErrno('EPERM', () => env.fd.ioctl(IOMMU_IOAS_COPY, copy))
-    ioasUnmap(env.fd, id, MOCK_APERTURE_START, PAGE_SIZE)
+    _testIoctlIoasUnmap(env.fd, id, MOCK_APERTURE_START, PAGE_SIZE)
     ioasMap(env.fd, id, env.buffer, PAGE_SIZE, MOCK_APERTURE_START)
     env.fd.ioctl(IOMMU_IOAS_COPY, copy)
     const pfn = env.proc.pageFrame(env.buffer, false)
     expect(env.m.memory.pinCount(pfn)).toBe(1)
-    ioasUnmap(env.fd, id, MOCK_APERTURE_START, PAGE_SIZE)
+    _testIoctlIoasUnmap(env.fd, id, MOCK_APERTURE_START, PAGE_SIZE)
     expect(env.m.memory.pinCount(pfn)).toBe(1)
   })
 
   it('IOMMU_DESTROY of a referenced object is EBUSY and changes nothing (§1.2)', () => {
-    const id = ioasAlloc(env.fd)
-    const md = mockDomain(env.fd, id)
-    expectErrno('EBUSY', () => env.fd.ioctl(IOMMU_DESTROY, { size: 8, id: md.hwptId }))
-    expectErrno('EBUSY', () => env.fd.ioctl(IOMMU_DESTROY, { size: 8, id: md.idevId }))
-    destroy(env.fd, md.stdevId)
+    const id = _testIoctlIoasAlloc(env.fd)
+    const md = _testCmdMockDomain(env.fd, id)
+    expectErrno('EBUSY', () => env.fd.ioctl(IOMMU_DESTROY, { size: 8, id: md.hwpt_id }))
+    expectErrno('EBUSY', () => env.fd.ioctl(IOMMU_DESTROY, { size: 8, id: md.idev_id }))
+    _testIoctlDestroy(env.fd, md.stdev_id)
     // The automatic HWPT went with its last device; the IOAS is free.
-    expectErrno('ENOENT', () => env.fd.ioctl(IOMMU_DESTROY, { size: 8, id: md.hwptId }))
-    destroy(env.fd, id)
+    expectErrno('ENOENT', () => env.fd.ioctl(IOMMU_DESTROY, { size: 8, id: md.hwpt_id }))
+    _testIoctlDestroy(env.fd, id)
   })
 })

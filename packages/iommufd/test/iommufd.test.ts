@@ -1,8 +1,8 @@
 /**
- * Port of the selftest FIXTURE(iommufd): an open context and nothing else
- * (reference iommufd-uapi.md §7.1, §2.1–2.3, §2.11, §2.12).
+ * Port of the selftest FIXTURE(iommufd) on the harness of `@iommu/iommufd/testing`: an
+ * open context and nothing else (reference iommufd-uapi.md §7.1, §2.1–2.3, §2.11, §2.12).
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { expect } from 'vitest'
 import {
   _IO,
   IOMMU_DESTROY,
@@ -16,6 +16,16 @@ import {
   IOMMUFD_TYPE,
   UAPI_STRUCTS,
 } from '../src/index.ts'
+import {
+  _testIoctlIoasAlloc,
+  expectErrno,
+  type FixtureSelf,
+  fixture,
+  machine,
+  openDevIommu,
+  proc,
+  teardownIommufd,
+} from '../src/testing/index.ts'
 import {
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
@@ -34,13 +44,7 @@ import {
   IOMMU_VFIO_IOAS_SET,
   IOMMU_VIOMMU_ALLOC,
 } from '../src/uapi/index.ts'
-import { type Env, errnoOf, expectErrno, ioasAlloc, setup, teardown } from './helpers.ts'
-
-let env: Env
-beforeEach(() => {
-  env = setup()
-})
-afterEach(() => teardown(env))
+import { errnoOf } from './helpers.ts'
 
 /** The 16 ioctls of the selftest's `cmd_length`, by struct name. */
 const CMD_LENGTH: readonly [string, number][] = [
@@ -62,129 +66,155 @@ const CMD_LENGTH: readonly [string, number][] = [
   ['iommu_ioas_change_process', IOMMU_IOAS_CHANGE_PROCESS],
 ]
 
-describe('FIXTURE(iommufd)', () => {
-  it('simple_close: open and close leak nothing (§1.2)', () => {
-    expect(env.m.memory.frameStats().pins).toBe(0)
-  })
-
-  it('cmd_fail: DESTROY(0) ENOENT, NULL argument EFAULT, nr 0x7f ENOTTY (§2.1)', () => {
-    expectErrno('ENOENT', () => env.fd.ioctl(IOMMU_DESTROY, { size: 8, id: 0 }))
-    expectErrno('EFAULT', () => env.fd.ioctl(IOMMU_DESTROY, null))
-    expectErrno('ENOTTY', () =>
-      env.fd.ioctl(_IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE - 1), { size: 8, id: 0 }),
-    )
-  })
-
-  it('cmd_fail: the errno carries syscall "ioctl" and the negative Linux number', () => {
-    try {
-      env.fd.ioctl(IOMMU_DESTROY, { size: 8, id: 0 })
-      expect.fail('DESTROY(0) succeeded')
-    } catch (e) {
-      expect(e).toMatchObject({ code: 'ENOENT', errno: -2, syscall: 'ioctl' })
-    }
-  })
-
-  for (const [name, cmd] of CMD_LENGTH) {
-    it(`cmd_length ${name}: min-1 EINVAL, sizeof+1 non-zero E2BIG, zero tail like sizeof (§2.2)`, () => {
-      const s = UAPI_STRUCTS[name]
-      if (s === undefined) throw new Error(name)
-      // struct { struct X cmd; u8 extra; } laid out in the process, as the C test does.
-      const va = env.proc.mmap(4096)
-      const setSize = (n: number) => {
-        const b = new Uint8Array(4)
-        new DataView(b.buffer).setUint32(0, n, true)
-        env.proc.write(va, b)
-      }
-      setSize(s.minSize - 1)
-      env.proc.write(va + s.sizeof, new Uint8Array([0xff]))
-      expectErrno('EINVAL', () => env.fd.ioctl(cmd, BigInt(va)))
-      setSize(s.sizeof + 1)
-      expectErrno('E2BIG', () => env.fd.ioctl(cmd, BigInt(va)))
-      setSize(s.sizeof)
-      const rc = errnoOf(() => env.fd.ioctl(cmd, BigInt(va)))
-      setSize(s.sizeof + 1)
-      env.proc.write(va + s.sizeof, new Uint8Array([0]))
-      expect(errnoOf(() => env.fd.ioctl(cmd, BigInt(va)))).toBe(rc)
+fixture<FixtureSelf>(
+  'iommufd',
+  {
+    setup(self) {
+      self.fd = openDevIommu()
+    },
+    teardown(self) {
+      teardownIommufd(self.fd)
+    },
+  },
+  (TEST_F) => {
+    TEST_F('simple_close: open and close leak nothing (§1.2)', () => {
+      expect(machine.memory.frameStats().pins).toBe(0)
     })
-  }
 
-  it('cmd_length with argument objects: keys past the struct are the tail (§2.2)', () => {
-    const s = UAPI_STRUCTS.iommu_ioas_map
-    if (s === undefined) throw new Error('iommu_ioas_map')
-    expectErrno('EINVAL', () => env.fd.ioctl(IOMMU_IOAS_MAP, { size: s.minSize - 1 }))
-    const tail = { size: s.sizeof + 1, extra: 0xff } as { size: number }
-    expectErrno('E2BIG', () => env.fd.ioctl(IOMMU_IOAS_MAP, tail))
-    const rc = errnoOf(() => env.fd.ioctl(IOMMU_IOAS_MAP, { size: s.sizeof }))
-    const zero = { size: s.sizeof + 1, extra: 0 } as { size: number }
-    expect(errnoOf(() => env.fd.ioctl(IOMMU_IOAS_MAP, zero))).toBe(rc)
-  })
+    TEST_F('cmd_fail: DESTROY(0) ENOENT, NULL argument EFAULT, nr 0x7f ENOTTY (§2.1)', (self) => {
+      expectErrno('ENOENT', () => self.fd.ioctl(IOMMU_DESTROY, { size: 8, id: 0 }))
+      expectErrno('EFAULT', () => self.fd.ioctl(IOMMU_DESTROY, null))
+      expectErrno('ENOTTY', () =>
+        self.fd.ioctl(_IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE - 1), { size: 8, id: 0 }),
+      )
+    })
 
-  it('cmd_ex_fail: DESTROY with a zero future u64 ENOENT, non-zero E2BIG, size 7 EINVAL (§2.3)', () => {
-    const cmd = { size: 16, id: 0, future: 0n } as { size: number; id: number }
-    expectErrno('ENOENT', () => env.fd.ioctl(IOMMU_DESTROY, cmd))
-    const bad = { size: 16, id: 0, future: 1n } as { size: number; id: number }
-    expectErrno('E2BIG', () => env.fd.ioctl(IOMMU_DESTROY, bad))
-    bad.size = 8
-    expectErrno('ENOENT', () => env.fd.ioctl(IOMMU_DESTROY, bad))
-    bad.size = 7
-    expectErrno('EINVAL', () => env.fd.ioctl(IOMMU_DESTROY, bad))
-  })
+    TEST_F('cmd_fail: the errno carries syscall "ioctl" and the negative Linux number', (self) => {
+      try {
+        self.fd.ioctl(IOMMU_DESTROY, { size: 8, id: 0 })
+        expect.fail('DESTROY(0) succeeded')
+      } catch (e) {
+        expect(e).toMatchObject({ code: 'ENOENT', errno: -2, syscall: 'ioctl' })
+      }
+    })
 
-  it('global_options: RLIMIT_MODE get/set (EINVAL for 2); HUGE_PAGES of object 0 ENOENT (§2.11)', () => {
-    const cmd = {
-      size: 24,
-      option_id: IOMMU_OPTION_RLIMIT_MODE,
-      op: IOMMU_OPTION_OP_GET,
-      val64: 1n,
+    for (const [name, cmd] of CMD_LENGTH) {
+      TEST_F(
+        `cmd_length ${name}: min-1 EINVAL, sizeof+1 non-zero E2BIG, zero tail like sizeof (§2.2)`,
+        (self) => {
+          const s = UAPI_STRUCTS[name]
+          if (s === undefined) throw new Error(name)
+          // struct { struct X cmd; u8 extra; } laid out in the process, as the C test does.
+          const va = proc.mmap(4096)
+          const setSize = (n: number) => {
+            const b = new Uint8Array(4)
+            new DataView(b.buffer).setUint32(0, n, true)
+            proc.write(va, b)
+          }
+          setSize(s.minSize - 1)
+          proc.write(va + s.sizeof, new Uint8Array([0xff]))
+          expectErrno('EINVAL', () => self.fd.ioctl(cmd, BigInt(va)))
+          setSize(s.sizeof + 1)
+          expectErrno('E2BIG', () => self.fd.ioctl(cmd, BigInt(va)))
+          setSize(s.sizeof)
+          const rc = errnoOf(() => self.fd.ioctl(cmd, BigInt(va)))
+          setSize(s.sizeof + 1)
+          proc.write(va + s.sizeof, new Uint8Array([0]))
+          expect(errnoOf(() => self.fd.ioctl(cmd, BigInt(va)))).toBe(rc)
+        },
+      )
     }
-    env.fd.ioctl(IOMMU_OPTION, cmd)
-    expect(cmd.val64).toBe(0n)
-    cmd.op = IOMMU_OPTION_OP_SET
-    cmd.val64 = 1n
-    env.fd.ioctl(IOMMU_OPTION, cmd)
-    cmd.val64 = 2n
-    expectErrno('EINVAL', () => env.fd.ioctl(IOMMU_OPTION, cmd))
-    cmd.op = IOMMU_OPTION_OP_GET
-    env.fd.ioctl(IOMMU_OPTION, cmd)
-    expect(cmd.val64).toBe(1n)
-    cmd.op = IOMMU_OPTION_OP_SET
-    cmd.val64 = 0n
-    env.fd.ioctl(IOMMU_OPTION, cmd)
-    const huge = { ...cmd, op: IOMMU_OPTION_OP_GET, option_id: IOMMU_OPTION_HUGE_PAGES }
-    expectErrno('ENOENT', () => env.fd.ioctl(IOMMU_OPTION, huge))
-    huge.op = IOMMU_OPTION_OP_SET
-    expectErrno('ENOENT', () => env.fd.ioctl(IOMMU_OPTION, huge))
-  })
 
-  it('global_options: RLIMIT_MODE SET needs CAP_SYS_RESOURCE (EPERM) and no objects (EBUSY)', () => {
-    const cmd = {
-      size: 24,
-      option_id: IOMMU_OPTION_RLIMIT_MODE,
-      op: IOMMU_OPTION_OP_SET,
-      val64: 1n,
-    }
-    expectErrno('EPERM', () =>
-      env.fd.as(env.proc, { CAP_SYS_RESOURCE: false }).ioctl(IOMMU_OPTION, cmd),
+    TEST_F('cmd_length with argument objects: keys past the struct are the tail (§2.2)', (self) => {
+      const s = UAPI_STRUCTS.iommu_ioas_map
+      if (s === undefined) throw new Error('iommu_ioas_map')
+      expectErrno('EINVAL', () => self.fd.ioctl(IOMMU_IOAS_MAP, { size: s.minSize - 1 }))
+      const tail = { size: s.sizeof + 1, extra: 0xff } as { size: number }
+      expectErrno('E2BIG', () => self.fd.ioctl(IOMMU_IOAS_MAP, tail))
+      const rc = errnoOf(() => self.fd.ioctl(IOMMU_IOAS_MAP, { size: s.sizeof }))
+      const zero = { size: s.sizeof + 1, extra: 0 } as { size: number }
+      expect(errnoOf(() => self.fd.ioctl(IOMMU_IOAS_MAP, zero))).toBe(rc)
+    })
+
+    TEST_F(
+      'cmd_ex_fail: DESTROY with a zero future u64 ENOENT, non-zero E2BIG, size 7 EINVAL (§2.3)',
+      (self) => {
+        const cmd = { size: 16, id: 0, future: 0n } as { size: number; id: number }
+        expectErrno('ENOENT', () => self.fd.ioctl(IOMMU_DESTROY, cmd))
+        const bad = { size: 16, id: 0, future: 1n } as { size: number; id: number }
+        expectErrno('E2BIG', () => self.fd.ioctl(IOMMU_DESTROY, bad))
+        bad.size = 8
+        expectErrno('ENOENT', () => self.fd.ioctl(IOMMU_DESTROY, bad))
+        bad.size = 7
+        expectErrno('EINVAL', () => self.fd.ioctl(IOMMU_DESTROY, bad))
+      },
     )
-    ioasAlloc(env.fd)
-    expectErrno('EBUSY', () => env.fd.ioctl(IOMMU_OPTION, cmd))
-  })
 
-  it('vfio_ioas: GET ENODEV without compat IOAS, SET bad id ENOENT, SET/GET/CLEAR (§2.12)', () => {
-    const cmd = { size: 12, op: IOMMU_VFIO_IOAS_GET, ioas_id: 0 }
-    expectErrno('ENODEV', () => env.fd.ioctl(IOMMU_VFIO_IOAS, cmd))
-    cmd.op = IOMMU_VFIO_IOAS_SET
-    expectErrno('ENOENT', () => env.fd.ioctl(IOMMU_VFIO_IOAS, cmd))
-    const id = ioasAlloc(env.fd)
-    cmd.ioas_id = id
-    env.fd.ioctl(IOMMU_VFIO_IOAS, cmd)
-    cmd.op = IOMMU_VFIO_IOAS_GET
-    cmd.ioas_id = 0
-    env.fd.ioctl(IOMMU_VFIO_IOAS, cmd)
-    expect(cmd.ioas_id).toBe(id)
-    cmd.op = IOMMU_VFIO_IOAS_CLEAR
-    env.fd.ioctl(IOMMU_VFIO_IOAS, cmd)
-    cmd.op = IOMMU_VFIO_IOAS_GET
-    expectErrno('ENODEV', () => env.fd.ioctl(IOMMU_VFIO_IOAS, cmd))
-  })
-})
+    TEST_F(
+      'global_options: RLIMIT_MODE get/set (EINVAL for 2); HUGE_PAGES of object 0 ENOENT (§2.11)',
+      (self) => {
+        const cmd = {
+          size: 24,
+          option_id: IOMMU_OPTION_RLIMIT_MODE,
+          op: IOMMU_OPTION_OP_GET,
+          val64: 1n,
+        }
+        self.fd.ioctl(IOMMU_OPTION, cmd)
+        expect(cmd.val64).toBe(0n)
+        cmd.op = IOMMU_OPTION_OP_SET
+        cmd.val64 = 1n
+        self.fd.ioctl(IOMMU_OPTION, cmd)
+        cmd.val64 = 2n
+        expectErrno('EINVAL', () => self.fd.ioctl(IOMMU_OPTION, cmd))
+        cmd.op = IOMMU_OPTION_OP_GET
+        self.fd.ioctl(IOMMU_OPTION, cmd)
+        expect(cmd.val64).toBe(1n)
+        cmd.op = IOMMU_OPTION_OP_SET
+        cmd.val64 = 0n
+        self.fd.ioctl(IOMMU_OPTION, cmd)
+        const huge = { ...cmd, op: IOMMU_OPTION_OP_GET, option_id: IOMMU_OPTION_HUGE_PAGES }
+        expectErrno('ENOENT', () => self.fd.ioctl(IOMMU_OPTION, huge))
+        huge.op = IOMMU_OPTION_OP_SET
+        expectErrno('ENOENT', () => self.fd.ioctl(IOMMU_OPTION, huge))
+      },
+    )
+
+    TEST_F(
+      'global_options: RLIMIT_MODE SET needs CAP_SYS_RESOURCE (EPERM) and no objects (EBUSY)',
+      (self) => {
+        const cmd = {
+          size: 24,
+          option_id: IOMMU_OPTION_RLIMIT_MODE,
+          op: IOMMU_OPTION_OP_SET,
+          val64: 1n,
+        }
+        expectErrno('EPERM', () =>
+          self.fd.as(proc, { CAP_SYS_RESOURCE: false }).ioctl(IOMMU_OPTION, cmd),
+        )
+        _testIoctlIoasAlloc(self.fd)
+        expectErrno('EBUSY', () => self.fd.ioctl(IOMMU_OPTION, cmd))
+      },
+    )
+
+    TEST_F(
+      'vfio_ioas: GET ENODEV without compat IOAS, SET bad id ENOENT, SET/GET/CLEAR (§2.12)',
+      (self) => {
+        const cmd = { size: 12, op: IOMMU_VFIO_IOAS_GET, ioas_id: 0 }
+        expectErrno('ENODEV', () => self.fd.ioctl(IOMMU_VFIO_IOAS, cmd))
+        cmd.op = IOMMU_VFIO_IOAS_SET
+        expectErrno('ENOENT', () => self.fd.ioctl(IOMMU_VFIO_IOAS, cmd))
+        const id = _testIoctlIoasAlloc(self.fd)
+        cmd.ioas_id = id
+        self.fd.ioctl(IOMMU_VFIO_IOAS, cmd)
+        cmd.op = IOMMU_VFIO_IOAS_GET
+        cmd.ioas_id = 0
+        self.fd.ioctl(IOMMU_VFIO_IOAS, cmd)
+        expect(cmd.ioas_id).toBe(id)
+        cmd.op = IOMMU_VFIO_IOAS_CLEAR
+        self.fd.ioctl(IOMMU_VFIO_IOAS, cmd)
+        cmd.op = IOMMU_VFIO_IOAS_GET
+        expectErrno('ENODEV', () => self.fd.ioctl(IOMMU_VFIO_IOAS, cmd))
+      },
+    )
+  },
+)

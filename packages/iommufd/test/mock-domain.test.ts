@@ -15,6 +15,21 @@ import {
   IOMMU_TEST_CMD,
 } from '../src/index.ts'
 import {
+  _testCmdCreateAccess,
+  _testCmdDestroyAccessPages,
+  _testCmdMdCheckMap,
+  _testCmdMdCheckRefs,
+  _testCmdMockDomain,
+  _testCmdMockDomainReplace,
+  _testIoctlDestroy,
+  _testIoctlIoasAlloc,
+  _testIoctlIoasUnmap,
+  BUFFER_SIZE,
+  expectErrno,
+  HUGEPAGE_SIZE,
+  PAGE_SIZE,
+} from '../src/testing/index.ts'
+import {
   IOMMU_TEST_DEV_CACHE_DEFAULT,
   IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
   IOMMU_TEST_OP_DEV_CHECK_CACHE,
@@ -23,23 +38,10 @@ import {
 import {
   APERTURE,
   accessPages,
-  BUFFER_SIZE,
-  checkMockIova,
-  checkRefs,
-  createAccess,
-  destroy,
-  destroyAccessPages,
   type Env,
-  expectErrno,
-  HUGEPAGE_SIZE,
   hwptAlloc,
-  ioasAlloc,
   ioasMap,
   ioasMapFile,
-  ioasUnmap,
-  mockDomain,
-  mockDomainReplace,
-  PAGE_SIZE,
   setup,
   teardown,
 } from './helpers.ts'
@@ -73,20 +75,20 @@ for (const variant of VARIANTS) {
 
     beforeEach(() => {
       env = setup()
-      ioasId = ioasAlloc(env.fd)
+      ioasId = _testIoctlIoasAlloc(env.fd)
       hwptIds = [0, 0]
       stdevIds = []
       idevIds = []
       for (let i = 0; i < variant.mockDomains; i++) {
-        const md = mockDomain(env.fd, ioasId)
-        stdevIds.push(md.stdevId)
-        hwptIds[i] = md.hwptId
-        idevIds.push(md.idevId)
+        const md = _testCmdMockDomain(env.fd, ioasId)
+        stdevIds.push(md.stdev_id)
+        hwptIds[i] = md.hwpt_id
+        idevIds.push(md.idev_id)
         for (let c = 0; c < 4; c++) {
           env.fd.ioctl(IOMMU_TEST_CMD, {
             size: 72,
             op: IOMMU_TEST_OP_DEV_CHECK_CACHE,
-            id: md.idevId,
+            id: md.idev_id,
             check_dev_cache: { id: c, cache: IOMMU_TEST_DEV_CACHE_DEFAULT },
           })
         }
@@ -96,7 +98,7 @@ for (const variant of VARIANTS) {
 
     /** `check_mock_iova`: in every domain of the fixture. */
     const checkIova = (va: number, iova: bigint, length: number) => {
-      for (const h of hwptIds) if (h) checkMockIova(env.fd, h, va, iova, length)
+      for (const h of hwptIds) if (h) _testCmdMdCheckMap(env.fd, h, va, iova, length)
     }
 
     /** A buffer like the selftest's mmap (THP-backed when hugepages) or memfd_mmap. */
@@ -139,7 +141,7 @@ for (const variant of VARIANTS) {
     const allAligns = (during: () => () => void) => {
       const step = variant.hugepages ? bufSize / 16 : MOCK_PAGE
       const { buf, mfd } = newBuf()
-      checkRefs(env.fd, buf, bufSize, 0)
+      _testCmdMdCheckRefs(env.fd, buf, bufSize, 0)
       for (let start = 0; start < bufSize; start += step) {
         for (
           let end = variant.hugepages ? bufSize : start + MOCK_PAGE;
@@ -153,12 +155,12 @@ for (const variant of VARIANTS) {
           const undo = during()
           checkIova(buf + start, iova, length)
           const lo = Math.floor(start / PAGE_SIZE) * PAGE_SIZE
-          checkRefs(env.fd, buf + lo, Math.floor(end / PAGE_SIZE) * PAGE_SIZE - lo, 1)
+          _testCmdMdCheckRefs(env.fd, buf + lo, Math.floor(end / PAGE_SIZE) * PAGE_SIZE - lo, 1)
           undo()
-          ioasUnmap(env.fd, ioasId, iova, length)
+          _testIoctlIoasUnmap(env.fd, ioasId, iova, length)
         }
       }
-      checkRefs(env.fd, buf, bufSize, 0)
+      _testCmdMdCheckRefs(env.fd, buf, bufSize, 0)
       env.proc.munmap(buf, bufSize)
       if (variant.file) fdClose(env.proc, mfd)
     }
@@ -170,10 +172,10 @@ for (const variant of VARIANTS) {
     it('all_aligns_copy: as all_aligns while a second domain comes and goes (§3.7, §3.10)', () => {
       allAligns(() => {
         const old = hwptIds[1] as number
-        const md = mockDomain(env.fd, ioasId)
-        hwptIds[1] = md.hwptId
+        const md = _testCmdMockDomain(env.fd, ioasId)
+        hwptIds[1] = md.hwpt_id
         return () => {
-          destroy(env.fd, md.stdevId)
+          _testIoctlDestroy(env.fd, md.stdev_id)
           hwptIds[1] = old
         }
       })
@@ -194,15 +196,15 @@ for (const variant of VARIANTS) {
         src_ioas_id: 0,
         src_iova: 0n,
       }
-      const src = ioasAlloc(env.fd)
+      const src = _testIoctlIoasAlloc(env.fd)
       copy.src_iova = mapSrc(src)
-      const acc = createAccess(env.fd, src, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
+      const acc = _testCmdCreateAccess(env.fd, src, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
       accessPages(env.fd, acc, copy.src_iova, BUFFER_SIZE, buf)
       copy.src_ioas_id = src
       env.fd.ioctl(IOMMU_IOAS_COPY, copy)
       checkIova(buf, BigInt(APERTURE), BUFFER_SIZE)
 
-      const next = ioasAlloc(env.fd)
+      const next = _testIoctlIoasAlloc(env.fd)
       copy.src_iova = mapSrc(next)
       env.fd.ioctl(IOMMU_TEST_CMD, {
         size: 72,
@@ -216,33 +218,33 @@ for (const variant of VARIANTS) {
         iova: BigInt(APERTURE),
         length: BigInt(BUFFER_SIZE),
       })
-      destroy(env.fd, src)
+      _testIoctlDestroy(env.fd, src)
 
       const id = accessPages(env.fd, acc, copy.src_iova, BUFFER_SIZE, buf)
       copy.src_ioas_id = next
       env.fd.ioctl(IOMMU_IOAS_COPY, copy)
       checkIova(buf, BigInt(APERTURE), BUFFER_SIZE)
-      destroyAccessPages(env.fd, acc, id)
+      _testCmdDestroyAccessPages(env.fd, acc, id)
       fdClose(env.proc, acc)
-      destroy(env.fd, next)
+      _testIoctlDestroy(env.fd, next)
     })
 
     it('replace: replacing to another IOAS frees the old automatic HWPT (§1.4)', () => {
-      const other = ioasAlloc(env.fd)
-      mockDomainReplace(env.fd, stdevIds[0] as number, other)
+      const other = _testIoctlIoasAlloc(env.fd)
+      _testCmdMockDomainReplace(env.fd, stdevIds[0] as number, other)
       if (variant.mockDomains === 1) {
         expectErrno('ENOENT', () =>
-          mockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[0] as number),
+          _testCmdMockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[0] as number),
         )
       }
-      mockDomainReplace(env.fd, stdevIds[0] as number, other)
+      _testCmdMockDomainReplace(env.fd, stdevIds[0] as number, other)
       if (variant.mockDomains >= 2) {
-        mockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[1] as number)
-        mockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[1] as number)
-        mockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[0] as number)
+        _testCmdMockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[1] as number)
+        _testCmdMockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[1] as number)
+        _testCmdMockDomainReplace(env.fd, stdevIds[0] as number, hwptIds[0] as number)
       }
-      mockDomainReplace(env.fd, stdevIds[0] as number, ioasId)
-      destroy(env.fd, other)
+      _testCmdMockDomainReplace(env.fd, stdevIds[0] as number, ioasId)
+      _testIoctlDestroy(env.fd, other)
     })
 
     it('alloc_hwpt: unknown flags EOPNOTSUPP; manual HWPTs busy while attached (§2.13)', () => {
@@ -254,15 +256,15 @@ for (const variant of VARIANTS) {
         )
         const h0 = hwptAlloc(env.fd, idev, ioasId, 0)
         const h1 = hwptAlloc(env.fd, idev, ioasId, IOMMU_HWPT_ALLOC_NEST_PARENT)
-        mockDomainReplace(env.fd, stdev, h0)
-        expectErrno('EBUSY', () => destroy(env.fd, h0))
-        mockDomainReplace(env.fd, stdev, h1)
-        expectErrno('EBUSY', () => destroy(env.fd, h1))
-        mockDomainReplace(env.fd, stdev, ioasId)
-        destroy(env.fd, h1)
-        const md = mockDomain(env.fd, h0)
-        destroy(env.fd, md.stdevId)
-        destroy(env.fd, h0)
+        _testCmdMockDomainReplace(env.fd, stdev, h0)
+        expectErrno('EBUSY', () => _testIoctlDestroy(env.fd, h0))
+        _testCmdMockDomainReplace(env.fd, stdev, h1)
+        expectErrno('EBUSY', () => _testIoctlDestroy(env.fd, h1))
+        _testCmdMockDomainReplace(env.fd, stdev, ioasId)
+        _testIoctlDestroy(env.fd, h1)
+        const md = _testCmdMockDomain(env.fd, h0)
+        _testIoctlDestroy(env.fd, md.stdev_id)
+        _testIoctlDestroy(env.fd, h0)
       }
     })
   })

@@ -10,6 +10,13 @@ import {
   IOMMU_TEST_CMD,
 } from '../src/index.ts'
 import {
+  _testCmdMockDomainFlags,
+  _testCmdMockDomainReplace,
+  _testIoctlIoasAlloc,
+  expectErrno,
+  PAGE_SIZE,
+} from '../src/testing/index.ts'
+import {
   IOMMU_TEST_IOTLB_DEFAULT,
   IOMMU_TEST_OP_PASID_ATTACH,
   IOMMU_TEST_OP_PASID_CHECK_HWPT,
@@ -17,18 +24,7 @@ import {
   IOMMU_TEST_OP_PASID_REPLACE,
   MOCK_FLAGS_DEVICE_PASID,
 } from '../src/uapi/index.ts'
-import {
-  type Env,
-  errnoOf,
-  expectErrno,
-  hwptAlloc,
-  ioasAlloc,
-  mockDomain,
-  mockDomainReplace,
-  PAGE_SIZE,
-  setup,
-  teardown,
-} from './helpers.ts'
+import { type Env, errnoOf, hwptAlloc, setup, teardown } from './helpers.ts'
 
 for (const pasidCapable of [false, true]) {
   describe(`FIXTURE(iommufd_device_pasid) variant ${pasidCapable ? 'has_pasid' : 'no_pasid'}`, () => {
@@ -40,11 +36,11 @@ for (const pasidCapable of [false, true]) {
 
     beforeEach(() => {
       env = setup()
-      ioasId = ioasAlloc(env.fd)
-      const md = mockDomain(env.fd, ioasId, MOCK_FLAGS_DEVICE_PASID)
-      stdevId = md.stdevId
-      deviceId = md.idevId
-      if (!pasidCapable) noPasidStdevId = mockDomain(env.fd, ioasId, 0).stdevId
+      ioasId = _testIoctlIoasAlloc(env.fd)
+      const md = _testCmdMockDomainFlags(env.fd, ioasId, MOCK_FLAGS_DEVICE_PASID)
+      stdevId = md.stdev_id
+      deviceId = md.idev_id
+      if (!pasidCapable) noPasidStdevId = _testCmdMockDomainFlags(env.fd, ioasId, 0).stdev_id
     })
     afterEach(() => teardown(env))
 
@@ -93,18 +89,18 @@ for (const pasidCapable of [false, true]) {
       const s2 = hwptAlloc(env.fd, deviceId, ioasId, IOMMU_HWPT_ALLOC_PASID)
 
       // RID on a HWPT that is not PASID-compatible: PASID attach EINVAL.
-      mockDomainReplace(env.fd, stdevId, parent)
+      _testCmdMockDomainReplace(env.fd, stdevId, parent)
       expectErrno('EINVAL', () => attach(100, s2))
       // RID on a PASID-compatible HWPT: PASID attach works, and then the RID cannot go back.
-      mockDomainReplace(env.fd, stdevId, s2)
+      _testCmdMockDomainReplace(env.fd, stdevId, s2)
       attach(100, nested[0])
-      expectErrno('EINVAL', () => mockDomainReplace(env.fd, stdevId, parent))
+      expectErrno('EINVAL', () => _testCmdMockDomainReplace(env.fd, stdevId, parent))
       detach(100)
       expect(check(100, 0)).toBe('OK')
 
       if (!pasidCapable) {
-        mockDomainReplace(env.fd, noPasidStdevId, nested[0])
-        mockDomainReplace(env.fd, noPasidStdevId, ioasId)
+        _testCmdMockDomainReplace(env.fd, noPasidStdevId, nested[0])
+        _testCmdMockDomainReplace(env.fd, noPasidStdevId, ioasId)
         expectErrno('EINVAL', () => attach(100, parent, noPasidStdevId))
         expectErrno('EINVAL', () => attach(100, s2, noPasidStdevId))
       }
@@ -142,7 +138,7 @@ for (const pasidCapable of [false, true]) {
       expect(check(1024, s2)).toBe('OK')
       detach(1024)
 
-      mockDomainReplace(env.fd, stdevId, ioasId)
+      _testCmdMockDomainReplace(env.fd, stdevId, ioasId)
     })
   })
 }

@@ -19,6 +19,12 @@ import {
   UAPI_STRUCTS,
 } from '../src/index.ts'
 import {
+  _testCmdMockDomain,
+  _testIoctlIoasAlloc,
+  expectErrno,
+  PAGE_SIZE,
+} from '../src/testing/index.ts'
+import {
   decodeStruct,
   decodeStructArray,
   encodeStruct,
@@ -49,7 +55,7 @@ import {
   IOMMU_VTD_S1_WPE,
   MOCK_FLAGS_DEVICE_NO_DIRTY,
 } from '../src/uapi/index.ts'
-import { errnoOf, expectErrno, ioasAlloc, mockDomain, PAGE_SIZE } from './helpers.ts'
+import { errnoOf } from './helpers.ts'
 
 function world(test = false) {
   const m = createMachine({ iommus: [mockIommu()] })
@@ -118,7 +124,7 @@ describe('arguments in process memory (§2.1)', () => {
 
   it('IOVA_RANGES writes num_iovas back before failing EMSGSIZE (§2.5)', () => {
     const { proc, fd } = world()
-    const id = ioasAlloc(fd)
+    const id = _testIoctlIoasAlloc(fd)
     const va = proc.mmap(PAGE_SIZE)
     const b = new DataView(new ArrayBuffer(32))
     b.setUint32(0, 32, true)
@@ -143,22 +149,22 @@ describe('arguments in process memory (§2.1)', () => {
       return proc.mmap(PAGE_SIZE, { file: memfd, prot: 1 })
     })()
     expectErrno('EFAULT', () => fd.ioctl(IOMMU_IOAS_ALLOC, BigInt(ro)))
-    expect(ioasAlloc(fd)).toBe(1)
+    expect(_testIoctlIoasAlloc(fd)).toBe(1)
   })
 
   it('a short struct reads zero beyond size and gets only its first bytes back (§2.1)', () => {
     const { fd } = world(true)
-    const ioas = ioasAlloc(fd)
-    const md = mockDomain(fd, ioas)
+    const ioas = _testIoctlIoasAlloc(fd)
+    const md = _testCmdMockDomain(fd, ioas)
     // size 32 of iommu_hw_info: out_capabilities (offset 32) is neither read nor written.
-    const info = { size: 32, dev_id: md.idevId, out_capabilities: 77n, out_max_pasid_log2: 9 }
+    const info = { size: 32, dev_id: md.idev_id, out_capabilities: 77n, out_max_pasid_log2: 9 }
     fd.ioctl(IOMMU_GET_HW_INFO, info)
     expect(info.out_capabilities).toBe(77n)
     expect(info.out_max_pasid_log2).toBe(0)
     // size 24 of iommu_hwpt_alloc: data_type/len/uptr read as zero whatever the object holds.
     const alloc = {
       size: 24,
-      dev_id: md.idevId,
+      dev_id: md.idev_id,
       pt_id: ioas,
       data_type: 0xdead,
       data_len: 8,
@@ -214,20 +220,20 @@ describe('integer fields convert as C converts them (issue #10)', () => {
 
   it('values wider than the field keep their low bits: 0x1_0000_0001 in a __u32 is 1', () => {
     const { fd } = world()
-    expect(ioasAlloc(fd)).toBe(1)
+    expect(_testIoctlIoasAlloc(fd)).toBe(1)
     expect(fd.ioctl(IOMMU_DESTROY, { size: 8, id: 0x1_0000_0001 })).toBe(0)
     expect(errnoOf(() => fd.ioctl(IOMMU_DESTROY, { size: 8, id: (1n << 40n) | 1n }))).toBe('ENOENT')
   })
 
   it('~FLAG in a __u32 flags field is the unknown-flags EOPNOTSUPP, no >>> 0 needed', () => {
     const { fd } = world(true)
-    const ioas = ioasAlloc(fd)
-    const md = mockDomain(fd, ioas)
+    const ioas = _testIoctlIoasAlloc(fd)
+    const md = _testCmdMockDomain(fd, ioas)
     expectErrno('EOPNOTSUPP', () =>
       fd.ioctl(IOMMU_HWPT_ALLOC, {
         size: 48,
         flags: ~IOMMU_HWPT_ALLOC_NEST_PARENT,
-        dev_id: md.idevId,
+        dev_id: md.idev_id,
         pt_id: ioas,
       }),
     )
@@ -238,7 +244,7 @@ describe('integer fields convert as C converts them (issue #10)', () => {
 
   it('numbers in __u64 fields map; -1n is U64_MAX; outputs come back as the kernel types', () => {
     const { proc, fd } = world()
-    const ioas = ioasAlloc(fd)
+    const ioas = _testIoctlIoasAlloc(fd)
     const buf = proc.mmap(4 * PAGE_SIZE)
     const map = {
       size: 40,
@@ -263,7 +269,7 @@ describe('integer fields convert as C converts them (issue #10)', () => {
 
   it('-1 in an __s32 stays -1 (EBADF), 2^32 + fd is fd, a boolean is 0 or 1', () => {
     const { proc, fd } = world()
-    const ioas = ioasAlloc(fd)
+    const ioas = _testIoctlIoasAlloc(fd)
     const memfd = proc.memfdCreate('m')
     memfd.ftruncate(PAGE_SIZE)
     const mfd = fdInstall(proc, memfd)
@@ -314,7 +320,7 @@ describe('integer fields convert as C converts them (issue #10)', () => {
     const notStruct = { size: 72, op: 2, mock_domain: 5 } as unknown as { size: number }
     expect(() => fd.ioctl(IOMMU_TEST_CMD, notStruct)).toThrow(/iommu_test_cmd\.mock_domain: /)
     // A bigint in a __u32 of a union member converts like any other.
-    const ioas = ioasAlloc(fd)
+    const ioas = _testIoctlIoasAlloc(fd)
     const cmd = {
       size: 72,
       op: IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS,
