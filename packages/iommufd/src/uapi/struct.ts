@@ -393,21 +393,6 @@ export function bytesToObject(
 
 // ------------------------------------------------------------------ validation
 
-/** The zod schema of one field: C's conversion, an issue naming the field otherwise. */
-function fieldSchema(f: Field): z.ZodType {
-  return z
-    .unknown()
-    .transform((v, ctx) => {
-      const r = cField(f, v)
-      if (r instanceof NotAnInteger) {
-        ctx.addIssue({ code: 'custom', message: r.reason, params: { errno: 'EINVAL' } })
-        return z.NEVER
-      }
-      return r
-    })
-    .optional()
-}
-
 /** True when a tail value stands for at least one non-zero byte. */
 function isNonZero(v: unknown): boolean {
   if (v === undefined || v === null || v === false || v === 0 || v === 0n || v === '') return false
@@ -417,42 +402,90 @@ function isNonZero(v: unknown): boolean {
   return true
 }
 
-const schemas = new WeakMap<StructLayout<unknown>, z.ZodType>()
-
-function fieldsShape(fields: readonly Field[]): Record<string, z.ZodType> {
-  const shape: Record<string, z.ZodType> = {}
-  for (const f of fields) shape[f.name] = fieldSchema(f)
-  return shape
+function isStruct(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
-/** The zod schema of a layout: converted fields, and a zero tail when `size > sizeof`. */
+const schemas = new WeakMap<StructLayout<unknown>, z.ZodType>()
+
+/**
+ * The zod schema of a layout: an object whose keys past the kernel struct are zero when
+ * `size > sizeof` (E2BIG otherwise, as `copy_struct_from_user`), whose fields hold what C
+ * can assign (converted by {@link cField}; EINVAL naming the field otherwise) and whose
+ * union members are objects. Its output has the converted fields only.
+ */
 function schemaOf(layout: StructLayout<unknown>): z.ZodType {
   let s = schemas.get(layout)
   if (s !== undefined) return s
-  const shape = fieldsShape(layout.fields)
-  for (const m of layout.members) {
-    shape[m.name] = z
-      .looseObject(fieldsShape(m.fields), { error: 'is not a struct (an object)' })
-      .optional()
-  }
-  const known = new Set(Object.keys(shape))
-  s = z.looseObject(shape).superRefine((obj, ctx) => {
-    const size = (obj as { size?: unknown }).size
-    if (typeof size !== 'number' || size <= layout.sizeof) return
-    for (const [k, v] of Object.entries(obj)) {
-      if (!known.has(k) && isNonZero(v)) {
-        // copy_struct_from_user: bytes past the kernel struct must be zero.
-        ctx.addIssue({
-          code: 'custom',
-          path: [k],
-          message: 'non-zero bytes past the kernel struct',
-          params: { errno: 'E2BIG' },
-        })
-      }
+  s = z.looseObject({}, { error: 'is not a struct (an object)' }).transform((obj, ctx) => {
+    const issues: Issue[] = []
+    const out = convertStruct(layout, obj as Record<string, unknown>, issues)
+    for (const [path, message, errno] of issues) {
+      ctx.addIssue({ code: 'custom', path, message, params: { errno } })
     }
+    return out
   })
   schemas.set(layout, s)
   return s
+}
+
+type Issue = readonly [path: string[], message: string, errno: Errno]
+
+const knownKeys = new WeakMap<StructLayout<unknown>, ReadonlySet<string>>()
+
+/** The fields (and union members) of `src` converted as C would; what fails goes to `issues`. */
+function convertStruct(
+  layout: StructLayout<unknown>,
+  src: Record<string, unknown>,
+  issues: Issue[],
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  convertFields(layout.fields, src, out, null, issues)
+  const size = out.size
+  if (typeof size === 'number' && size > layout.sizeof) {
+    let known = knownKeys.get(layout)
+    if (known === undefined) {
+      known = new Set([...layout.fields, ...layout.members].map((f) => f.name))
+      knownKeys.set(layout, known)
+    }
+    for (const k of Object.keys(src)) {
+      if (!known.has(k) && isNonZero(src[k])) {
+        // copy_struct_from_user: bytes past the kernel struct must be zero.
+        issues.unshift([[k], 'non-zero bytes past the kernel struct', 'E2BIG'])
+      }
+    }
+  }
+  for (const m of layout.members) {
+    const given = src[m.name]
+    if (given === undefined) continue
+    if (!isStruct(given)) {
+      issues.push([[m.name], 'is not a struct (an object)', 'EINVAL'])
+      continue
+    }
+    const o: Record<string, unknown> = {}
+    convertFields(m.fields, given, o, m.name, issues)
+    out[m.name] = o
+  }
+  return out
+}
+
+function convertFields(
+  fields: readonly Field[],
+  from: Record<string, unknown>,
+  into: Record<string, unknown>,
+  member: string | null,
+  issues: Issue[],
+): void {
+  for (const f of fields) {
+    const v = from[f.name]
+    if (v === undefined) continue
+    const r = cField(f, v)
+    if (r instanceof NotAnInteger) {
+      issues.push([member === null ? [f.name] : [member, f.name], r.reason, 'EINVAL'])
+    } else {
+      into[f.name] = r
+    }
+  }
 }
 
 /**
@@ -514,6 +547,23 @@ function writeImage(
   }
 }
 
+const plain = new WeakMap<StructLayout<unknown>, boolean>()
+
+/** A struct without unions: every field has bytes of its own. */
+function isPlain(l: StructLayout<unknown>): boolean {
+  let p = plain.get(l)
+  if (p === undefined) {
+    p = l.members.length === 0 && new Set(l.fields.map((f) => f.off)).size === l.fields.length
+    plain.set(l, p)
+  }
+  return p
+}
+
+function zeroOf(f: Field): number | bigint | (number | bigint)[] {
+  const z0 = f.elem === 'u64' ? 0n : 0
+  return f.array ? new Array<number | bigint>(f.count).fill(z0) : z0
+}
+
 /**
  * Validate an argument object and return the struct the handler sees: every field
  * present, bytes at and beyond `size` zero (the kernel zero-fills what the user did not
@@ -525,6 +575,12 @@ function writeImage(
 export function parseStruct<T>(layout: StructLayout<T>, raw: object, size: number): T {
   const l = layout as StructLayout<unknown>
   const src = convert(l, raw)
+  if (size >= l.sizeof && isPlain(l)) {
+    // No union and nothing cut by `size`: the converted values are what the bytes hold.
+    for (const f of l.fields) src[f.name] ??= zeroOf(f)
+    src.size = size
+    return src as T
+  }
   const img = new Uint8Array(l.sizeof)
   const view = new DataView(img.buffer)
   writeImage(l, src, view, 0)
