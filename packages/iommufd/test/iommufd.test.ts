@@ -17,10 +17,15 @@ import {
   UAPI_STRUCTS,
 } from '../src/index.ts'
 import {
+  _testIoctlDestroy,
   _testIoctlIoasAlloc,
+  EFAULT,
+  ENOENT,
+  ENOTTY,
   expectErrno,
   type FixtureSelf,
   fixture,
+  ioctlErrno,
   machine,
   openDevIommu,
   proc,
@@ -81,12 +86,12 @@ fixture<FixtureSelf>(
       expect(machine.memory.frameStats().pins).toBe(0)
     })
 
-    TEST_F('cmd_fail: DESTROY(0) ENOENT, NULL argument EFAULT, nr 0x7f ENOTTY (§2.1)', (self) => {
-      expectErrno('ENOENT', () => self.fd.ioctl(IOMMU_DESTROY, { size: 8, id: 0 }))
-      expectErrno('EFAULT', () => self.fd.ioctl(IOMMU_DESTROY, null))
-      expectErrno('ENOTTY', () =>
-        self.fd.ioctl(_IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE - 1), { size: 8, id: 0 }),
-      )
+    TEST_F('cmd_fail', (self) => {
+      const cmd = { size: 8, id: 0 }
+
+      expectErrno(ENOENT, () => _testIoctlDestroy(self.fd, 0))
+      expectErrno(EFAULT, ioctlErrno(self.fd, IOMMU_DESTROY, null))
+      expectErrno(ENOTTY, ioctlErrno(self.fd, _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE - 1), cmd))
     })
 
     TEST_F('cmd_fail: the errno carries syscall "ioctl" and the negative Linux number', (self) => {
