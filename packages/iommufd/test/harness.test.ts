@@ -6,7 +6,9 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { ERRNO } from '@iommu/core'
 import { describe, expect, it } from 'vitest'
+import * as testing from '../src/testing/index.ts'
 import {
   _testCmdGetHwInfo,
   _testIoctlDestroy,
@@ -79,6 +81,14 @@ describe('errno as C sees it', () => {
         throw new TypeError('not an errno')
       }),
     ).toThrow(TypeError)
+  })
+
+  it('exports every user-visible errno of @iommu/core under its C name', () => {
+    const exported = Object.fromEntries(
+      Object.entries(testing).filter(([k, v]) => /^E[A-Z0-9]+$/.test(k) && typeof v === 'number'),
+    )
+    const { ENOIOCTLCMD: _kernelOnly, EPROBE_DEFER: _internal, ...visible } = ERRNO
+    expect(exported).toEqual(visible)
   })
 
   it('the test_* helpers need a fixture; the _test* ones take the fd', () => {

@@ -61,6 +61,7 @@ export const {
   ENOTTY,
   EFBIG,
   ENOSPC,
+  ESPIPE,
   ERANGE,
   EDEADLK,
   ENOSYS,

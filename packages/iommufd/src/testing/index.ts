@@ -47,6 +47,7 @@ export {
   EOVERFLOW,
   EPERM,
   ERANGE,
+  ESPIPE,
   ESRCH,
   ETIMEDOUT,
   EXDEV,
