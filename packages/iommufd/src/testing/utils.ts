@@ -150,7 +150,9 @@ export function _testCmdMdCheckMap(
  */
 export function checkMockIova(ptr: CInt, iova: CInt, length: CInt): void {
   const s = self()
-  _testCmdMdCheckMap(s.fd, s.hwpt_id as number, ptr, iova, length)
+  if (typeof s.hwpt_id !== 'number')
+    throw new Error('check_mock_iova uses self->hwpt_id: set it in setup')
+  _testCmdMdCheckMap(s.fd, s.hwpt_id, ptr, iova, length)
   const second = (s.hwpt_ids as readonly number[] | undefined)?.[1]
   if (second) _testCmdMdCheckMap(s.fd, second, ptr, iova, length)
 }
