@@ -45,7 +45,12 @@ export interface VtdSsConfig extends FixedTopConfig {
 
 /** What {@link vtdss} derives from a {@link VtdSsConfig}. */
 export interface VtdSsParams extends FormatParams {
-  readonly forceCoherence: boolean
+  /**
+   * SNP in every leaf mapped from now on. Not readonly: the VT-d driver turns it on when
+   * `enforce_cache_coherency` succeeds (it sets `PT_FEAT_VTDSS_FORCE_COHERENCE` on a live
+   * table); leaves mapped before keep their bits, as in the kernel.
+   */
+  forceCoherence: boolean
   readonly forceWriteable: boolean
 }
 
