@@ -288,10 +288,8 @@ class Translation {
   sizeLg2 = 12
   perm = 0
   dirty = false
-  /** Nested: first-stage leaf start (IOVA page) and output (guest page), for the detector. */
-  fsVpn = 0
-  fsPa = 0
-  fsSize = 12
+  /** Nested: the guest-physical page of the leaf's start; -1 otherwise. */
+  leafMid = -1
 }
 
 /** One VT-d DMA-remapping hardware unit (DRHD). */
@@ -944,7 +942,7 @@ export class VtdIommuHw implements IommuUnit {
       return -1
     }
     const kind = pe.pgtt === Pgtt.FS ? TlbKind.FS : pe.pgtt === Pgtt.SS ? TlbKind.SS : TlbKind.NESTED
-    e = t.fill(pe.did, pe.pasid, kind, tr.leafVpn, tr.sizeLg2, tr.leafPa, tr.perm, tr.dirty)
+    e = t.fill(pe.did, pe.pasid, kind, tr.leafVpn, tr.sizeLg2, tr.leafPa, tr.perm, tr.dirty, tr.leafMid)
     return e
   }
 
@@ -956,6 +954,7 @@ export class VtdIommuHw implements IommuUnit {
   #walk(pe: CachedPasid, ipfn: number, access: number, update: boolean, out: Translation): void {
     out.fault = 0
     out.faultLevel = -1
+    out.leafMid = -1
     if (pe.pgtt === Pgtt.SS) {
       const r = this.#ssWalker.walk(pe.ssRoot, pe.ssLevel, ipfn, access, update && pe.ssade ? AD : 0)
       if (r.fault !== WalkFault.NONE) {
@@ -996,8 +995,6 @@ export class VtdIommuHw implements IommuUnit {
       setLeaf(out, ipfn, fsSize, fsPage, fsPerm, fsDirty)
       return
     }
-    out.fsSize = fsSize
-    out.fsPa = fsPage
     // The output of the first stage is guest-physical: translate it by the second stage.
     const s = this.#ssWalker.walk(pe.ssRoot, pe.ssLevel, fsPage, access, update && pe.ssade ? AD : 0)
     if (s.fault !== WalkFault.NONE) {
@@ -1007,6 +1004,7 @@ export class VtdIommuHw implements IommuUnit {
     }
     const size = fsSize < s.sizeLg2 ? fsSize : s.sizeLg2
     setLeaf(out, ipfn, size, s.pagePfn, fsPerm & s.perm, fsDirty && (!pe.ssade || s.dirty))
+    out.leafMid = fsPage - (ipfn - out.leafVpn)
   }
 
   /**
@@ -1053,17 +1051,16 @@ export class VtdIommuHw implements IommuUnit {
     const what = differs(t, e, p, txn.iovaPfn, pe.ssade)
     if (what === null) return
     // Which descriptor drops the entry: second-stage changes need an IOTLB invalidation,
-    // first-stage (alone or under nesting) a PASID-based one.
+    // first-stage ones (alone or under nesting) a PASID-based one.
     let missing: MissingDescriptor = 'IOTLB invalidation'
     if (pe.pgtt === Pgtt.FS) missing = 'PASID-based IOTLB invalidation'
     else if (pe.pgtt === Pgtt.NESTED) {
-      const f = this.#fsWalker.walk(pe.fsRoot, pe.fsLevel, txn.iovaPfn, 0, 0, this.#resolvePeek(pe))
-      const fsSame =
-        f.fault === WalkFault.NONE &&
-        p.fault === 0 &&
-        f.pagePfn === p.fsPa &&
-        f.sizeLg2 === p.fsSize
-      if (!fsSame || p.fault !== 0) missing = 'PASID-based IOTLB invalidation'
+      const fsSide =
+        p.fault === Fr.FS_NOT_PRESENT ||
+        p.fault === Fr.FS_RESERVED ||
+        p.fault === Fr.FS_NON_CANONICAL ||
+        (p.fault === 0 && p.leafMid + (txn.iovaPfn - p.leafVpn) !== (t.mid[e] as number) + (txn.iovaPfn - t.vpn(e)))
+      if (fsSide) missing = 'PASID-based IOTLB invalidation'
     }
     this.staleUses.push({
       cache: 'iotlb',
@@ -1075,14 +1072,6 @@ export class VtdIommuHw implements IommuUnit {
       iova: txn.iova,
       write: txn.write,
     })
-  }
-
-  #resolvePeek(pe: CachedPasid): TableResolver {
-    this.#resolveRoot = pe.ssRoot
-    this.#resolveLevel = pe.ssLevel
-    this.#resolveAd = 0
-    this.#resolveTopLevel = pe.fsLevel
-    return this.#resolve
   }
 
   #checkDevtlb(d: number, txn: DmaTransaction, pe: CachedPasid): void {

@@ -66,6 +66,11 @@ export class TranslationCache {
   readonly perm: Uint8Array
   /** The leaf was dirty when cached (or D updates are off for it). */
   readonly dirty: Uint8Array
+  /**
+   * Nested entries: the guest-physical page the first stage produced for the leaf's start
+   * (what tells a first-stage change from a second-stage one); -1 otherwise.
+   */
+  readonly mid: Float64Array
   readonly #rr: Uint8Array
   readonly #perSize = new Int32Array(65)
   #sizes: number[] = []
@@ -86,6 +91,7 @@ export class TranslationCache {
     this.pa = new Float64Array(entries)
     this.perm = new Uint8Array(entries)
     this.dirty = new Uint8Array(entries)
+    this.mid = new Float64Array(entries)
     this.#rr = new Uint8Array(sets)
   }
 
@@ -161,6 +167,7 @@ export class TranslationCache {
     pa: number,
     perm: number,
     dirty: boolean,
+    mid = -1,
   ): number {
     const base = (slotHash(tag, pasid, vpn, sizeLg2) & (this.sets - 1)) * this.ways
     let slot = -1
@@ -189,6 +196,7 @@ export class TranslationCache {
     this.pa[slot] = pa
     this.perm[slot] = perm
     this.dirty[slot] = dirty ? 1 : 0
+    this.mid[slot] = mid
     if ((this.#perSize[sizeLg2] = (this.#perSize[sizeLg2] as number) + 1) === 1) this.#resize()
     this.stats.fills++
     return slot
