@@ -28,11 +28,11 @@ import {
   HwInfoType,
   HwptAllocFlags,
   IOMMU_NO_PASID,
-  type IopfFault,
   IommuCap,
   IommuDomain,
   IommuError,
   type IommuResvRegion,
+  type IopfFault,
   type IotlbGather,
   type Machine,
   type PageResponse,
@@ -76,8 +76,8 @@ import {
   Frcd,
   Fsts,
   Gcmd,
-  Iqa,
   IotlbGran,
+  Iqa,
   Iwd,
   PASID_ENTRY_SIZE,
   PcGran,
@@ -86,9 +86,9 @@ import {
   PiotlbGran,
   PRQ_DESC_SIZE,
   Prs,
-  Qi,
   QI_DESC_SIZE,
   QI_DONE,
+  Qi,
   Reg,
   RespCode,
   ROOT_ENTRY_SIZE,
@@ -292,7 +292,8 @@ export function intelPageRequestLog(dev: PciDevice): readonly PageRequestRecord[
 
 function infoOf(dev: PciDevice): DevInfo {
   const d = dev.iommu?.priv
-  if (d === null || d === undefined) throw new IommuError('ENODEV', `${dev.name} not probed by intel`)
+  if (d === null || d === undefined)
+    throw new IommuError('ENODEV', `${dev.name} not probed by intel`)
   return d as DevInfo
 }
 
@@ -349,10 +350,12 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
   let self: Driver | null = null
 
   const smSupported = (iommu: IntelIommu) => (iommu.ecap & Ecap.SMTS) !== 0n
-  const pasidSupported = (iommu: IntelIommu) => smSupported(iommu) && (iommu.ecap & Ecap.PASID) !== 0n
+  const pasidSupported = (iommu: IntelIommu) =>
+    smSupported(iommu) && (iommu.ecap & Ecap.PASID) !== 0n
   const ssadsSupported = (iommu: IntelIommu) =>
     smSupported(iommu) && (iommu.ecap & Ecap.SSADS) !== 0n && (iommu.ecap & Ecap.SMPWC) !== 0n
-  const nestedSupported = (iommu: IntelIommu) => smSupported(iommu) && (iommu.ecap & Ecap.NEST) !== 0n
+  const nestedSupported = (iommu: IntelIommu) =>
+    smSupported(iommu) && (iommu.ecap & Ecap.NEST) !== 0n
   /** The model's per-device path flag narrows SSADS (as the AMD model does with HDSup). */
   const dirtyCapable = (info: DevInfo) => ssadsSupported(info.iommu) && info.dev.dirtyTracking
 
@@ -408,7 +411,8 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
         )
       }
     }
-    for (let i = 0; i <= n; i++) mem.write32(iommu.qiStatusPa + ((index + i) % QI_LENGTH) * 4, QI_FREE)
+    for (let i = 0; i <= n; i++)
+      mem.write32(iommu.qiStatusPa + ((index + i) % QI_LENGTH) * 4, QI_FREE)
     return ok
   }
 
@@ -430,7 +434,13 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
   }
 
   /** `qi_desc_piotlb_all` / `qi_desc_piotlb`. */
-  const descPiotlb = (did: number, pasid: number, addr: bigint, am: number, ih: boolean): QiDesc => {
+  const descPiotlb = (
+    did: number,
+    pasid: number,
+    addr: bigint,
+    am: number,
+    ih: boolean,
+  ): QiDesc => {
     const q0 = (BigInt(pasid) << 32n) | (BigInt(did) << 16n) | BigInt(Qi.EIOTLB)
     if (am >= MAX_AGAW_PFN_WIDTH) return [q0 | (BigInt(PiotlbGran.ALL_IN_PASID) << 4n), 0n]
     return [
@@ -457,7 +467,10 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     }
     const qdep = info.atsQdep >= QI_DEV_IOTLB_MAX_INVS ? 0 : info.atsQdep
     return [
-      (BigInt(pasid) << 32n) | (BigInt(info.sid) << 16n) | (BigInt(qdep) << 4n) | BigInt(Qi.DEIOTLB),
+      (BigInt(pasid) << 32n) |
+        (BigInt(info.sid) << 16n) |
+        (BigInt(qdep) << 4n) |
+        BigInt(Qi.DEIOTLB),
       q1 & U64_MAX,
     ]
   }
@@ -684,7 +697,8 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
   /** Look up the entry for a setup: ENODEV without one, EBUSY when present. */
   const entryForSetup = (info: DevInfo, pasid: number): number => {
     const pa = pasidEntry(info, pasid)
-    if (pa < 0) throw new IommuError('ENODEV', `${info.dev.name}: no PASID table entry for ${pasid}`)
+    if (pa < 0)
+      throw new IommuError('ENODEV', `${info.dev.name}: no PASID table entry for ${pasid}`)
     if (info.iommu.hw.memory.read64(pa) & Pe.P) {
       throw new IommuError('EBUSY', `${info.dev.name}: PASID ${pasid} entry is present`)
     }
@@ -727,12 +741,9 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     }
     const pa = entryForSetup(info, pasid)
     const did = domainIdIommu(d, iommu)
-    const v0 =
-      (BigInt(iommu.agaw) << Pe.AW_SHIFT) | (BigInt(Pgtt.FS) << Pe.PGTT_SHIFT) | Pe.P
+    const v0 = (BigInt(iommu.agaw) << Pe.AW_SHIFT) | (BigInt(Pgtt.FS) << Pe.PGTT_SHIFT) | Pe.P
     const v1 =
-      BigInt(did) |
-      (d.forceSnooping ? Pe.PGSNP : 0n) |
-      (iommu.ecap & Ecap.SMPWC ? Pe.PWSNP : 0n)
+      BigInt(did) | (d.forceSnooping ? Pe.PGSNP : 0n) | (iommu.ecap & Ecap.SMPWC ? Pe.PWSNP : 0n)
     const v2 = (BigInt(pt.root.pfn) << 12n) | (levels === 5 ? 1n << Pe.FSPM_SHIFT : 0n)
     writePasidEntry(iommu.hw.memory, pa, [v0, v1, v2])
     pasidFlushCaches(iommu, pasid, did)
@@ -762,8 +773,7 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
   const setupPassThrough = (info: DevInfo, pasid: number) => {
     const iommu = info.iommu
     const pa = entryForSetup(info, pasid)
-    const v0 =
-      (BigInt(iommu.agaw) << Pe.AW_SHIFT) | (BigInt(Pgtt.PT) << Pe.PGTT_SHIFT) | Pe.P
+    const v0 = (BigInt(iommu.agaw) << Pe.AW_SHIFT) | (BigInt(Pgtt.PT) << Pe.PGTT_SHIFT) | Pe.P
     const v1 = BigInt(FLPT_DEFAULT_DID) | (iommu.ecap & Ecap.SMPWC ? Pe.PWSNP : 0n)
     writePasidEntry(iommu.hw.memory, pa, [v0, v1])
     pasidFlushCaches(iommu, pasid, FLPT_DEFAULT_DID)
@@ -838,7 +848,14 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     }
   }
 
-  const tagMatch = (t: CacheTag, type: number, iommu: IntelIommu, did: number, pasid: number, info: DevInfo) =>
+  const tagMatch = (
+    t: CacheTag,
+    type: number,
+    iommu: IntelIommu,
+    did: number,
+    pasid: number,
+    info: DevInfo,
+  ) =>
     t.type === type &&
     t.did === did &&
     t.pasid === pasid &&
@@ -972,7 +989,8 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
       if (!smSupported(iommu) || !(iommu.ecap & Ecap.FSTS)) bad('no first-stage translation')
       const pt = d.fspt as PageTable<X86_64Config, FormatParams>
       if (!(iommu.cap & Cap.FL5LP) && pt.params.vaBits > 48) bad('no 5-level first stage')
-      if (!(iommu.cap & Cap.FL1GP) && d.pgsizeBitmap & (1n << 30n)) bad('no 1 GiB first-stage pages')
+      if (!(iommu.cap & Cap.FL1GP) && d.pgsizeBitmap & (1n << 30n))
+        bad('no 1 GiB first-stage pages')
       return
     }
     const pt = d.sspt as PageTable<VtdSsConfig, VtdSsParams>
@@ -1411,7 +1429,8 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
         if (info.atsSupported) {
           info.atsEnabled = true
           const d = info.domain
-          if (d !== null) tagAssign(d, domainIdIommu(d, info.iommu), info, IOMMU_NO_PASID, TagType.DEVTLB)
+          if (d !== null)
+            tagAssign(d, domainIdIommu(d, info.iommu), info, IOMMU_NO_PASID, TagType.DEVTLB)
         }
         if (info.atsEnabled && info.priSupported) info.priEnabled = true
       },

@@ -2,20 +2,14 @@
  * A hand-programmed VT-d unit for hardware-level tests: no Linux driver, only the
  * structures and registers the specification describes, written by the test.
  */
-import {
-  createMachine,
-  type Driver,
-  DmaTransaction,
-  FramePurpose,
-  type Machine,
-} from '@iommu/core'
+import { createMachine, DmaTransaction, type Driver, FramePurpose, type Machine } from '@iommu/core'
 import {
   Ctx,
   Gcmd,
   Iqa,
   Iwd,
-  Qi,
   QI_DESC_SIZE,
+  Qi,
   Reg,
   Rtaddr,
   VtdIommuHw,

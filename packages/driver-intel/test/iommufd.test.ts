@@ -167,9 +167,13 @@ describe('VT-d dirty tracking through iommufd', () => {
     expect((v0 & Pe.PGTT_MASK) >> Pe.PGTT_SHIFT).toBe(BigInt(Pgtt.SS))
     // F8-style check: SSPTPTR | SSADE | PGTT 2 | AW 2 (4-level) | P.
     expect(v0).toBe((BigInt(d.sspt?.root.pfn ?? 0) << 12n) | 0x289n)
+    // iommufd enforced cache coherency (ECAP.SC) before mapping: SNP in every leaf.
+    expect((d.sspt?.pgtableWalk(IOVA).at(-1)?.pte ?? 0n) & 0xfffn).toBe(0x803n)
     const w = vm({ hugePages: false, pages: 16 })
     w.fd.bindDevice(w.dev).attach(w.ioas)
     expect(domainOf(w).stage).toBe('fs')
+    // First stage: PGSNP in the PASID entry instead.
+    expect(w.m.memory.read64(pasid0Entry(w) + 8) & Pe.PGSNP).toBe(Pe.PGSNP)
   })
 
   it('reports exactly the pages the device wrote with 4 KiB IOPTEs, then none', () => {
@@ -196,9 +200,7 @@ describe('VT-d dirty tracking through iommufd', () => {
     expect((leaf?.pte ?? 0n) & 0x80n).toBe(0x80n)
     v.dev.dma.write(IOVA + BigInt(600 * PAGE), new Uint8Array([1]))
     // The hardware set A and D in the 2 MiB leaf.
-    expect((d.sspt?.pgtableWalk(IOVA + BigInt(600 * PAGE)).at(-1)?.pte ?? 0n) & 0x300n).toBe(
-      0x300n,
-    )
+    expect((d.sspt?.pgtableWalk(IOVA + BigInt(600 * PAGE)).at(-1)?.pte ?? 0n) & 0x300n).toBe(0x300n)
     expect(dirtyBits(v, hwpt, 1024)).toEqual(range(512, 512))
     expect(dirtyBits(v, hwpt, 1024)).toEqual([])
     expect(v.unit.staleUses).toEqual([])
@@ -267,7 +269,12 @@ describe('the missing-invalidation detector on VT-d', () => {
     v.vmm.write(v.guest, new Uint8Array([0x5a]))
     expect(v.dev.dma.read(IOVA, 1)[0]).toBe(0x5a)
     intelTestHooks(v.driver).skipIotlbFlush = true
-    v.fd.ioctl(IOMMU_IOAS_UNMAP, { size: 24, ioas_id: v.ioas, iova: IOVA, length: BigInt(16 * PAGE) })
+    v.fd.ioctl(IOMMU_IOAS_UNMAP, {
+      size: 24,
+      ioas_id: v.ioas,
+      iova: IOVA,
+      length: BigInt(16 * PAGE),
+    })
     expect(domainOf(v).fspt?.iovaToPhys(IOVA)).toBe(0n)
     expect(v.dev.dma.read(IOVA, 1)[0]).toBe(0x5a)
     expect(v.unit.staleUses).toHaveLength(1)
@@ -286,7 +293,12 @@ describe('the missing-invalidation detector on VT-d', () => {
     dirtyHwpt(v)
     v.dev.dma.read(IOVA + BigInt(PAGE), 1)
     intelTestHooks(v.driver).skipIotlbFlush = true
-    v.fd.ioctl(IOMMU_IOAS_UNMAP, { size: 24, ioas_id: v.ioas, iova: IOVA, length: BigInt(16 * PAGE) })
+    v.fd.ioctl(IOMMU_IOAS_UNMAP, {
+      size: 24,
+      ioas_id: v.ioas,
+      iova: IOVA,
+      length: BigInt(16 * PAGE),
+    })
     v.dev.dma.read(IOVA + BigInt(PAGE), 1)
     expect(v.unit.staleUses[0]).toMatchObject({ cache: 'iotlb', missing: 'IOTLB invalidation' })
   })
@@ -297,10 +309,18 @@ describe('the missing-invalidation detector on VT-d', () => {
     v.vmm.write(v.guest, new Uint8Array([0x77]))
     expect(v.dev.dma.read(IOVA, 1)[0]).toBe(0x77)
     intelTestHooks(v.driver).skipDevtlbFlush = true
-    v.fd.ioctl(IOMMU_IOAS_UNMAP, { size: 24, ioas_id: v.ioas, iova: IOVA, length: BigInt(16 * PAGE) })
+    v.fd.ioctl(IOMMU_IOAS_UNMAP, {
+      size: 24,
+      ioas_id: v.ioas,
+      iova: IOVA,
+      length: BigInt(16 * PAGE),
+    })
     expect(v.dev.dma.read(IOVA, 1)[0]).toBe(0x77)
     expect(v.unit.staleUses).toHaveLength(1)
-    expect(v.unit.staleUses[0]).toMatchObject({ cache: 'devtlb', missing: 'device-TLB invalidation' })
+    expect(v.unit.staleUses[0]).toMatchObject({
+      cache: 'devtlb',
+      missing: 'device-TLB invalidation',
+    })
   })
 
   it('catches a PASID entry change whose PASID-cache invalidation was dropped', () => {
@@ -314,14 +334,22 @@ describe('the missing-invalidation detector on VT-d', () => {
     idev.detach()
     // The PASID entry in memory is cleared; the cached copy still translates.
     expect(v.dev.dma.read(IOVA, 1)).toHaveLength(1)
-    expect(v.unit.staleUses[0]).toMatchObject({ cache: 'pasid', missing: 'PASID-cache invalidation' })
+    expect(v.unit.staleUses[0]).toMatchObject({
+      cache: 'pasid',
+      missing: 'PASID-cache invalidation',
+    })
   })
 
   it('stays silent when the driver flushes, and the device faults', () => {
     const v = vm({ hugePages: false, pages: 16, ats: true })
     v.fd.bindDevice(v.dev).attach(v.ioas)
     v.dev.dma.read(IOVA, 1)
-    v.fd.ioctl(IOMMU_IOAS_UNMAP, { size: 24, ioas_id: v.ioas, iova: IOVA, length: BigInt(16 * PAGE) })
+    v.fd.ioctl(IOMMU_IOAS_UNMAP, {
+      size: 24,
+      ioas_id: v.ioas,
+      iova: IOVA,
+      length: BigInt(16 * PAGE),
+    })
     expect(() => v.dev.dma.read(IOVA, 1)).toThrow(DmaFault)
     expect(v.unit.staleUses).toEqual([])
   })
@@ -334,7 +362,11 @@ describe('faulting DMA on VT-d', () => {
     const before = v.vmm.read(v.guest, 4 * PAGE)
     const start = IOVA + BigInt(3 * PAGE + 0x800)
     expect(() => v.dev.dma.write(start, new Uint8Array(PAGE).fill(7))).toThrow(
-      expect.objectContaining({ reason: 'translation', write: true, iova: IOVA + BigInt(4 * PAGE) }),
+      expect.objectContaining({
+        reason: 'translation',
+        write: true,
+        iova: IOVA + BigInt(4 * PAGE),
+      }),
     )
     expect(v.vmm.read(v.guest, 4 * PAGE)).toEqual(before)
     expect(intelFaultLog(v.dev).at(-1)).toEqual({

@@ -33,6 +33,7 @@ import {
 import { type Figure, main, msOnce } from '../../../tooling/bench/harness.ts'
 import { run as coreBench } from '../../core/bench/machine.bench.ts'
 import { run as amdBench } from '../../driver-amd/bench/amd.bench.ts'
+import { run as intelBench } from '../../driver-intel/bench/intel.bench.ts'
 import { run as pgtableBench } from '../../io-pgtable/bench/io-pgtable.bench.ts'
 import { run as iommufdBench } from '../../iommufd/bench/iommufd.bench.ts'
 
@@ -265,6 +266,7 @@ export async function run(): Promise<Figure[]> {
   await step('core', coreBench)
   await step('io-pgtable', pgtableBench)
   await step('driver-amd', amdBench)
+  await step('driver-intel', intelBench)
   await step('iommufd', iommufdBench)
   await step('sim', dirtyBitmap64G)
   await step('sim', migration64G)

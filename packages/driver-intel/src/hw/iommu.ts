@@ -41,24 +41,24 @@ import { POW2, TlbKind, TranslationCache } from './iotlb.ts'
 import {
   Cap,
   CcGran,
+  Ctx,
   capFro,
   capMamv,
   capNfr,
   capSagaw,
-  Ctx,
   Ecap,
   ecapPss,
   Fectl,
-  Fr,
   FRCD_SIZE,
+  Fr,
   Frcd,
   Fsts,
   GCMD_PERSISTENT,
   Gcmd,
   Ics,
+  IotlbGran,
   Iqa,
   Iqei,
-  IotlbGran,
   Iwd,
   PASID_DIR_ENTRY_SIZE,
   PASID_ENTRY_SIZE,
@@ -70,8 +70,8 @@ import {
   PRQ_TYPE_PAGE_REQ,
   Prq,
   Prs,
-  Qi,
   QI_DESC_SIZE,
+  Qi,
   Reg,
   RespCode,
   ROOT_ENTRY_SIZE,
@@ -694,20 +694,18 @@ export class VtdIommuHw implements IommuUnit {
 
   #checkContext(sid: number, c: CachedContext, txn: DmaTransaction): void {
     const mem = this.memory
-    const rootPa = this.#rootBase + (sid >> 8) * ROOT_ENTRY_SIZE + ((sid & 0xff) >= 0x80 ? 8 : 0)
-    const now = new Uint32Array(10)
-    now[0] = mem.read32(rootPa)
-    now[1] = mem.read32(rootPa + 4)
-    const ctxPa = (now[0] as number) - ((now[0] as number) & 0xfff) + ((now[1] as number) * 2 ** 32)
-    for (let k = 0; k < 8; k++) {
-      now[2 + k] = mem.read32(ctxPa + ((sid & 0xff) & 0x7f) * SM_CONTEXT_SIZE + 4 * k)
-    }
+    const devfn = sid & 0xff
+    const rootPa = this.#rootBase + (sid >> 8) * ROOT_ENTRY_SIZE + (devfn >= 0x80 ? 8 : 0)
+    const r0 = mem.read32(rootPa)
+    const r1 = mem.read32(rootPa + 4)
+    const ctxPa = r0 - (r0 & 0xfff) + r1 * 2 ** 32 + (devfn & 0x7f) * SM_CONTEXT_SIZE
     for (let k = 0; k < 10; k++) {
-      if (now[k] !== c.raw[k]) {
+      const now = k === 0 ? r0 : k === 1 ? r1 : mem.read32(ctxPa + 4 * (k - 2))
+      if (now !== c.raw[k]) {
         c.staleReported = true
         this.staleUses.push({
           cache: 'context',
-          what: `${k < 2 ? 'root' : 'context'} entry word ${k < 2 ? k : k - 2} cached 0x${(c.raw[k] as number).toString(16)} but memory has 0x${(now[k] as number).toString(16)}`,
+          what: `${k < 2 ? 'root' : 'context'} entry word ${k < 2 ? k : k - 2} cached 0x${(c.raw[k] as number).toString(16)} but memory has 0x${now.toString(16)}`,
           missing: 'context-cache invalidation',
           sid,
           did: -1,
@@ -840,7 +838,8 @@ export class VtdIommuHw implements IommuUnit {
       return this.#fault(txn, 'bad-entry', Fr.CONTEXT_INVALID, sid, pasidTag, false)
     }
     const ctx = this.#context(sid, txn)
-    if (!('raw' in ctx)) return this.#fault(txn, blockedOr(ctx.reason), ctx.reason, sid, pasidTag, ctx.fpd)
+    if (!('raw' in ctx))
+      return this.#fault(txn, blockedOr(ctx.reason), ctx.reason, sid, pasidTag, ctx.fpd)
     let pasid: number
     if (txn.hasPasid) {
       if (!ctx.paside) return this.#fault(txn, 'blocked', Fr.PASIDE_CLEAR, sid, pasidTag, ctx.fpd)
@@ -852,7 +851,8 @@ export class VtdIommuHw implements IommuUnit {
       return this.#fault(txn, 'blocked', Fr.PASID_TOO_LARGE, sid, pasidTag, ctx.fpd)
     }
     const pe = this.#pasidEntry(sid, ctx, pasid, txn)
-    if (!('raw' in pe)) return this.#fault(txn, blockedOr(pe.reason), pe.reason, sid, pasidTag, pe.fpd)
+    if (!('raw' in pe))
+      return this.#fault(txn, blockedOr(pe.reason), pe.reason, sid, pasidTag, pe.fpd)
     if (pe.pgtt === Pgtt.PT) {
       txn.pa = txn.iovaPfn * 4096 + txn.offset
       txn.len = 4096 - txn.offset
@@ -879,7 +879,8 @@ export class VtdIommuHw implements IommuUnit {
     const dt = this.devtlb
     let d = dt.lookup(sid, pasidTag, txn.iovaPfn)
     if (d >= 0 && this.detectStale) this.#checkDevtlb(d, txn, pe)
-    const needDirty = access === WRITE && d >= 0 && dt.dirty[d] === 0 && (dt.perm[d] as number) & WRITE
+    const needDirty =
+      access === WRITE && d >= 0 && dt.dirty[d] === 0 && (dt.perm[d] as number) & WRITE
     if (d < 0 || needDirty) {
       const e = this.#iotlbTranslate(txn, pe, access)
       if (e < 0) return false
@@ -941,8 +942,19 @@ export class VtdIommuHw implements IommuUnit {
       this.#fault(txn, kind, tr.fault, txn.rid, txn.hasPasid ? txn.pasid : -1, pe.fpd)
       return -1
     }
-    const kind = pe.pgtt === Pgtt.FS ? TlbKind.FS : pe.pgtt === Pgtt.SS ? TlbKind.SS : TlbKind.NESTED
-    e = t.fill(pe.did, pe.pasid, kind, tr.leafVpn, tr.sizeLg2, tr.leafPa, tr.perm, tr.dirty, tr.leafMid)
+    const kind =
+      pe.pgtt === Pgtt.FS ? TlbKind.FS : pe.pgtt === Pgtt.SS ? TlbKind.SS : TlbKind.NESTED
+    e = t.fill(
+      pe.did,
+      pe.pasid,
+      kind,
+      tr.leafVpn,
+      tr.sizeLg2,
+      tr.leafPa,
+      tr.perm,
+      tr.dirty,
+      tr.leafMid,
+    )
     return e
   }
 
@@ -956,7 +968,13 @@ export class VtdIommuHw implements IommuUnit {
     out.faultLevel = -1
     out.leafMid = -1
     if (pe.pgtt === Pgtt.SS) {
-      const r = this.#ssWalker.walk(pe.ssRoot, pe.ssLevel, ipfn, access, update && pe.ssade ? AD : 0)
+      const r = this.#ssWalker.walk(
+        pe.ssRoot,
+        pe.ssLevel,
+        ipfn,
+        access,
+        update && pe.ssade ? AD : 0,
+      )
       if (r.fault !== WalkFault.NONE) {
         out.fault = ssFault(r.fault, access)
         out.faultLevel = r.level
@@ -996,13 +1014,19 @@ export class VtdIommuHw implements IommuUnit {
       return
     }
     // The output of the first stage is guest-physical: translate it by the second stage.
-    const s = this.#ssWalker.walk(pe.ssRoot, pe.ssLevel, fsPage, access, update && pe.ssade ? AD : 0)
+    const s = this.#ssWalker.walk(
+      pe.ssRoot,
+      pe.ssLevel,
+      fsPage,
+      access,
+      update && pe.ssade ? AD : 0,
+    )
     if (s.fault !== WalkFault.NONE) {
       out.fault = ssFault(s.fault, access)
       out.faultLevel = s.level
       return
     }
-    const size = fsSize < s.sizeLg2 ? fsSize : s.sizeLg2
+    const size = Math.min(fsSize, s.sizeLg2)
     setLeaf(out, ipfn, size, s.pagePfn, fsPerm & s.perm, fsDirty && (!pe.ssade || s.dirty))
     out.leafMid = fsPage - (ipfn - out.leafVpn)
   }
@@ -1059,7 +1083,8 @@ export class VtdIommuHw implements IommuUnit {
         p.fault === Fr.FS_NOT_PRESENT ||
         p.fault === Fr.FS_RESERVED ||
         p.fault === Fr.FS_NON_CANONICAL ||
-        (p.fault === 0 && p.leafMid + (txn.iovaPfn - p.leafVpn) !== (t.mid[e] as number) + (txn.iovaPfn - t.vpn(e)))
+        (p.fault === 0 &&
+          p.leafMid + (txn.iovaPfn - p.leafVpn) !== (t.mid[e] as number) + (txn.iovaPfn - t.vpn(e)))
       if (fsSide) missing = 'PASID-based IOTLB invalidation'
     }
     this.staleUses.push({

@@ -197,7 +197,9 @@ export class TranslationCache {
     this.perm[slot] = perm
     this.dirty[slot] = dirty ? 1 : 0
     this.mid[slot] = mid
-    if ((this.#perSize[sizeLg2] = (this.#perSize[sizeLg2] as number) + 1) === 1) this.#resize()
+    const count = (this.#perSize[sizeLg2] as number) + 1
+    this.#perSize[sizeLg2] = count
+    if (count === 1) this.#resize()
     this.stats.fills++
     return slot
   }
@@ -206,7 +208,9 @@ export class TranslationCache {
     if (this.#valid[i] !== 1) return
     this.#valid[i] = 0
     const s = this.#sizeLg2[i] as number
-    if ((this.#perSize[s] = (this.#perSize[s] as number) - 1) === 0) this.#resize()
+    const left = (this.#perSize[s] as number) - 1
+    this.#perSize[s] = left
+    if (left === 0) this.#resize()
   }
 
   #resize(): void {
