@@ -79,11 +79,6 @@ export const WalkFault = {
   RANGE: 4,
   /** ARM: a leaf with AF = 0 and hardware access-flag update disabled. */
   ACCESS_FLAG: 5,
-  /**
-   * A table page could not be fetched: the walk's table resolver refused its address
-   * (nested translation: the second stage did not translate a first-stage table).
-   */
-  TABLE: 6,
 } as const
 /** One of the {@link WalkFault} values. */
 export type WalkFault = (typeof WalkFault)[keyof typeof WalkFault]

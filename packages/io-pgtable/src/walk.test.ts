@@ -80,30 +80,4 @@ describe('the hardware walker', () => {
     h.memory.write64(Number(pml4.pa), pml4.pte)
     expect(h.finish()).toBe(0)
   })
-
-  it('reads each table page where the resolver says, and faults TABLE where it refuses', () => {
-    const h = tableHarness(x86_64, { topLevel: 3, signExtend: true })
-    const pt = h.table
-    pt.mapRange(0x4000_0000n, 0x9_0000n, 0x1000n, Prot.READ | Prot.WRITE)
-    const walker = pt.walker()
-    const page = 0x4000_0000 / 4096
-    // A copy of the root somewhere else: a resolver that redirects the root still translates.
-    const copy = h.memory.allocFrame(0)
-    for (let i = 0; i < 512; i++) {
-      h.memory.write64(copy * 4096 + i * 8, h.memory.read64(pt.root.pfn * 4096 + i * 8))
-    }
-    const seen: number[] = []
-    const r = walker.walk(pt.root.pfn, pt.root.level, page, Access.READ, 0, (pfn, level) => {
-      seen.push(level)
-      return level === pt.root.level ? copy : pfn
-    })
-    expect([r.fault, r.pagePfn]).toEqual([WalkFault.NONE, 0x90])
-    expect(seen).toEqual([3, 2, 1, 0])
-    const refused = walker.walk(pt.root.pfn, pt.root.level, page, Access.READ, 0, (pfn, level) =>
-      level === 1 ? -1 : pfn,
-    )
-    expect([refused.fault, refused.level]).toEqual([WalkFault.TABLE, 1])
-    h.memory.freeFrames(copy, 1)
-    expect(h.finish()).toBe(0)
-  })
 })

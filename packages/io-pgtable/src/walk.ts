@@ -58,15 +58,6 @@ export interface WalkResult {
 const MAX_LEVELS = 8
 
 /**
- * Where a walk reads a table page from: given the page number a table entry (or the root
- * pointer) names and the level of the table, the page of `PhysicalMemory` to read, or -1
- * when it cannot be fetched ({@link WalkFault.TABLE}). A nested (two-stage) IOMMU walks
- * its first stage with one that translates each table's guest address through the second
- * stage.
- */
-export type TableResolver = (pfn: number, level: number) => number
-
-/**
  * The hardware view of a page-table format: walks tables in `PhysicalMemory` from a root
  * page and level, as the IOMMU does, and performs the hardware's accessed/dirty update in
  * the entries. It reads nothing but memory (no `PageTable` object), so it also walks tables
@@ -133,18 +124,9 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
    * On success, and when `ad` ({@link HwAd}) enables them, the entries of the walk get the
    * hardware's accessed/dirty update in memory.
    *
-   * @param resolve - where each table page is read from (default: the page itself); the
-   *   level it faulted at is reported with {@link WalkFault.TABLE}
    * @returns the reused {@link result}
    */
-  walk(
-    rootPfn: number,
-    topLevel: number,
-    ipfn: number,
-    access: number,
-    ad = 0,
-    resolve?: TableResolver,
-  ): WalkResult {
+  walk(rootPfn: number, topLevel: number, ipfn: number, access: number, ad = 0): WalkResult {
     const fmt = this.format
     const p = this.params
     const mem = this.#mem
@@ -164,12 +146,7 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
     let depth = 0
     for (;;) {
       const idx = shr(ipfn, this.#itemShift[level] as number) & (this.#mask[level] as number)
-      let frame = table + (idx >>> 9)
-      if (resolve !== undefined) {
-        frame = resolve(frame, level)
-        if (frame < 0) return this.#fault(WalkFault.TABLE, level)
-      }
-      const w = mem.frameWords(frame)
+      const w = mem.frameWords(table + (idx >>> 9))
       const j = idx & 511
       const type = fmt.hwEntryType(w, j, level, p)
       if (type === EntryType.EMPTY) return this.#fault(WalkFault.NOT_PRESENT, level)
