@@ -79,6 +79,11 @@ export const WalkFault = {
   RANGE: 4,
   /** ARM: a leaf with AF = 0 and hardware access-flag update disabled. */
   ACCESS_FLAG: 5,
+  /**
+   * A table could not be fetched: the walk's table translator (a nested walk's stage 2)
+   * refused a table address. The caller's translator knows why.
+   */
+  TABLE_FETCH: 6,
 } as const
 /** One of the {@link WalkFault} values. */
 export type WalkFault = (typeof WalkFault)[keyof typeof WalkFault]

@@ -80,4 +80,44 @@ describe('the hardware walker', () => {
     h.memory.write64(Number(pml4.pa), pml4.pte)
     expect(h.finish()).toBe(0)
   })
+
+  it('ARM S1 with HD: a look (update = false) grants the write a DBM leaf allows but writes nothing', () => {
+    const h = tableHarness(armLpae, { stage: 1, ias: 48, oas: 48, quirks: IoPgtableQuirk.ARM_HD })
+    const pt = h.table
+    pt.mapRange(0x1000n, 0x8_0000n, 0x1000n, Prot.READ | Prot.WRITE)
+    const leaf = pt.pgtableWalk(0x1000n).at(-1) as { pa: bigint; pte: bigint }
+    // Writable-clean: AP[2] set with DBM.
+    h.memory.write64(Number(leaf.pa), leaf.pte | 0x80n)
+    const walker = pt.walker()
+    const ad = HwAd.ACCESSED | HwAd.DIRTY
+    const look = walker.walk(pt.root.pfn, pt.root.level, 1, Access.WRITE, ad, false)
+    expect([look.fault, look.perm, look.dirty]).toEqual([WalkFault.NONE, 3, false])
+    expect(h.memory.read64(Number(leaf.pa))).toBe(leaf.pte | 0x80n)
+    const write = walker.walk(pt.root.pfn, pt.root.level, 1, Access.WRITE, ad)
+    expect([write.fault, write.dirty]).toEqual([WalkFault.NONE, true])
+    expect(h.memory.read64(Number(leaf.pa))).toBe(leaf.pte)
+    expect(h.finish()).toBe(0)
+  })
+
+  it('a nested walk reads every table through the translator and faults TABLE_FETCH when it refuses', () => {
+    const h = tableHarness(armLpae, { stage: 1, ias: 48, oas: 48 })
+    const pt = h.table
+    pt.mapRange(0x1000n, 0x8_0000n, 0x1000n, Prot.READ)
+    const walker = pt.walker()
+    const seen: number[] = []
+    const identity = (pfn: number) => {
+      seen.push(pfn)
+      return pfn
+    }
+    const r = walker.walk(pt.root.pfn, pt.root.level, 1, Access.READ, 0, true, identity)
+    expect([r.fault, r.pagePfn]).toEqual([WalkFault.NONE, 0x80])
+    expect(seen).toHaveLength(4)
+    expect(seen[0]).toBe(pt.root.pfn)
+    const third = seen[2] as number
+    const refused = walker.walk(pt.root.pfn, pt.root.level, 1, Access.READ, 0, true, (pfn) =>
+      pfn === third ? -1 : pfn,
+    )
+    expect([refused.fault, refused.level]).toEqual([WalkFault.TABLE_FETCH, 1])
+    expect(h.finish()).toBe(0)
+  })
 })

@@ -58,6 +58,15 @@ export interface WalkResult {
 const MAX_LEVELS = 8
 
 /**
+ * Where a walk finds its tables when their addresses are not physical: a nested walk's
+ * stage-1 table pointers are IPAs that the stage 2 translates (SMMUv3 Config = S1+S2).
+ * Given the page number a table pointer names, return the physical page number to read,
+ * or -1 when that page cannot be reached (the walk then faults with
+ * {@link WalkFault.TABLE_FETCH}; the translator records why).
+ */
+export type TableTranslator = (tablePfn: number) => number
+
+/**
  * The hardware view of a page-table format: walks tables in `PhysicalMemory` from a root
  * page and level, as the IOMMU does, and performs the hardware's accessed/dirty update in
  * the entries. It reads nothing but memory (no `PageTable` object), so it also walks tables
@@ -122,11 +131,23 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
    * at `rootPfn` whose root is at `topLevel` (AMD: DTE mode - 1; ARM: 3 - start level).
    *
    * On success, and when `ad` ({@link HwAd}) enables them, the entries of the walk get the
-   * hardware's accessed/dirty update in memory.
+   * hardware's accessed/dirty update in memory — unless `update` is false: then the walk
+   * decides permissions as the hardware would with `ad` enabled but writes nothing (a
+   * look, e.g. a model's check of a cached translation against memory).
    *
+   * @param tables - translates table page numbers to physical ones (nested walks); null
+   *   when table pointers are physical
    * @returns the reused {@link result}
    */
-  walk(rootPfn: number, topLevel: number, ipfn: number, access: number, ad = 0): WalkResult {
+  walk(
+    rootPfn: number,
+    topLevel: number,
+    ipfn: number,
+    access: number,
+    ad = 0,
+    update = true,
+    tables: TableTranslator | null = null,
+  ): WalkResult {
     const fmt = this.format
     const p = this.params
     const mem = this.#mem
@@ -146,7 +167,12 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
     let depth = 0
     for (;;) {
       const idx = shr(ipfn, this.#itemShift[level] as number) & (this.#mask[level] as number)
-      const w = mem.frameWords(table + (idx >>> 9))
+      let framePfn = table + (idx >>> 9)
+      if (tables !== null) {
+        framePfn = tables(framePfn)
+        if (framePfn < 0) return this.#fault(WalkFault.TABLE_FETCH, level)
+      }
+      const w = mem.frameWords(framePfn)
       const j = idx & 511
       const type = fmt.hwEntryType(w, j, level, p)
       if (type === EntryType.EMPTY) return this.#fault(WalkFault.NOT_PRESENT, level)
@@ -175,11 +201,11 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
       if ((access & ~perm) !== 0) return this.#fault(WalkFault.PERMISSION, level)
       const contig = fmt.entryNumContigLg2(w, j, level, p)
       const sizeShift = (this.#itemShift[level] as number) + contig
-      const update = fmt.hwUpdateAccessedDirty
-      if (ad !== 0 && update !== undefined) {
+      const hwUpdate = fmt.hwUpdateAccessedDirty
+      if (ad !== 0 && update && hwUpdate !== undefined) {
         const write = (access & Access.WRITE) !== 0
         for (let d = 0; d < depth; d++) {
-          update(
+          hwUpdate(
             this.#pathWords[d] as Uint32Array,
             this.#pathIndex[d] as number,
             this.#pathLevel[d] as number,
@@ -189,7 +215,7 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
             ad,
           )
         }
-        update(w, j, level, p, true, write, ad)
+        hwUpdate(w, j, level, p, true, write, ad)
       }
       const r = this.result
       r.fault = WalkFault.NONE
