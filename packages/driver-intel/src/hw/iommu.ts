@@ -29,7 +29,7 @@ import {
   type FormatParams,
   HwAd,
   PageTableWalker,
-  type TableResolver,
+  type TableTranslator,
   type VtdSsConfig,
   type VtdSsParams,
   vtdss,
@@ -365,8 +365,9 @@ export class VtdIommuHw implements IommuUnit {
   #resolveRoot = 0
   #resolveLevel = 0
   #resolveAd = 0
-  #resolveTopLevel = 0
-  readonly #resolve: TableResolver
+  /** Table fetches of the walk in progress (the first is the root's). */
+  #resolveCalls = 0
+  readonly #resolve: TableTranslator
 
   constructor(machine: Machine, driver: Driver, name: string, config: VtdIommuHwConfig = {}) {
     this.name = name
@@ -385,7 +386,7 @@ export class VtdIommuHw implements IommuUnit {
     this.#frcd = new Uint32Array(this.#nfr * 4)
     this.#ssWalker = new PageTableWalker(this.memory, vtdss, { topLevel: 4 })
     this.#fsWalker = new PageTableWalker(this.memory, x86_64, { topLevel: 4, signExtend: true })
-    this.#resolve = (gpfn, level) => this.#resolveTable(gpfn, level)
+    this.#resolve = (gpfn) => this.#resolveTable(gpfn)
   }
 
   // ------------------------------------------------------------------ MMIO
@@ -990,7 +991,7 @@ export class VtdIommuHw implements IommuUnit {
       this.#resolveRoot = pe.ssRoot
       this.#resolveLevel = pe.ssLevel
       this.#resolveAd = update && pe.ssade ? AD : 0
-      this.#resolveTopLevel = pe.fsLevel
+      this.#resolveCalls = 0
     }
     const f = this.#fsWalker.walk(
       pe.fsRoot,
@@ -998,10 +999,11 @@ export class VtdIommuHw implements IommuUnit {
       ipfn,
       access,
       update ? AD : 0,
-      nested ? this.#resolve : undefined,
+      true,
+      nested ? this.#resolve : null,
     )
     if (f.fault !== WalkFault.NONE) {
-      out.fault = f.fault === WalkFault.TABLE ? this.#resolveFault : fsFault(f.fault, access)
+      out.fault = f.fault === WalkFault.TABLE_FETCH ? this.#resolveFault : fsFault(f.fault, access)
       out.faultLevel = f.level
       return
     }
@@ -1035,7 +1037,8 @@ export class VtdIommuHw implements IommuUnit {
    * Nested: the host page holding first-stage table page `gpfn`. The second stage must
    * grant read, and write because the walk sets A in first-stage entries.
    */
-  #resolveTable(gpfn: number, level: number): number {
+  #resolveTable(gpfn: number): number {
+    const root = this.#resolveCalls++ === 0
     const ss = this.#ssWalker
     const ad = this.#resolveAd
     // Updating A in a first-stage entry is a write to guest memory (it dirties the page).
@@ -1046,7 +1049,7 @@ export class VtdIommuHw implements IommuUnit {
       ss.walk(this.#resolveRoot, this.#resolveLevel, gpfn, READ, 0).fault === WalkFault.NONE
     this.#resolveFault = readable
       ? Fr.NESTED_FS_WRITE
-      : level === this.#resolveTopLevel
+      : root
         ? Fr.NESTED_FS_ROOT_READ
         : Fr.NESTED_FS_READ
     return -1
