@@ -199,6 +199,39 @@ describe('second-stage translation and the caches', () => {
   })
 })
 
+describe('the paging-structure cache', () => {
+  it('keeps a last-level table through a leaf-only (IH = 1) invalidation, not through IH = 0', () => {
+    const rig = new HwRig()
+    const mem = rig.m.memory
+    const { pt, first } = ssTable(rig, IOVA, 512)
+    const dir = rig.context(SID)
+    rig.setPasid(dir, 0, ssEntry(pt.root.pfn, 7))
+    expect(rig.dma(SID, IOVA, false)).toBe(first * 4096)
+    expect(rig.hw.psc.size).toBe(1)
+    // Unmap the whole 2 MiB: the level-0 table leaves the tree (kept on the freelist),
+    // then map the page again to another frame through a new level-0 table.
+    const gather = new IotlbGather()
+    pt.unmap(Number(IOVA >> 12n), 512, gather)
+    expect(gather.freelist).toHaveLength(1)
+    const other = mem.allocFrame(FramePurpose.USER)
+    pt.map(Number(IOVA >> 12n), other, 1, Prot.READ | Prot.WRITE)
+    // Leaf-only invalidation: the IOTLB entry goes, the cached table stays and is stale.
+    rig.submit([iotlbPsi(7, IOVA | 0x40n, 0)])
+    expect(rig.hw.psc.size).toBe(1)
+    expect(rig.dma(SID, IOVA, false)).toBeNull()
+    expect(rig.hw.pendingFaults().at(-1)?.reason).toBe(Fr.SS_NOT_PRESENT)
+    expect(rig.hw.staleUses[0]).toMatchObject({
+      cache: 'paging-structure',
+      missing: 'IOTLB invalidation',
+      did: 7,
+    })
+    // IH = 0 drops it: the walk reads the tables again.
+    rig.submit([iotlbPsi(7, IOVA, 0)])
+    expect(rig.dma(SID, IOVA, false)).toBe(other * 4096)
+    gather.releaseFreelist()
+  })
+})
+
 describe('the invalidation queue', () => {
   it('stops at a malformed descriptor with IQE, and resumes when IQE is cleared', () => {
     const rig = new HwRig()

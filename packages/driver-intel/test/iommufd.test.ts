@@ -340,6 +340,34 @@ describe('the missing-invalidation detector on VT-d', () => {
     })
   })
 
+  it('flushes the paging-structure caches (IH = 0) when an unmap frees table pages', () => {
+    const v = vm({ hugePages: false, pages: 1024 })
+    dirtyHwpt(v)
+    v.dev.dma.read(IOVA + BigInt(700 * PAGE), 1)
+    expect(v.unit.psc.size).toBe(1)
+    v.fd.ioctl(IOMMU_IOAS_UNMAP, {
+      size: 24,
+      ioas_id: v.ioas,
+      iova: IOVA,
+      length: BigInt(1024 * PAGE),
+    })
+    expect(v.unit.psc.size).toBe(0)
+    // Map other memory at the same IOVA: new tables, and the device sees the new bytes.
+    const again = v.vmm.mmap(1024 * PAGE)
+    v.vmm.write(again + 700 * PAGE, new Uint8Array([0x42]))
+    v.fd.ioctl(IOMMU_IOAS_MAP, {
+      size: 40,
+      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+      ioas_id: v.ioas,
+      __reserved: 0,
+      user_va: BigInt(again),
+      length: BigInt(1024 * PAGE),
+      iova: IOVA,
+    })
+    expect(v.dev.dma.read(IOVA + BigInt(700 * PAGE), 1)[0]).toBe(0x42)
+    expect(v.unit.staleUses).toEqual([])
+  })
+
   it('stays silent when the driver flushes, and the device faults', () => {
     const v = vm({ hugePages: false, pages: 16, ats: true })
     v.fd.bindDevice(v.dev).attach(v.ioas)

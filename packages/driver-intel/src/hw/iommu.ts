@@ -144,7 +144,7 @@ export const DEFAULT_ECAP: bigint =
   Ecap.SMPWC
 
 /** Which cache held a stale entry, and the descriptor that would have dropped it. */
-export type StaleCache = 'context' | 'pasid' | 'iotlb' | 'devtlb'
+export type StaleCache = 'context' | 'pasid' | 'iotlb' | 'paging-structure' | 'devtlb'
 export type MissingDescriptor =
   | 'context-cache invalidation'
   | 'PASID-cache invalidation'
@@ -302,6 +302,11 @@ export class VtdIommuHw implements IommuUnit {
   readonly ecap: bigint
   /** IOTLB: combined leaf translations tagged by DID, PASID and kind. */
   readonly iotlb: TranslationCache
+  /**
+   * Paging-structure cache: the last-level table a first- or second-stage walk reached,
+   * per 2 MiB region (tagged like the IOTLB); kept by leaf-only (IH = 1) invalidations.
+   */
+  readonly psc: TranslationCache
   /** Device TLBs of the unit's ATS devices (tagged by source ID and PASID). */
   readonly devtlb: TranslationCache
   /** Uses of stale cache entries found by the detector. */
@@ -326,6 +331,8 @@ export class VtdIommuHw implements IommuUnit {
 
   readonly #ssWalker: PageTableWalker<VtdSsConfig, VtdSsParams>
   readonly #fsWalker: PageTableWalker<X86_64Config, FormatParams>
+  /** Level-0 walks from a cached table: no sign-extension check on a 9-bit index. */
+  readonly #fsLeafWalker: PageTableWalker<X86_64Config, FormatParams>
   readonly #tr = new Translation()
   readonly #peek = new Translation()
   readonly #sagaw: number
@@ -368,6 +375,11 @@ export class VtdIommuHw implements IommuUnit {
   /** Table fetches of the walk in progress (the first is the root's). */
   #resolveCalls = 0
   readonly #resolve: TableTranslator
+  // The paging-structure probe: which page the walk fetched as its level-0 table.
+  #pscCalls = 0
+  #pscTop = 0
+  #pscSeen = -1
+  readonly #pscProbe: TableTranslator
 
   constructor(machine: Machine, driver: Driver, name: string, config: VtdIommuHwConfig = {}) {
     this.name = name
@@ -378,6 +390,7 @@ export class VtdIommuHw implements IommuUnit {
     this.maxPasids = this.ecap & Ecap.PASID ? 2 ** ecapPss(this.ecap) : 0
     this.iotlb = new TranslationCache(config.iotlbEntries ?? 1024, config.iotlbWays ?? 4)
     this.devtlb = new TranslationCache(config.devtlbEntries ?? 256, 4)
+    this.psc = new TranslationCache(256, 4)
     this.detectStale = config.detectStale ?? true
     this.#sagaw = capSagaw(this.cap)
     this.#mamv = capMamv(this.cap)
@@ -386,7 +399,12 @@ export class VtdIommuHw implements IommuUnit {
     this.#frcd = new Uint32Array(this.#nfr * 4)
     this.#ssWalker = new PageTableWalker(this.memory, vtdss, { topLevel: 4 })
     this.#fsWalker = new PageTableWalker(this.memory, x86_64, { topLevel: 4, signExtend: true })
+    this.#fsLeafWalker = new PageTableWalker(this.memory, x86_64, { topLevel: 4 })
     this.#resolve = (gpfn) => this.#resolveTable(gpfn)
+    this.#pscProbe = (pfn) => {
+      if (this.#pscCalls++ === this.#pscTop) this.#pscSeen = pfn
+      return pfn
+    }
   }
 
   // ------------------------------------------------------------------ MMIO
@@ -569,6 +587,7 @@ export class VtdIommuHw implements IommuUnit {
   }
 
   #dropAll(): void {
+    this.psc.invalidateAll()
     this.#ctxCache.length = 0
     this.#peCache.clear()
     this.#peLast.length = 0
@@ -929,7 +948,7 @@ export class VtdIommuHw implements IommuUnit {
     }
     const tr = this.#tr
     this.stats.walks++
-    this.#walk(pe, txn.iovaPfn, access, true, tr)
+    this.#walk(pe, txn.iovaPfn, access, true, tr, txn)
     if (tr.fault !== 0) {
       txn.faultLevel = tr.faultLevel
       const kind =
@@ -964,35 +983,44 @@ export class VtdIommuHw implements IommuUnit {
    * land in memory; without it the walk only looks (the detector's comparison walk).
    * `out.fault` is 0 or a fault reason.
    */
-  #walk(pe: CachedPasid, ipfn: number, access: number, update: boolean, out: Translation): void {
+  #walk(
+    pe: CachedPasid,
+    ipfn: number,
+    access: number,
+    update: boolean,
+    out: Translation,
+    txn: DmaTransaction | null = null,
+  ): void {
     out.fault = 0
     out.faultLevel = -1
     out.leafMid = -1
     if (pe.pgtt === Pgtt.SS) {
-      const r = this.#ssWalker.walk(
-        pe.ssRoot,
-        pe.ssLevel,
-        ipfn,
-        access,
-        update && pe.ssade ? AD : 0,
-      )
-      if (r.fault !== WalkFault.NONE) {
-        out.fault = ssFault(r.fault, access)
-        out.faultLevel = r.level
-        return
-      }
-      setLeaf(out, ipfn, r.sizeLg2, r.pagePfn, r.perm, !pe.ssade || r.dirty)
+      const ad = update && pe.ssade ? AD : 0
+      this.#walkOne(pe, TlbKind.SS, pe.ssRoot, pe.ssLevel, ipfn, access, ad, update, out, txn)
+      if (out.fault === 0 && pe.ssade === false) out.dirty = true
       return
     }
-    // First stage, alone or nested: A/D always updated in first-stage entries.
-    const nested = pe.pgtt === Pgtt.NESTED
-    if (nested) {
-      this.#resolveFault = 0
-      this.#resolveRoot = pe.ssRoot
-      this.#resolveLevel = pe.ssLevel
-      this.#resolveAd = update && pe.ssade ? AD : 0
-      this.#resolveCalls = 0
+    if (pe.pgtt === Pgtt.FS) {
+      this.#walkOne(
+        pe,
+        TlbKind.FS,
+        pe.fsRoot,
+        pe.fsLevel,
+        ipfn,
+        access,
+        update ? AD : 0,
+        update,
+        out,
+        txn,
+      )
+      return
     }
+    // Nested: A/D always updated in first-stage entries.
+    this.#resolveFault = 0
+    this.#resolveRoot = pe.ssRoot
+    this.#resolveLevel = pe.ssLevel
+    this.#resolveAd = update && pe.ssade ? AD : 0
+    this.#resolveCalls = 0
     const f = this.#fsWalker.walk(
       pe.fsRoot,
       pe.fsLevel,
@@ -1000,7 +1028,7 @@ export class VtdIommuHw implements IommuUnit {
       access,
       update ? AD : 0,
       true,
-      nested ? this.#resolve : null,
+      this.#resolve,
     )
     if (f.fault !== WalkFault.NONE) {
       out.fault = f.fault === WalkFault.TABLE_FETCH ? this.#resolveFault : fsFault(f.fault, access)
@@ -1011,10 +1039,6 @@ export class VtdIommuHw implements IommuUnit {
     const fsPage = f.pagePfn
     const fsPerm = f.perm
     const fsDirty = f.dirty
-    if (!nested) {
-      setLeaf(out, ipfn, fsSize, fsPage, fsPerm, fsDirty)
-      return
-    }
     // The output of the first stage is guest-physical: translate it by the second stage.
     const s = this.#ssWalker.walk(
       pe.ssRoot,
@@ -1031,6 +1055,85 @@ export class VtdIommuHw implements IommuUnit {
     const size = Math.min(fsSize, s.sizeLg2)
     setLeaf(out, ipfn, size, s.pagePfn, fsPerm & s.perm, fsDirty && (!pe.ssade || s.dirty))
     out.leafMid = fsPage - (ipfn - out.leafVpn)
+  }
+
+  /**
+   * A first- or second-stage walk with the paging-structure cache: a cached last-level
+   * table for the 2 MiB region is used without reading the levels above it (§6.2.4); a
+   * walk that reaches a level-0 table caches it.
+   */
+  #walkOne(
+    pe: CachedPasid,
+    kind: number,
+    root: number,
+    top: number,
+    ipfn: number,
+    access: number,
+    ad: number,
+    update: boolean,
+    out: Translation,
+    txn: DmaTransaction | null,
+  ): void {
+    const ss = kind === TlbKind.SS
+    const psc = this.psc
+    if (update) {
+      const c = psc.lookup(pe.did, pe.pasid, ipfn)
+      if (c >= 0 && psc.kind(c) === kind) {
+        const table = psc.pa[c] as number
+        if (txn !== null && this.detectStale) this.#checkPsc(pe, kind, root, top, ipfn, table, txn)
+        const leafWalker = ss ? this.#ssWalker : this.#fsLeafWalker
+        const r = leafWalker.walk(table, 0, ipfn & 511, access, ad)
+        if (r.fault !== WalkFault.NONE) {
+          out.fault = ss ? ssFault(r.fault, access) : fsFault(r.fault, access)
+          out.faultLevel = 0
+          return
+        }
+        setLeaf(out, ipfn, 12, r.pagePfn, r.perm, r.dirty)
+        return
+      }
+    }
+    this.#pscCalls = 0
+    this.#pscTop = top
+    this.#pscSeen = -1
+    const walker = ss ? this.#ssWalker : this.#fsWalker
+    const r = walker.walk(root, top, ipfn, access, ad, true, update ? this.#pscProbe : null)
+    if (r.fault !== WalkFault.NONE) {
+      out.fault = ss ? ssFault(r.fault, access) : fsFault(r.fault, access)
+      out.faultLevel = r.level
+      return
+    }
+    setLeaf(out, ipfn, r.sizeLg2, r.pagePfn, r.perm, r.dirty)
+    if (update && r.level === 0 && this.#pscSeen >= 0) {
+      psc.fill(pe.did, pe.pasid, kind, ipfn - (ipfn % 512), 21, this.#pscSeen, 0, false)
+    }
+  }
+
+  /** Detector: does the cached last-level table still sit where memory leads? */
+  #checkPsc(
+    pe: CachedPasid,
+    kind: number,
+    root: number,
+    top: number,
+    ipfn: number,
+    table: number,
+    txn: DmaTransaction,
+  ): void {
+    this.#pscCalls = 0
+    this.#pscTop = top
+    this.#pscSeen = -1
+    const walker = kind === TlbKind.SS ? this.#ssWalker : this.#fsWalker
+    walker.walk(root, top, ipfn, 0, 0, false, this.#pscProbe)
+    if (this.#pscSeen === table) return
+    this.staleUses.push({
+      cache: 'paging-structure',
+      what: `caches the last-level table 0x${table.toString(16)} for the 2 MiB region of IOVA page 0x${ipfn.toString(16)}; memory leads to ${this.#pscSeen < 0 ? 'no last-level table' : `0x${this.#pscSeen.toString(16)}`} (a non-leaf invalidation, IH = 0, was needed)`,
+      missing: kind === TlbKind.SS ? 'IOTLB invalidation' : 'PASID-based IOTLB invalidation',
+      sid: txn.rid,
+      did: pe.did,
+      pasid: txn.hasPasid ? txn.pasid : -1,
+      iova: txn.iova,
+      write: txn.write,
+    })
   }
 
   /**
@@ -1182,19 +1285,25 @@ export class VtdIommuHw implements IommuUnit {
           const am = Number(q1 & 0x3fn)
           if (!fits(q1, ~0xf80n) || am > this.#mamv || !(this.cap & Cap.PSI)) return false
           const first = Number(q1 >> 12n)
-          this.iotlb.invalidate({
+          const sel = {
             kinds: (1 << TlbKind.SS) | (1 << TlbKind.NESTED),
             tag: did,
             pasid: -1,
             first: first - (first % 2 ** am),
             count: 2 ** am,
-          })
+          }
+          this.iotlb.invalidate(sel)
+          // IH = 0: the paging-structure caches go too.
+          if ((q1 & 0x40n) === 0n) this.psc.invalidate(sel)
         } else if (gran === IotlbGran.DOMAIN) {
           if (q1 !== 0n) return false
-          this.iotlb.invalidate(all((1 << TlbKind.SS) | (1 << TlbKind.NESTED), did, -1))
+          const sel = all((1 << TlbKind.SS) | (1 << TlbKind.NESTED), did, -1)
+          this.iotlb.invalidate(sel)
+          this.psc.invalidate(sel)
         } else {
           if (q1 !== 0n) return false
           this.iotlb.invalidateAll()
+          this.psc.invalidateAll()
         }
         return true
       }
@@ -1205,16 +1314,13 @@ export class VtdIommuHw implements IommuUnit {
           const am = Number(q1 & 0x3fn)
           if (!fits(q1, ~0xf80n) || am > this.#mamv) return false
           const first = Number(q1 >> 12n)
-          this.iotlb.invalidate({
-            kinds,
-            tag: did,
-            pasid,
-            first: first - (first % 2 ** am),
-            count: 2 ** am,
-          })
+          const sel = { kinds, tag: did, pasid, first: first - (first % 2 ** am), count: 2 ** am }
+          this.iotlb.invalidate(sel)
+          if ((q1 & 0x40n) === 0n) this.psc.invalidate(sel)
         } else if (gran === PiotlbGran.ALL_IN_PASID) {
           if (q1 !== 0n) return false
           this.iotlb.invalidate(all(kinds, did, pasid))
+          this.psc.invalidate(all(kinds, did, pasid))
         } else {
           return false
         }
