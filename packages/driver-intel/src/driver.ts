@@ -19,6 +19,8 @@
  */
 
 import {
+  copyStructFromUser,
+  copyStructFromUserArray,
   type DirtyOps,
   type DomainOps,
   DomainType,
@@ -27,19 +29,31 @@ import {
   FramePurpose,
   HwInfoType,
   HwptAllocFlags,
+  HwptDataType,
+  IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE,
+  IOMMU_FAULT_PAGE_REQUEST_PASID_VALID,
+  IOMMU_FAULT_PAGE_RESPONSE_NEEDS_PASID,
+  IOMMU_FAULT_PERM_EXEC,
+  IOMMU_FAULT_PERM_PRIV,
+  IOMMU_FAULT_PERM_READ,
+  IOMMU_FAULT_PERM_WRITE,
   IOMMU_NO_PASID,
   IommuCap,
   IommuDomain,
   IommuError,
   type IommuResvRegion,
   type IopfFault,
+  IopfQueue,
   type IotlbGather,
+  iopfFault,
   type Machine,
   type PageResponse,
   type PciDevice,
   Prot,
   ResvType,
   type UnitContext,
+  type UserData,
+  type UserDataArray,
 } from '@iommu/core'
 import {
   type FormatParams,
@@ -102,8 +116,17 @@ export const IOAPIC_RANGE_END = 0xfeef_ffffn
 /** `IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17`: no read-only mappings on a nest parent. */
 export const IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 = 1
 
-/** `IOMMU_FAULT_PAGE_REQUEST_PASID_VALID` of `iommu_fault_page_request.flags`. */
-const IOMMU_FAULT_PAGE_REQUEST_PASID_VALID = 1 << 0
+/** `struct iommu_hwpt_vtd_s1` flags (`IOMMU_VTD_S1_*`). */
+export const IOMMU_VTD_S1_SRE = 1 << 0
+export const IOMMU_VTD_S1_EAFE = 1 << 1
+export const IOMMU_VTD_S1_WPE = 1 << 2
+/** `IOMMU_HWPT_INVALIDATE_DATA_VTD_S1`: the invalidation array type of a VT-d nested HWPT. */
+export const IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 = 0
+/** `IOMMU_VTD_INV_FLAGS_LEAF`: only leaf entries changed (IH = 1). */
+export const IOMMU_VTD_INV_FLAGS_LEAF = 1 << 0
+/** `sizeof(struct iommu_hwpt_vtd_s1)` and `sizeof(struct iommu_hwpt_vtd_s1_invalidate)`. */
+const VTD_S1_SIZE = 24
+const VTD_S1_INV_SIZE = 24
 /** `QI_LENGTH`: descriptors in the invalidation queue. */
 const QI_LENGTH = 256
 /** `QI_MAX_BATCHED_DESC_COUNT`. */
@@ -178,6 +201,8 @@ interface IntelIommu {
   readonly prqLog: PageRequestRecord[]
   /** `qi_submit_sync` calls that returned -EINVAL after an IQE. */
   qiErrors: number
+  /** The IOPF queue of the unit's PRI devices (`iopf_queue`). */
+  iopfQueue: IopfQueue | null
 }
 
 /** A device's PASID table (`struct pasid_table`). */
@@ -201,6 +226,8 @@ interface DevInfo {
   atsEnabled: boolean
   pasidEnabled: boolean
   priEnabled: boolean
+  /** Fault-capable domains attached (`iopf_refcount`). */
+  iopfRefcount: number
   domainAttached: boolean
   domain: VtdDomain | null
   pasidTable: PasidTable | null
@@ -222,8 +249,11 @@ interface CacheTag {
 
 /** A VT-d paging domain (`struct dmar_domain`). */
 export class VtdDomain extends IommuDomain {
-  /** Which table the domain translates with: first stage (x86-64) or second stage. */
-  readonly stage: 'fs' | 'ss'
+  /**
+   * Which table the domain translates with: first stage (x86-64), second stage, or a
+   * user-managed first stage nested on a second-stage parent.
+   */
+  readonly stage: 'fs' | 'ss' | 'nested'
   fspt: PageTable<X86_64Config, FormatParams> | null = null
   sspt: PageTable<VtdSsConfig, VtdSsParams> | null = null
   /** Per-unit domain IDs and reference counts (`iommu_array`). */
@@ -242,8 +272,15 @@ export class VtdDomain extends IommuDomain {
   nestedParent = false
   /** Flush on map (`iotlb_sync_map`): caching mode or RWBF hardware. */
   iotlbSyncMapNeeded = false
+  /** Nest parent: the nested domains on it (`s1_domains`). */
+  readonly s1Domains: Set<VtdDomain> = new Set()
+  /** Nested domain: its parent (`s2_domain`). */
+  s2Domain: VtdDomain | null = null
+  /** Nested domain: the user's `struct iommu_hwpt_vtd_s1` (`s1_cfg`). */
+  s1Cfg: { readonly flags: bigint; readonly pgtblAddr: bigint; readonly addrWidth: number } | null =
+    null
 
-  constructor(stage: 'fs' | 'ss', init: ConstructorParameters<typeof IommuDomain>[0]) {
+  constructor(stage: 'fs' | 'ss' | 'nested', init: ConstructorParameters<typeof IommuDomain>[0]) {
     super(init)
     this.stage = stage
   }
@@ -257,11 +294,11 @@ export class VtdDomain extends IommuDomain {
 
 interface IntelCaps {
   readonly dirtyTracking: true
-  readonly nesting: false
+  readonly nesting: true
   readonly pasid: true
   readonly enforceCacheCoherency: true
   readonly deferredFlush: true
-  readonly iopf: false
+  readonly iopf: true
 }
 
 const testHooks = new WeakMap<Driver, IntelTestHooks>()
@@ -565,8 +602,8 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
       } else if (!iommuHasDevice(iommu, r.rid)) {
         badPrq(iommu, r, RespCode.INVALID)
       } else {
-        // intel_prq_report: delivery through the core's IOPF path is not modelled yet.
         iommu.prqLog.push(r)
+        prqReport(iommu, r, pa)
       }
       head = (head + PRQ_DESC_SIZE) & mask
     }
@@ -575,6 +612,36 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
       const h = Number(hw.readMmio(Reg.PQH)) & mask
       const t = Number(hw.readMmio(Reg.PQT)) & mask
       if (h === t) hw.writeMmio(Reg.PRS, BigInt(Prs.PRO))
+    }
+  }
+
+  /** `intel_prq_report`: hand the request to the core's IOPF path. */
+  const prqReport = (iommu: IntelIommu, r: PageRequestRecord, pa: number) => {
+    const info = devices.get(iommu.hw)?.get(r.rid)
+    if (info === undefined || machineRef === null) return
+    let perm = 0
+    if (r.read) perm |= IOMMU_FAULT_PERM_READ
+    if (r.write) perm |= IOMMU_FAULT_PERM_WRITE
+    if (r.exe) perm |= IOMMU_FAULT_PERM_EXEC
+    if (r.priv) perm |= IOMMU_FAULT_PERM_PRIV
+    let flags = r.lpig ? IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE : 0
+    if (r.pasidPresent) {
+      flags |= IOMMU_FAULT_PAGE_REQUEST_PASID_VALID | IOMMU_FAULT_PAGE_RESPONSE_NEEDS_PASID
+    }
+    const mem = iommu.hw.memory
+    const evt = iopfFault({
+      addr: r.addr,
+      pasid: r.pasid ?? 0,
+      grpid: r.prgIndex,
+      perm,
+      flags,
+      privateData: [mem.read64(pa + 16), mem.read64(pa + 24)],
+    })
+    try {
+      machineRef.iommu.iommuReportDeviceFault(info.dev, evt)
+    } catch (e) {
+      // No handler: the core already answered INVALID through pageResponse.
+      if (!(e instanceof IommuError)) throw e
     }
   }
 
@@ -728,6 +795,33 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     devtlbInvalidationWithPasid(info, pasid)
     mem.write64(pa, faultIgnore ? Pe.FPD : 0n)
     for (let k = 1; k < 8; k++) mem.write64(pa + 8 * k, 0n)
+    if (!faultIgnore) drainPasidPrq(info, pasid)
+  }
+
+  /**
+   * `intel_iommu_drain_pasid_prq`: the page request thread already consumed the queue (it
+   * runs on every page request interrupt), then a fenced wait, an IOTLB flush and a
+   * device-TLB flush with the page-request drain option (VT-d §7.10).
+   */
+  const drainPasidPrq = (info: DevInfo, pasid: number) => {
+    if (!info.iopfRefcount) return
+    const iommu = info.iommu
+    const d = info.domain
+    const did = d?.iommus.get(iommu)?.did ?? FLPT_DEFAULT_DID
+    const fence: QiDesc = [(BigInt(QI_DONE) << 32n) | Iwd.FN | BigInt(Qi.IWD), 0n]
+    const descs: QiDesc[] =
+      pasid === IOMMU_NO_PASID
+        ? [
+            fence,
+            descIotlb(iommu, did, 0n, 0, IotlbGran.DOMAIN),
+            descDevIotlb(info, 0n, MAX_AGAW_PFN_WIDTH),
+          ]
+        : [
+            fence,
+            descPiotlb(did, pasid, 0n, MAX_AGAW_PFN_WIDTH, false),
+            descDevIotlbPasid(info, pasid, 0n, MAX_AGAW_PFN_WIDTH),
+          ]
+    qiSubmitSync(iommu, descs, true)
   }
 
   /** `intel_pasid_setup_first_level`. */
@@ -766,6 +860,47 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     // PWSNP unless the table is DMA-incoherent (the unit is page-walk coherent here).
     const v1 = BigInt(did) | (iommu.ecap & Ecap.SMPWC ? Pe.PWSNP : 0n)
     writePasidEntry(iommu.hw.memory, pa, [v0, v1])
+    pasidFlushCaches(iommu, pasid, did)
+  }
+
+  /**
+   * `intel_pasid_setup_nested`: the user's first-stage pointer (a guest-physical address,
+   * stored unmasked as the kernel does) over the parent's second-stage table; checked here,
+   * not at allocation: address width 48 or 57 (57 needs FS5LP), SRE needs SRS, EAFE needs
+   * EAFS; unknown flag bits are ignored.
+   */
+  const setupNested = (info: DevInfo, d: VtdDomain, pasid: number) => {
+    const iommu = info.iommu
+    const cfg = d.s1Cfg
+    const s2 = d.s2Domain
+    if (cfg === null || s2 === null) throw new Error('not a nested domain')
+    if (cfg.addrWidth === 57) {
+      if (!(iommu.cap & Cap.FL5LP)) throw new IommuError('EINVAL', '5-level paging not supported')
+    } else if (cfg.addrWidth !== 48) {
+      throw new IommuError('EINVAL', `stage-1 address width ${cfg.addrWidth}`)
+    }
+    const sre = (cfg.flags & BigInt(IOMMU_VTD_S1_SRE)) !== 0n
+    const eafe = (cfg.flags & BigInt(IOMMU_VTD_S1_EAFE)) !== 0n
+    if (sre && !(iommu.ecap & Ecap.SRS)) throw new IommuError('EINVAL', 'no supervisor requests')
+    if (eafe && !(iommu.ecap & Ecap.EAFS)) throw new IommuError('EINVAL', 'no extended access flag')
+    const pa = entryForSetup(info, pasid)
+    const did = domainIdIommu(d, iommu)
+    const ss = ssTable(s2)
+    let v2 = (cfg.addrWidth === 57 ? 1n << Pe.FSPM_SHIFT : 0n) | cfg.pgtblAddr
+    if (sre) {
+      v2 |= Pe.SRE
+      if (cfg.flags & BigInt(IOMMU_VTD_S1_WPE)) v2 |= Pe.WPE
+    }
+    if (eafe) v2 |= Pe.EAFE
+    const v0 =
+      (BigInt(ss.root.pfn) << 12n) |
+      (BigInt(ss.root.level - 1) << Pe.AW_SHIFT) |
+      (s2.dirtyTracking ? Pe.SSADE : 0n) |
+      (BigInt(Pgtt.NESTED) << Pe.PGTT_SHIFT) |
+      Pe.P
+    const v1 =
+      BigInt(did) | (s2.forceSnooping ? Pe.PGSNP : 0n) | (iommu.ecap & Ecap.SMPWC ? Pe.PWSNP : 0n)
+    writePasidEntry(iommu.hw.memory, pa, [v0, v1, v2 & U64_MAX])
     pasidFlushCaches(iommu, pasid, did)
   }
 
@@ -890,11 +1025,15 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     if (--t.users === 0) d.cacheTags.splice(i, 1)
   }
 
-  /** `cache_tag_assign_domain`. */
+  /** `cache_tag_assign_domain`: a nested domain's DID also tags its parent (NESTING_*). */
   const tagAssignDomain = (d: VtdDomain, info: DevInfo, pasid: number) => {
     const did = domainIdIommu(d, info.iommu)
     tagAssign(d, did, info, pasid, TagType.IOTLB)
     if (info.atsEnabled) tagAssign(d, did, info, pasid, TagType.DEVTLB)
+    const parent = d.s2Domain
+    if (parent === null) return
+    tagAssign(parent, did, info, pasid, TagType.NESTING_IOTLB)
+    if (info.atsEnabled) tagAssign(parent, did, info, pasid, TagType.NESTING_DEVTLB)
   }
 
   /** `cache_tag_unassign_domain`. */
@@ -902,6 +1041,36 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     const did = domainIdIommu(d, info.iommu)
     tagUnassign(d, did, info, pasid, TagType.IOTLB)
     if (info.atsEnabled) tagUnassign(d, did, info, pasid, TagType.DEVTLB)
+    const parent = d.s2Domain
+    if (parent === null) return
+    tagUnassign(parent, did, info, pasid, TagType.NESTING_IOTLB)
+    if (info.atsEnabled) tagUnassign(parent, did, info, pasid, TagType.NESTING_DEVTLB)
+  }
+
+  /** `intel_iommu_enable_iopf`: the first fault-capable domain puts the device on the queue. */
+  const enableIopf = (info: DevInfo) => {
+    if (!info.priEnabled || info.iommu.iopfQueue === null) {
+      throw new IommuError('ENODEV', `${info.dev.name}: PRI is not enabled`)
+    }
+    if (info.iopfRefcount++ === 0) info.iommu.iopfQueue.addDevice(info.dev)
+  }
+
+  /** `intel_iommu_disable_iopf`. */
+  const disableIopf = (info: DevInfo) => {
+    if (!info.priEnabled || info.iopfRefcount === 0) return
+    if (--info.iopfRefcount === 0) info.iommu.iopfQueue?.removeDevice(info.dev)
+  }
+
+  /** `iopf_for_domain_set` / `_remove` / `_replace`. */
+  const iopfSet = (d: IommuDomain | null, info: DevInfo) => {
+    if (d?.iopfHandler) enableIopf(info)
+  }
+  const iopfRemove = (d: IommuDomain | null, info: DevInfo) => {
+    if (d?.iopfHandler) disableIopf(info)
+  }
+  const iopfReplace = (next: IommuDomain | null, old: IommuDomain | null, info: DevInfo) => {
+    iopfSet(next, info)
+    iopfRemove(old, info)
   }
 
   /**
@@ -920,7 +1089,8 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
       batch.push(desc)
       if (batch.length === QI_MAX_BATCH) flush()
     }
-    const usePiotlb = d.stage === 'fs'
+    // intel_domain_use_piotlb: first-stage and nested domains.
+    const usePiotlb = d.stage !== 'ss'
     for (const tag of d.cacheTags) {
       if (batchIommu !== null && batchIommu !== tag.iommu) flush()
       batchIommu = tag.iommu
@@ -979,8 +1149,9 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     info.domain = null
   }
 
-  /** `paging_domain_compatible`. */
-  const compatible = (d: VtdDomain, info: DevInfo) => {
+  /** `paging_domain_compatible` (a nested domain is checked through its parent). */
+  const compatible = (domain: VtdDomain, info: DevInfo) => {
+    const d = domain.s2Domain ?? domain
     const iommu = info.iommu
     const bad = (why: string): never => {
       throw new IommuError('EINVAL', `${info.dev.name}: ${why}`)
@@ -1022,12 +1193,18 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
   }
 
   /** `intel_iommu_attach_device`: blocked first, so a failure leaves the device blocked. */
-  const attachDev = (domain: IommuDomain, dev: PciDevice): void => {
+  const attachDev = (domain: IommuDomain, dev: PciDevice, old: IommuDomain | null): void => {
     const info = infoOf(dev)
     const d = domain as VtdDomain
     blockTranslation(info)
     compatible(d, info)
-    domainAttachDevice(d, info)
+    iopfReplace(domain, old, info)
+    try {
+      domainAttachDevice(d, info)
+    } catch (e) {
+      iopfReplace(old, domain, info)
+      throw e
+    }
   }
 
   /** `domain_add_dev_pasid`. */
@@ -1056,24 +1233,108 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
   ): void => {
     const info = infoOf(dev)
     const d = domain as VtdDomain
-    if (!domain.isPaging) throw new IommuError('EINVAL', 'not a paging domain')
+    if (d.stage !== 'nested' && !domain.isPaging) {
+      throw new IommuError('EINVAL', 'not a paging domain')
+    }
     if (!pasidSupported(info.iommu)) throw new IommuError('EOPNOTSUPP', 'no PASID support')
     compatible(d, info)
     addDevPasid(d, info, pasid)
     try {
+      iopfReplace(domain, old, info)
+    } catch (e) {
+      removeDevPasid(d, info, pasid)
+      throw e
+    }
+    try {
       if (old !== null) tearDownEntry(info, pasid, false)
       if (d.stage === 'fs') setupFirstLevel(info, d, pasid)
-      else setupSecondLevel(info, d, pasid)
+      else if (d.stage === 'ss') setupSecondLevel(info, d, pasid)
+      else setupNested(info, d, pasid)
     } catch (e) {
+      iopfReplace(old, domain, info)
       removeDevPasid(d, info, pasid)
       throw e
     }
     removeDevPasid(old, info, pasid)
   }
 
+  /**
+   * `intel_nested_attach_dev`: blocked first; the parent must suit this unit; the nested
+   * domain gets a DID here, its cache tags (and NESTING tags on the parent), IOPF when it
+   * has a fault handler, then the PGTT = nested entry of PASID 0.
+   */
+  const nestedAttach = (domain: IommuDomain, dev: PciDevice): void => {
+    const info = infoOf(dev)
+    const d = domain as VtdDomain
+    blockTranslation(info)
+    compatible(d, info)
+    domainAttachIommu(d, info.iommu)
+    try {
+      tagAssignDomain(d, info, IOMMU_NO_PASID)
+      try {
+        iopfSet(domain, info)
+        try {
+          setupNested(info, d, IOMMU_NO_PASID)
+        } catch (e) {
+          iopfRemove(domain, info)
+          throw e
+        }
+      } catch (e) {
+        tagUnassignDomain(d, info, IOMMU_NO_PASID)
+        throw e
+      }
+    } catch (e) {
+      domainDetachIommu(d, info.iommu)
+      throw e
+    }
+    info.domain = d
+    info.domainAttached = true
+    d.devices.add(info)
+  }
+
+  /**
+   * `intel_nested_cache_invalidate_user`: one `struct iommu_hwpt_vtd_s1_invalidate` at a
+   * time, each flushed before the next is read; `entryNum` becomes the number handled.
+   */
+  const nestedCacheInvalidateUser = (domain: IommuDomain, array: UserDataArray): void => {
+    const d = domain as VtdDomain
+    let done = 0
+    try {
+      if (array.type !== IOMMU_HWPT_INVALIDATE_DATA_VTD_S1) {
+        throw new IommuError('EINVAL', `invalidation type ${array.type}`)
+      }
+      for (let i = 0; i < array.entryNum; i++) {
+        const v = copyStructFromUserArray(
+          array,
+          IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
+          i,
+          VTD_S1_INV_SIZE,
+          VTD_S1_INV_SIZE,
+        )
+        const addr = v.getBigUint64(0, true)
+        const npages = v.getBigUint64(8, true)
+        const flags = v.getUint32(16, true)
+        if (flags & ~IOMMU_VTD_INV_FLAGS_LEAF || v.getUint32(20, true)) {
+          throw new IommuError('EOPNOTSUPP', `entry ${i}: flags 0x${flags.toString(16)}`)
+        }
+        if (addr & 0xfffn || (npages === U64_MAX && addr !== 0n)) {
+          throw new IommuError('EINVAL', `entry ${i}: address 0x${addr.toString(16)}`)
+        }
+        // addr + nrpages_to_size(npages) - 1, in u64 arithmetic (npages = U64_MAX wraps).
+        const last = (addr + ((npages << 12n) & U64_MAX) - 1n) & U64_MAX
+        flushRange(d, addr, last, (flags & IOMMU_VTD_INV_FLAGS_LEAF) !== 0)
+        done++
+      }
+    } finally {
+      array.entryNum = done
+    }
+  }
+
   /** `blocking_domain_attach_dev`. */
   const blockedAttach = (_domain: IommuDomain, dev: PciDevice): void => {
-    blockTranslation(infoOf(dev))
+    const info = infoOf(dev)
+    iopfRemove(info.domain, info)
+    blockTranslation(info)
   }
 
   /** `blocking_domain_set_dev_pasid`. */
@@ -1085,13 +1346,15 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
   ): void => {
     const info = infoOf(dev)
     tearDownEntry(info, pasid, false)
+    iopfRemove(old, info)
     removeDevPasid(old, info, pasid)
   }
 
   /** `identity_domain_attach_dev`. */
-  const identityAttach = (_domain: IommuDomain, dev: PciDevice): void => {
+  const identityAttach = (_domain: IommuDomain, dev: PciDevice, old: IommuDomain | null): void => {
     const info = infoOf(dev)
     blockTranslation(info)
+    iopfRemove(old, info)
     setupPassThrough(info, IOMMU_NO_PASID)
     info.domainAttached = true
   }
@@ -1105,6 +1368,7 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
   ): void => {
     const info = infoOf(dev)
     if (!pasidSupported(info.iommu)) throw new IommuError('EOPNOTSUPP', 'no PASID support')
+    iopfReplace(null, old, info)
     if (old !== null) tearDownEntry(info, pasid, false)
     setupPassThrough(info, pasid)
     removeDevPasid(old, info, pasid)
@@ -1135,8 +1399,8 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
       if (d.iotlbSyncMapNeeded) flushRange(d, iova, iova + size - 1n, false)
     },
     free(d: VtdDomain) {
-      if (d.devices.size || d.devPasids.length) {
-        throw new Error(`VT-d domain freed while attached`)
+      if (d.devices.size || d.devPasids.length || d.s1Domains.size) {
+        throw new Error(`VT-d domain freed while attached or nested on`)
       }
       d.fspt?.free()
       d.sspt?.free()
@@ -1176,13 +1440,27 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     for (const p of d.devPasids) setupDirtyTracking(p.info, p.pasid, enable)
   }
 
+  /** `parent_domain_set_dirty_tracking`: every nested domain's entries, rolled back. */
+  const parentSetDirtyTracking = (d: VtdDomain, enable: boolean) => {
+    try {
+      for (const s1 of d.s1Domains) domainSetDirtyTracking(s1, enable)
+    } catch (e) {
+      for (const s1 of d.s1Domains) domainSetDirtyTracking(s1, d.dirtyTracking)
+      throw e
+    }
+  }
+
   const dirtyOps = {
     ...pageTableDirtyOps<VtdDomain>(ssTable),
-    /** `intel_iommu_set_dirty_tracking`: SSADE everywhere, rolled back on failure. */
+    /**
+     * `intel_iommu_set_dirty_tracking`: SSADE in every PASID entry of the domain and, on a
+     * nest parent, of every nested domain on it; rolled back on failure.
+     */
     setDirtyTracking(d: VtdDomain, enable: boolean) {
       if (d.dirtyTracking === enable) return
       try {
         domainSetDirtyTracking(d, enable)
+        if (d.nestedParent) parentSetDirtyTracking(d, enable)
       } catch (e) {
         domainSetDirtyTracking(d, d.dirtyTracking)
         throw e
@@ -1190,6 +1468,48 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
       d.dirtyTracking = enable
     },
   } satisfies DirtyOps<VtdDomain>
+
+  /** `intel_nested_domain_ops`. */
+  const nestedOps = {
+    attachDev: nestedAttach,
+    setDevPasid,
+    cacheInvalidateUser: nestedCacheInvalidateUser,
+    /** `intel_nested_domain_free`. */
+    free(d: VtdDomain) {
+      d.s2Domain?.s1Domains.delete(d)
+    },
+  } satisfies DomainOps<VtdDomain>
+
+  /** `intel_iommu_domain_alloc_nested` (nested.c). */
+  const domainAllocNested = (
+    dev: PciDevice,
+    parent: IommuDomain,
+    flags: number,
+    data: UserData,
+  ): IommuDomain => {
+    const iommu = infoOf(dev).iommu
+    if (!nestedSupported(iommu) || flags & ~HwptAllocFlags.PASID) {
+      throw new IommuError('EOPNOTSUPP', 'nesting or flags')
+    }
+    if (data.type !== HwptDataType.VTD_S1) {
+      throw new IommuError('EOPNOTSUPP', `data type ${data.type}`)
+    }
+    const s2 = parent as VtdDomain
+    if (!(s2 instanceof VtdDomain) || s2.stage !== 'ss' || !s2.nestedParent) {
+      throw new IommuError('EINVAL', 'parent is not a second-stage nest parent')
+    }
+    // struct iommu_hwpt_vtd_s1 {u64 flags; u64 pgtbl_addr; u32 addr_width; u32 __reserved}
+    const v = copyStructFromUser(data, HwptDataType.VTD_S1, VTD_S1_SIZE, VTD_S1_SIZE)
+    const d = new VtdDomain('nested', { type: DomainType.NESTED, ops: nestedOps })
+    d.s2Domain = s2
+    d.s1Cfg = {
+      flags: v.getBigUint64(0, true),
+      pgtblAddr: v.getBigUint64(8, true),
+      addrWidth: v.getUint32(16, true),
+    }
+    s2.s1Domains.add(d)
+    return d
+  }
 
   /** `intel_iommu_domain_alloc_first_stage`: EOPNOTSUPP lets the caller try second stage. */
   const allocFirstStage = (info: DevInfo, flags: number): VtdDomain => {
@@ -1278,11 +1598,11 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     apiVersion: 1,
     capabilities: {
       dirtyTracking: true,
-      nesting: false,
+      nesting: true,
       pasid: true,
       enforceCacheCoherency: true,
       deferredFlush: true,
-      iopf: false,
+      iopf: true,
     },
     /** `init_dmars` for one DRHD: root table, QI, fault handler, PRQ, translation on. */
     createUnit(ctx: UnitContext) {
@@ -1311,6 +1631,7 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
         faultLog: [],
         prqLog: [],
         qiErrors: 0,
+        iopfQueue: null,
       }
       iommus.push(iommu)
       devices.set(hw, new Map())
@@ -1336,6 +1657,7 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
         const frames = 2 ** PRQ_ORDER
         const prqPa = mem.allocFrames(frames, FramePurpose.IOMMU_HW, frames) * 4096
         ;(iommu as { prqPa: number }).prqPa = prqPa
+        iommu.iopfQueue = new IopfQueue(`dmar${ctx.index}-iopfq`)
         hw.irq.pageRequest = () => prqEventThread(iommu)
         hw.writeMmio(Reg.PQH, 0n)
         hw.writeMmio(Reg.PQT, 0n)
@@ -1412,6 +1734,7 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
           atsEnabled: false,
           pasidEnabled: false,
           priEnabled: false,
+          iopfRefcount: 0,
           domainAttached: false,
           domain: null,
           pasidTable: null,
@@ -1473,17 +1796,19 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
         return infoOf(dev).iommu.ecap & Ecap.PT ? 0 : DomainType.DMA
       },
       /** `intel_iommu_page_response`: a page group response descriptor. */
-      pageResponse(dev: PciDevice, fault: IopfFault, response: PageResponse) {
+      pageResponse(dev: PciDevice, evt: IopfFault, response: PageResponse) {
         const info = infoOf(dev)
-        const pasidPresent = (fault.flags & IOMMU_FAULT_PAGE_REQUEST_PASID_VALID) !== 0
+        const prm = evt.fault.prm
+        const pasidPresent = (prm.flags & IOMMU_FAULT_PAGE_REQUEST_PASID_VALID) !== 0
+        // The code goes out as given: IOMMU_PAGE_RESP_FAILURE (2) is not PCIe's 0xf.
         qiSubmitSync(info.iommu, [
           [
-            (BigInt(fault.pasid) << 32n) |
+            (BigInt(prm.pasid) << 32n) |
               (BigInt(info.sid) << 16n) |
               (pasidPresent ? 1n << 4n : 0n) |
-              (BigInt(response.code) << 12n) |
+              (BigInt(response.code & 0xf) << 12n) |
               BigInt(Qi.PGRP_RESP),
-            BigInt(fault.grpid) << 3n,
+            BigInt(prm.grpid & 0x1ff) << 3n,
           ],
         ])
       },
@@ -1494,6 +1819,7 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     },
     domainOps: ssOps,
     dirtyOps,
+    nesting: { domainAllocNested },
   })
   self = driver
   testHooks.set(driver, hooks)

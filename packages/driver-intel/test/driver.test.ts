@@ -6,8 +6,16 @@
 import {
   createMachine,
   HwptAllocFlags,
+  IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE,
+  IOMMU_FAULT_PAGE_REQUEST_PASID_VALID,
+  IOMMU_FAULT_PAGE_RESPONSE_NEEDS_PASID,
+  IOMMU_FAULT_PERM_READ,
+  IOMMU_FAULT_PERM_WRITE,
   IommuCap,
   type IommuDomain,
+  IommuPageResponseCode,
+  type IopfGroup,
+  iopfGroupResponse,
   type Machine,
   type PciDevice,
   Prot,
@@ -206,35 +214,54 @@ describe('PASID attach and replace', () => {
 })
 
 describe('page requests through the driver', () => {
-  it('reads a page request from the queue and answers it with a page group response', () => {
+  it("reports a page group to the domain's fault handler and sends its response", () => {
     const { m, dev, unit } = rig(DEFAULT_ECAP, { ats: true, pri: true })
     const d = alloc(m, dev, PASID)
+    const groups: IopfGroup[] = []
+    d.iopfHandler = (g) => groups.push(g)
     m.iommu.iommuAttachDevicePasid(d, dev, 4, { domain: null })
-    const ok = unit.pageRequest({
-      rid: dev.rid,
-      pasid: 4,
-      addr: 0x5000_0000n,
-      read: true,
-      write: true,
-      lpig: true,
-      prgIndex: 17,
-    })
-    expect(ok).toBe(true)
+    expect(dev.iommu?.faultParam).toBeTruthy()
+    const req = { rid: dev.rid, pasid: 4, read: true, write: true, prgIndex: 17 }
+    expect(unit.pageRequest({ ...req, addr: 0x5000_0000n, lpig: false })).toBe(true)
+    expect(unit.pageRequest({ ...req, addr: 0x5000_1000n, lpig: true })).toBe(true)
     // The page request interrupt ran the driver's reader: the queue is empty again.
     expect(unit.pendingPageRequests()).toEqual([])
-    expect(intelPageRequestLog(dev)).toEqual([
-      expect.objectContaining({ rid: dev.rid, pasid: 4, prgIndex: 17, lpig: true }),
-    ])
+    expect(intelPageRequestLog(dev)).toHaveLength(2)
+    expect(groups).toHaveLength(1)
+    const g = groups[0] as IopfGroup
+    expect(g.faultCount).toBe(2)
+    expect(g.lastFault.fault.prm).toEqual({
+      flags:
+        IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE |
+        IOMMU_FAULT_PAGE_REQUEST_PASID_VALID |
+        IOMMU_FAULT_PAGE_RESPONSE_NEEDS_PASID,
+      pasid: 4,
+      grpid: 17,
+      perm: IOMMU_FAULT_PERM_READ | IOMMU_FAULT_PERM_WRITE,
+      addr: 0x5000_1000n,
+      privateData: [0n, 0n],
+    })
     expect(unit.groupPending(dev.rid, 4, 17)).toBe(true)
-    const ops = dev.unit?.driver.ops
-    ops?.pageResponse?.(
-      dev,
-      { pasid: 4, grpid: 17, perm: 3, addr: 0x5000_0000n, flags: 1 | 2 },
-      { pasid: 4, grpid: 17, code: RespCode.SUCCESS },
-    )
+    iopfGroupResponse(g, IommuPageResponseCode.SUCCESS)
     expect(unit.groupPending(dev.rid, 4, 17)).toBe(false)
     expect(unit.pageResponses).toEqual([
       { rid: dev.rid, pasid: 4, prgIndex: 17, code: RespCode.SUCCESS, auto: false },
+    ])
+    // Detaching the PASID drains and takes the device off the IOPF queue.
+    m.iommu.iommuDetachDevicePasid(d, dev, 4)
+    expect(dev.iommu?.faultParam ?? null).toBeNull()
+    expect(unit.staleUses).toEqual([])
+  })
+
+  it("answers INVALID when the PASID's domain has no fault handler", () => {
+    const { m, dev, unit } = rig(DEFAULT_ECAP, { ats: true, pri: true })
+    const d = alloc(m, dev, PASID)
+    m.iommu.iommuAttachDevicePasid(d, dev, 4, { domain: null })
+    const r = { rid: dev.rid, pasid: 4, addr: 0n, read: true, write: false, lpig: true }
+    expect(unit.pageRequest({ ...r, prgIndex: 5 })).toBe(true)
+    expect(unit.groupPending(dev.rid, 4, 5)).toBe(false)
+    expect(unit.pageResponses).toEqual([
+      { rid: dev.rid, pasid: 4, prgIndex: 5, code: RespCode.INVALID, auto: false },
     ])
   })
 
