@@ -356,6 +356,17 @@ describe('nested translation per PASID', () => {
     expect(rig.hw.pendingFaults().at(-1)?.reason).toBe(Fr.NESTED_FS_READ)
   })
 
+  it('drops every nested entry of the domain on a page-selective IOTLB invalidation', () => {
+    const { rig, iova, GPA_DATA } = nestedRig()
+    rig.dma(SID, iova, false, 5)
+    expect(rig.hw.iotlb.size).toBe(1)
+    // A second-stage (guest-physical) range far from anything: the nested entry goes anyway.
+    rig.submit([iotlbPsi(10, BigInt(GPA_DATA), 0)])
+    expect(rig.hw.iotlb.size).toBe(1)
+    rig.submit([iotlbPsi(9, 0x7000_0000n, 0)])
+    expect(rig.hw.iotlb.size).toBe(0)
+  })
+
   it('needs a PASID-based IOTLB invalidation after a guest first-stage change', () => {
     const { rig, hostTables, hostData, iova, GPA_DATA } = nestedRig()
     const mem = rig.m.memory

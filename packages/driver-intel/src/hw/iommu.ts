@@ -1286,13 +1286,16 @@ export class VtdIommuHw implements IommuUnit {
           if (!fits(q1, ~0xf80n) || am > this.#mamv || !(this.cap & Cap.PSI)) return false
           const first = Number(q1 >> 12n)
           const sel = {
-            kinds: (1 << TlbKind.SS) | (1 << TlbKind.NESTED),
+            kinds: 1 << TlbKind.SS,
             tag: did,
             pasid: -1,
             first: first - (first % 2 ** am),
             count: 2 ** am,
           }
           this.iotlb.invalidate(sel)
+          // Nested entries are tagged by first-stage input addresses, not the
+          // guest-physical range given: every nested entry of the domain goes (§6.5.2.3).
+          this.iotlb.invalidate(all(1 << TlbKind.NESTED, did, -1))
           // IH = 0: the paging-structure caches go too.
           if ((q1 & 0x40n) === 0n) this.psc.invalidate(sel)
         } else if (gran === IotlbGran.DOMAIN) {
