@@ -11,9 +11,11 @@
  * domains, RID attach (block first, then set up the PASID-0 entry) and PASID attach and
  * replace (`set_dev_pasid`: tear down, then set up), cache tags and the flush strategy of
  * `cache.c` (batched IOTLB / PASID-based IOTLB / device-TLB descriptors), second-stage dirty
- * tracking through SSADE, enforce-cache-coherency (SNP / PGSNP), the fault handler and the
- * page request queue reader. Not modelled yet: nested domains (`IOMMU_HWPT_DATA_VTD_S1`),
- * IOPF delivery through the core, SVA, interrupt remapping, legacy (non-scalable) mode.
+ * tracking through SSADE, enforce-cache-coherency (SNP / PGSNP), nested domains
+ * (`IOMMU_HWPT_DATA_VTD_S1`, attach per RID and per PASID, user cache invalidation,
+ * NESTING cache tags), the fault handler, and the page request queue reader reporting
+ * through the core's IOPF path. Not modelled: SVA, interrupt remapping, legacy
+ * (non-scalable) mode.
  *
  * @module
  */
