@@ -58,6 +58,7 @@ import {
   type UserDataArray,
 } from '@iommu/core'
 import {
+  type AnyPageTable,
   type FormatParams,
   PageTable,
   pageTableDirtyOps,
@@ -1513,6 +1514,18 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     return d
   }
 
+  /** The page-table hooks of a domain: its flush for table pages a map replaced. */
+  const tableOptions = (d: VtdDomain, pgsizeBitmap: bigint) => ({
+    pgsizeBitmap,
+    iotlbSync: (gather: IotlbGather) => flushRange(d, gather.start, gather.end, false),
+  })
+
+  /** The domain takes the table's page sizes and aperture. */
+  const adoptTable = (d: VtdDomain, pt: AnyPageTable) => {
+    d.pgsizeBitmap = pt.pgsizeBitmap
+    Object.assign(d.geometry, pt.geometry)
+  }
+
   /** `intel_iommu_domain_alloc_first_stage`: EOPNOTSUPP lets the caller try second stage. */
   const allocFirstStage = (info: DevInfo, flags: number): VtdDomain => {
     const iommu = info.iommu
@@ -1529,14 +1542,10 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
       iommu.hw.memory,
       x86_64,
       { topLevel: top, hwMaxVaBits: vasz, hwMaxOaBits: 52, signExtend: true },
-      {
-        pgsizeBitmap: mask,
-        iotlbSync: (gather) => flushRange(d, gather.start, gather.end, false),
-      },
+      tableOptions(d, mask),
     )
     d.fspt = pt
-    d.pgsizeBitmap = pt.pgsizeBitmap
-    Object.assign(d.geometry, pt.geometry)
+    adoptTable(d, pt)
     d.iotlbSyncMapNeeded = (iommu.cap & Cap.RWBF) !== 0n
     return d
   }
@@ -1571,14 +1580,10 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
       iommu.hw.memory,
       vtdss,
       { topLevel: top, hwMaxVaBits: vasz, hwMaxOaBits: 52, forceWriteable: parent },
-      {
-        pgsizeBitmap: mask,
-        iotlbSync: (gather) => flushRange(d, gather.start, gather.end, false),
-      },
+      tableOptions(d, mask),
     )
     d.sspt = pt
-    d.pgsizeBitmap = pt.pgsizeBitmap
-    Object.assign(d.geometry, pt.geometry)
+    adoptTable(d, pt)
     d.nestedParent = parent
     d.iotlbSyncMapNeeded = (iommu.cap & (Cap.RWBF | Cap.CM)) !== 0n
     return d
