@@ -1,0 +1,2 @@
+export * from './entries.ts'
+export { Ste } from './hw/regs.ts'

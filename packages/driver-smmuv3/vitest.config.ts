@@ -1,0 +1,3 @@
+import { iommuProject } from '../../tooling/vitest/project.ts'
+
+export default iommuProject()
