@@ -26,8 +26,8 @@ import {
   Ste,
   writeEntry,
 } from '../src/index.ts'
-import { fieldPrep, S1Dss, S1Fmt, SteCfg } from '../src/hw/regs.ts'
-import { type Inv, InvType, type Invs, inv, invsMerge, invsOf, invsPurge, invsUnref } from '../src/invs.ts'
+import { fieldPrep, S1Dss, S1Fmt, SteCfg } from '../src/index.ts'
+import { type Inv, InvType, type Invs, inv, invsMerge, invsOf, invsPurge, invsUnref } from '../src/index.ts'
 
 /** The suite's SMMU: stalls and attribute-type override, nothing else. */
 const FEATURES = Feat.STALLS | Feat.ATTR_TYPES_OVR
