@@ -54,7 +54,13 @@ export function cmdResume(sid: number, stag: number, resp: number): Command {
   return c
 }
 
-export function cmdPriResp(sid: number, ssid: number, ssv: boolean, grpid: number, resp: number): Command {
+export function cmdPriResp(
+  sid: number,
+  ssid: number,
+  ssv: boolean,
+  grpid: number,
+  resp: number,
+): Command {
   const c = cmdOp(Op.PRI_RESP)
   c[0] |=
     fieldPrep(Cmd.D0_SSV, ssv ? 1 : 0) |
@@ -116,7 +122,11 @@ export function atcInvToCmd(sid: number, ssid: number, iova: bigint, size: bigin
 }
 
 /** Write a command at `pa`. */
-export function writeCommand(mem: { write64(pa: number, v: bigint): void }, pa: number, c: Command): void {
+export function writeCommand(
+  mem: { write64(pa: number, v: bigint): void },
+  pa: number,
+  c: Command,
+): void {
   mem.write64(pa, c[0])
   mem.write64(pa + 8, c[1])
 }

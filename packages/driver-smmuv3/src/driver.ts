@@ -16,13 +16,14 @@
  */
 
 import {
-  DomainFeature,
   type DirtyOps,
+  DomainFeature,
   type DomainOps,
   DomainType,
   type Driver,
   defineDriver,
   FramePurpose,
+  IotlbGather as Gather,
   HwInfoType,
   HwptAllocFlags,
   IommuCap,
@@ -30,7 +31,6 @@ import {
   IommuError,
   type IommuResvRegion,
   type IotlbGather,
-  IotlbGather as Gather,
   type Machine,
   type PciDevice,
   Prot,
@@ -78,7 +78,6 @@ import {
   type S2TableCfg,
   writeEntry,
 } from './entries.ts'
-import { type SmmuV3HwConfig, SmmuV3Hw } from './hw/smmu.ts'
 import {
   Cd,
   Cmd,
@@ -112,10 +111,11 @@ import {
   Strtab,
   SyncCs,
 } from './hw/regs.ts'
+import { SmmuV3Hw, type SmmuV3HwConfig } from './hw/smmu.ts'
 import {
   type Inv,
-  InvType,
   type Invs,
+  InvType,
   inv,
   invsMerge,
   invsNext,
@@ -310,13 +310,15 @@ export function smmuv3TestHooks(driver: Driver): SmmuV3TestHooks {
 /** The SMMU a device sits behind (for tests and tools). */
 export function smmuv3UnitOf(dev: PciDevice): SmmuV3Hw {
   const u = dev.iommu?.unit ?? dev.unit
-  if (!(u instanceof SmmuV3Hw)) throw new IommuError('ENODEV', `${dev.name} is not behind an SMMUv3`)
+  if (!(u instanceof SmmuV3Hw))
+    throw new IommuError('ENODEV', `${dev.name} is not behind an SMMUv3`)
   return u
 }
 
 function masterOf(dev: PciDevice): Master {
   const m = dev.iommu?.priv
-  if (m === null || m === undefined) throw new IommuError('ENODEV', `${dev.name} not probed by smmuv3`)
+  if (m === null || m === undefined)
+    throw new IommuError('ENODEV', `${dev.name} not probed by smmuv3`)
   return m as Master
 }
 
@@ -396,7 +398,11 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
    *
    * @returns 0, or ETIMEDOUT when the queue is stuck (the kernel logs it)
    */
-  const issueCmdlist = (smmu: SmmuDevice, cmds: readonly Command[], sync: boolean): 0 | 'ETIMEDOUT' => {
+  const issueCmdlist = (
+    smmu: SmmuDevice,
+    cmds: readonly Command[],
+    sync: boolean,
+  ): 0 | 'ETIMEDOUT' => {
     const q = smmu.cmdq
     const hw = smmu.hw
     const mem = hw.memory
@@ -601,7 +607,8 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
     // The SMMU does not cache an L1STD with SPAN = 0, so no CFGI is needed.
     mem.write64(
       t.basePa + l1 * 8,
-      fieldPrep(Strtab.L1_DESC_SPAN_MASK, Strtab.SPLIT + 1) | (BigInt(pa) & Strtab.L1_DESC_L2PTR_MASK),
+      fieldPrep(Strtab.L1_DESC_SPAN_MASK, Strtab.SPLIT + 1) |
+        (BigInt(pa) & Strtab.L1_DESC_L2PTR_MASK),
     )
   }
 
@@ -942,8 +949,7 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
       state.newInvst = { domain: newD, oldInvs: newD.invs, newInvs: invsMerge(newD.invs, build) }
     }
     if (oldD !== null) {
-      const oldInvs =
-        newD === oldD && state.newInvst !== null ? state.newInvst.newInvs : oldD.invs
+      const oldInvs = newD === oldD && state.newInvst !== null ? state.newInvst.newInvs : oldD.invs
       state.oldInvst = {
         domain: oldD,
         oldInvs,
@@ -1046,7 +1052,8 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
     const d = domainDevices(domain)
     if (d === null) return
     const i = d.devices.findIndex(
-      (md) => md.master === master && md.domain === domain && md.ssid === ssid && !md.nestedAtsFlush,
+      (md) =>
+        md.master === master && md.domain === domain && md.ssid === ssid && !md.nestedAtsFlush,
     )
     if (i >= 0) {
       d.devices.splice(i, 1)
@@ -1149,7 +1156,13 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
   }
 
   /** arm_smmu_set_pasid(). */
-  const setPasid = (master: Master, d: SmmuDomain, pasid: number, cd: Entry, old: IommuDomain | null) => {
+  const setPasid = (
+    master: Master,
+    d: SmmuDomain,
+    pasid: number,
+    cd: Entry,
+    old: IommuDomain | null,
+  ) => {
     const sidDomain = ridDomain(master.dev)
     if (d.smmu !== master.smmu) throw new IommuError('EINVAL', 'domain of another SMMU')
     if (
@@ -1168,7 +1181,12 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
   }
 
   /** arm_smmu_s1_set_dev_pasid(): stage-1 domains only. */
-  const s1SetDevPasid = (domain: IommuDomain, dev: PciDevice, pasid: number, old: IommuDomain | null) => {
+  const s1SetDevPasid = (
+    domain: IommuDomain,
+    dev: PciDevice,
+    pasid: number,
+    old: IommuDomain | null,
+  ) => {
     const d = domain as SmmuDomain
     const master = masterOf(dev)
     if (d.smmu !== master.smmu) throw new IommuError('EINVAL', 'domain of another SMMU')
@@ -1180,7 +1198,12 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
    * arm_smmu_blocking_set_dev_pasid(): clear the CD, flush the PASID's ATC, leave the old
    * domain; when the last PASID goes, an identity/blocked RID returns to a plain STE.
    */
-  const blockingSetDevPasid = (_blocked: IommuDomain, dev: PciDevice, pasid: number, old: IommuDomain | null) => {
+  const blockingSetDevPasid = (
+    _blocked: IommuDomain,
+    dev: PciDevice,
+    pasid: number,
+    old: IommuDomain | null,
+  ) => {
     const master = masterOf(dev)
     const state = newState(master, old, pasid)
     prepareInvs(state, null)
@@ -1223,12 +1246,21 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
      * `iommu_iotlb_gather_add_page`, which syncs first when the page size changes or the
      * range is disjoint, and records the page size `iotlb_sync` needs.
      */
-    unmapPages(d: SmmuDomain, iova: bigint, pgsize: bigint, pgcount: number, gather: IotlbGather): bigint {
+    unmapPages(
+      d: SmmuDomain,
+      iova: bigint,
+      pgsize: bigint,
+      pgcount: number,
+      gather: IotlbGather,
+    ): bigint {
       const scratch = new Gather()
       scratch.queued = gather.queued
       const n = tableOf(d).unmapPages(iova, pgsize, pgcount, scratch)
       if (n > 0n && !gather.queued) {
-        if ((gather.pgsize && BigInt(gather.pgsize) !== pgsize) || gather.isDisjoint(iova, pgsize)) {
+        if (
+          (gather.pgsize && BigInt(gather.pgsize) !== pgsize) ||
+          gather.isDisjoint(iova, pgsize)
+        ) {
           machineRef?.iommu.iommuIotlbSync(d, gather)
         }
         gather.pgsize = Number(pgsize)
@@ -1359,7 +1391,9 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
   // ---------------------------------------------------------------- probe
 
   /** arm_smmu_device_hw_probe(): features from the ID registers. */
-  const hwProbe = (hw: SmmuV3Hw): Omit<SmmuDevice, 'cmdq' | 'evtq' | 'priq' | 'strtab'> & {
+  const hwProbe = (
+    hw: SmmuV3Hw,
+  ): Omit<SmmuDevice, 'cmdq' | 'evtq' | 'priq' | 'strtab'> & {
     cmdqShift: number
     evtqShift: number
     priqShift: number
@@ -1416,7 +1450,8 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
     if (idr0 & Idr0.S1P) features |= Feat.TRANS_S1
     if (idr0 & Idr0.S2P) features |= Feat.TRANS_S2
     if (!(idr0 & (Idr0.S1P | Idr0.S2P))) fail('no translation support')
-    if (!(((idr0 >>> Idr0.TTF_SHIFT) & 3) & Idr0.TTF_AARCH64)) fail('AArch64 table format not supported')
+    if (!((idr0 >>> Idr0.TTF_SHIFT) & 3 & Idr0.TTF_AARCH64))
+      fail('AArch64 table format not supported')
     const asidBits = idr0 & Idr0.ASID16 ? 16 : 8
     const vmidBits = idr0 & Idr0.VMID16 ? 16 : 8
     const idr1 = hw.readReg(Mmio.IDR1)
@@ -1524,7 +1559,10 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
   const writeRegSync = (hw: SmmuV3Hw, value: number, reg: number, ack: number) => {
     hw.writeReg(reg, value)
     if (hw.readReg(ack) !== value >>> 0) {
-      throw new IommuError('ETIMEDOUT', `${hw.name}: register 0x${reg.toString(16)} not acknowledged`)
+      throw new IommuError(
+        'ETIMEDOUT',
+        `${hw.name}: register 0x${reg.toString(16)} not acknowledged`,
+      )
     }
   }
 
@@ -1629,7 +1667,10 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
         ...dev,
         cmdq: initQueue(hw, cmdqShift, 16),
         evtq: initQueue(hw, evtqShift, 32),
-        priq: dev.features & Feat.PRI ? initQueue(hw, priqShift, 16) : { pa: 0, shift: 0, entryBytes: 16, prod: 0, cons: 0 },
+        priq:
+          dev.features & Feat.PRI
+            ? initQueue(hw, priqShift, 16)
+            : { pa: 0, shift: 0, entryBytes: 16, prod: 0, cons: 0 },
         strtab,
       }
       smmus.push(smmu)

@@ -147,8 +147,7 @@ export function getCdUsed(ent: readonly bigint[]): Entry {
   for (let i = 0; i < 8; i++) used[i] = U64
   if ((ent[0] as bigint) & Cd.Q0_EPD0) {
     used[0] =
-      (used[0] as bigint) &
-      not(Cd.Q0_T0SZ | Cd.Q0_TG0 | Cd.Q0_IRGN0 | Cd.Q0_ORGN0 | Cd.Q0_SH0)
+      (used[0] as bigint) & not(Cd.Q0_T0SZ | Cd.Q0_TG0 | Cd.Q0_IRGN0 | Cd.Q0_ORGN0 | Cd.Q0_SH0)
     used[1] = (used[1] as bigint) & not(Cd.Q1_TTB0)
   }
   return used
@@ -234,7 +233,11 @@ function entrySet(
  *   qword 0, sync.
  * - None: write the target, sync if anything changed.
  */
-export function writeEntry(ops: EntryWriterOps, entry: EntryStore, target: readonly bigint[]): void {
+export function writeEntry(
+  ops: EntryWriterOps,
+  entry: EntryStore,
+  target: readonly bigint[],
+): void {
   const cur: Entry = []
   for (let i = 0; i < 8; i++) cur.push(entry.get(i))
   const { diff, unusedUpdate } = qwordDiff(ops, cur, target)

@@ -6,8 +6,8 @@
  */
 
 export {
-  type Command,
   atcInvToCmd,
+  type Command,
   cmdAtcInv,
   cmdAtcInvAll,
   cmdCfgiAll,
@@ -62,17 +62,6 @@ export {
   writeEntry,
 } from './entries.ts'
 export {
-  type Inv,
-  type Invs,
-  InvType,
-  inv,
-  invCmp,
-  invsMerge,
-  invsOf,
-  invsPurge,
-  invsUnref,
-} from './invs.ts'
-export {
   ATC_INV_SIZE_ALL,
   Cd,
   Cmd,
@@ -82,8 +71,8 @@ export {
   decodeEvent,
   decodePriRequest,
   Eats,
-  Evt,
   EVT_NAMES,
+  Evt,
   EvtClass,
   EvtId,
   fieldGet,
@@ -101,16 +90,16 @@ export {
   OP_NAMES,
   Op,
   PA_SIZE_BITS,
+  Priq,
   type PriRequest,
   PriResp,
-  Priq,
   Queue,
   readQwords,
   S1Cache,
   S1Dss,
   S1Fmt,
-  Sh,
   SHCFG_INCOMING,
+  Sh,
   type SmmuEvent,
   STE_0_NESTING_ALLOWED,
   STE_1_NESTING_ALLOWED,
@@ -132,9 +121,20 @@ export {
   type PageRequest,
   type PriResponse,
   type SmmuIrq,
+  SmmuV3Hw,
   type SmmuV3HwConfig,
   type SmmuV3HwStats,
-  SmmuV3Hw,
   type StaleUse,
 } from './hw/smmu.ts'
 export { KINDS_ALL, KINDS_S1_AND_NESTED, POW2, Tlb, TlbKind, type TlbStats } from './hw/tlb.ts'
+export {
+  type Inv,
+  type Invs,
+  InvType,
+  inv,
+  invCmp,
+  invsMerge,
+  invsOf,
+  invsPurge,
+  invsUnref,
+} from './invs.ts'

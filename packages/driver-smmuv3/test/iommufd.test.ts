@@ -163,7 +163,12 @@ function range(first: number, count: number): number[] {
 }
 
 function unmapAll(v: Vm, pages: number): void {
-  v.fd.ioctl(IOMMU_IOAS_UNMAP, { size: 24, ioas_id: v.ioas, iova: IOVA, length: BigInt(pages * PAGE) })
+  v.fd.ioctl(IOMMU_IOAS_UNMAP, {
+    size: 24,
+    ioas_id: v.ioas,
+    iova: IOVA,
+    length: BigInt(pages * PAGE),
+  })
 }
 
 describe('SMMUv3 dirty tracking through iommufd', () => {
@@ -171,7 +176,8 @@ describe('SMMUv3 dirty tracking through iommufd', () => {
     const v = vm({ hugePages: false, pages: 1024 })
     const hwpt = dirtyHwpt(v)
     const written = [0, 5, 511, 512, 1023]
-    for (const p of written) v.dev.dma.write(IOVA + BigInt(p * PAGE + 8), new Uint8Array([p & 0xff]))
+    for (const p of written)
+      v.dev.dma.write(IOVA + BigInt(p * PAGE + 8), new Uint8Array([p & 0xff]))
     v.dev.dma.read(IOVA + BigInt(700 * PAGE), 64)
     expect(dirtyBits(v, hwpt, 1024)).toEqual(written)
     expect(dirtyBits(v, hwpt, 1024)).toEqual([])
@@ -196,7 +202,9 @@ describe('SMMUv3 dirty tracking through iommufd', () => {
   it('reports the whole 2 MiB when the written page sits in a 2 MiB IOPTE', () => {
     const v = vm({ hugePages: true, pages: 1024, prefault: [512, 0] })
     const hwpt = dirtyHwpt(v)
-    const leaf = domainOf(v).pt?.pgtableWalk(IOVA + BigInt(600 * PAGE)).at(-1)
+    const leaf = domainOf(v)
+      .pt?.pgtableWalk(IOVA + BigInt(600 * PAGE))
+      .at(-1)
     expect(leaf?.level).toBe(1)
     v.dev.dma.write(IOVA + BigInt(600 * PAGE), new Uint8Array([1]))
     expect(dirtyBits(v, hwpt, 1024)).toEqual(range(512, 512))
@@ -307,7 +315,11 @@ describe('the missing-invalidation detector', () => {
     idev.detach()
     // The STE in memory aborts; the cached copy still translates.
     expect(v.dev.dma.read(IOVA, 1)).toHaveLength(1)
-    expect(v.unit.staleUses[0]).toMatchObject({ cache: 'ste', missing: 'CFGI_STE', sid: v.dev.streamId })
+    expect(v.unit.staleUses[0]).toMatchObject({
+      cache: 'ste',
+      missing: 'CFGI_STE',
+      sid: v.dev.streamId,
+    })
   })
 
   it('catches a CD change whose CFGI_CD was dropped', () => {
@@ -358,7 +370,7 @@ describe('hardware information and ATS through iommufd', () => {
     v.fd.bindDevice(v.dev).attach(v.ioas)
     const sid = v.dev.streamId
     expect(v.unit.atsEnabled(sid)).toBe(true)
-    expect(v.m.memory.read64(stePa(v) + 8) >> 28n & 3n).toBe(1n)
+    expect((v.m.memory.read64(stePa(v) + 8) >> 28n) & 3n).toBe(1n)
     v.vmm.write(v.guest, new Uint8Array([0x77]))
     expect(v.dev.dma.read(IOVA, 1)[0]).toBe(0x77)
     // The second read is served by the endpoint's ATC.
@@ -380,7 +392,11 @@ describe('faulting DMA on SMMUv3', () => {
     const before = v.vmm.read(v.guest, 4 * PAGE)
     const start = IOVA + BigInt(3 * PAGE + 0x800)
     expect(() => v.dev.dma.write(start, new Uint8Array(PAGE).fill(7))).toThrow(
-      expect.objectContaining({ reason: 'translation', write: true, iova: IOVA + BigInt(4 * PAGE) }),
+      expect.objectContaining({
+        reason: 'translation',
+        write: true,
+        iova: IOVA + BigInt(4 * PAGE),
+      }),
     )
     expect(v.vmm.read(v.guest, 4 * PAGE)).toEqual(before)
     // The event thread consumed the record at once (an interrupt).
@@ -410,7 +426,10 @@ describe('faulting DMA on SMMUv3', () => {
       expect.objectContaining({ reason: 'permission' }),
     )
     expect(v.vmm.read(v.guest, 4)).toEqual(new Uint8Array([1, 2, 3, 4]))
-    expect(smmuv3EventLog(v.dev).at(-1)?.event).toMatchObject({ id: EvtId.F_PERMISSION, read: false })
+    expect(smmuv3EventLog(v.dev).at(-1)?.event).toMatchObject({
+      id: EvtId.F_PERMISSION,
+      read: false,
+    })
     expect(v.dev.dma.read(IOVA, 4)).toEqual(new Uint8Array([1, 2, 3, 4]))
   })
 

@@ -14,20 +14,30 @@ import {
   type EntryWriterOps,
   emptyEntry,
   Feat,
+  fieldPrep,
   getCdUsed,
-  getSteUsed,
   getSteUpdateSafe,
+  getSteUsed,
+  type Inv,
+  type Invs,
+  InvType,
+  inv,
+  invsMerge,
+  invsOf,
+  invsPurge,
+  invsUnref,
   makeAbortSte,
   makeBypassSte,
   makeCdtableSte,
   makeS1Cd,
   makeS2DomainSte,
   makeSvaCd,
+  S1Dss,
+  S1Fmt,
   Ste,
+  SteCfg,
   writeEntry,
 } from '../src/index.ts'
-import { fieldPrep, S1Dss, S1Fmt, SteCfg } from '../src/index.ts'
-import { type Inv, InvType, type Invs, inv, invsMerge, invsOf, invsPurge, invsUnref } from '../src/index.ts'
 
 /** The suite's SMMU: stalls and attribute-type override, nothing else. */
 const FEATURES = Feat.STALLS | Feat.ATTR_TYPES_OVR
@@ -88,10 +98,12 @@ function expectTransition(
   expect(entry).toEqual(target)
 }
 
-const steHitless = (cur: Entry, target: Entry, n: number) => expectTransition('ste', cur, target, n, true)
+const steHitless = (cur: Entry, target: Entry, n: number) =>
+  expectTransition('ste', cur, target, n, true)
 const steNonHitless = (cur: Entry, target: Entry, n: number) =>
   expectTransition('ste', cur, target, n, false)
-const cdHitless = (cur: Entry, target: Entry, n: number) => expectTransition('cd', cur, target, n, true)
+const cdHitless = (cur: Entry, target: Entry, n: number) =>
+  expectTransition('cd', cur, target, n, true)
 const cdNonHitless = (cur: Entry, target: Entry, n: number) =>
   expectTransition('cd', cur, target, n, false)
 
@@ -167,12 +179,9 @@ describe('the builders under the suite fixture give the reference entries', () =
       0x000dbeefdeadbee0n,
     ])
     expect(makeS2Ste(TEST_STALL)[2]).toBe(0x0649b6c400000000n)
-    expect(makeCdtableSteFor(S1Dss.BYPASS, FAKE_CDTAB_DMA, TEST_ATS | TEST_NESTED).slice(0, 4)).toEqual([
-      0xf800f0f0f0f0f0efn,
-      0x00001000180800d5n,
-      0x0449b6c400000000n,
-      0x000dbeefdeadbee0n,
-    ])
+    expect(
+      makeCdtableSteFor(S1Dss.BYPASS, FAKE_CDTAB_DMA, TEST_ATS | TEST_NESTED).slice(0, 4),
+    ).toEqual([0xf800f0f0f0f0f0efn, 0x00001000180800d5n, 0x0449b6c400000000n, 0x000dbeefdeadbee0n])
     expect(makeS1CdFor(1997).slice(0, 4)).toEqual([
       0x07cde201c0003684n,
       0x000dbeefdeadbee0n,
@@ -184,12 +193,9 @@ describe('the builders under the suite fixture give the reference entries', () =
 
   it('used-bit masks of bypass, CD-table, S2 and nested STEs', () => {
     expect(getSteUsed(bypassSte).slice(0, 4)).toEqual([0xfn, 0x0000300000000000n, 0n, 0n])
-    expect(getSteUsed(makeCdtableSteFor(S1Dss.SSID0, FAKE_CDTAB_DMA, TEST_ATS)).slice(0, 4)).toEqual([
-      0xf80fffffffffffffn,
-      0x00000000f80800ffn,
-      0xffffn,
-      0n,
-    ])
+    expect(
+      getSteUsed(makeCdtableSteFor(S1Dss.SSID0, FAKE_CDTAB_DMA, TEST_ATS)).slice(0, 4),
+    ).toEqual([0xf80fffffffffffffn, 0x00000000f80800ffn, 0xffffn, 0n])
     expect(getSteUsed(makeCdtableSteFor(S1Dss.BYPASS, FAKE_CDTAB_DMA, TEST_ATS))[1]).toBe(
       0x00003000f80800ffn,
     )
@@ -200,7 +206,10 @@ describe('the builders under the suite fixture give the reference entries', () =
       0x000ffffffffffff0n,
     ])
     expect(
-      getSteUsed(makeCdtableSteFor(S1Dss.BYPASS, FAKE_CDTAB_DMA, TEST_ATS | TEST_NESTED)).slice(0, 4),
+      getSteUsed(makeCdtableSteFor(S1Dss.BYPASS, FAKE_CDTAB_DMA, TEST_ATS | TEST_NESTED)).slice(
+        0,
+        4,
+      ),
     ).toEqual([0xf80fffffffffffffn, 0x00003000fa0800ffn, 0x065fffff0000ffffn, 0x000ffffffffffff0n])
   })
 })

@@ -349,12 +349,7 @@ export const SHCFG_INCOMING = 1
 export const STE_0_NESTING_ALLOWED: bigint =
   Ste.Q0_V | Ste.Q0_CFG | Ste.Q0_S1FMT | Ste.Q0_S1CTXPTR | Ste.Q0_S1CDMAX
 export const STE_1_NESTING_ALLOWED: bigint =
-  Ste.Q1_S1DSS |
-  Ste.Q1_S1CIR |
-  Ste.Q1_S1COR |
-  Ste.Q1_S1CSH |
-  Ste.Q1_S1STALLD |
-  Ste.Q1_EATS
+  Ste.Q1_S1DSS | Ste.Q1_S1CIR | Ste.Q1_S1COR | Ste.Q1_S1CSH | Ste.Q1_S1STALLD | Ste.Q1_EATS
 
 // ---------------------------------------------------------------------- CD
 
@@ -657,11 +652,7 @@ export function decodePriRequest(d0: bigint, d1: bigint): PriRequest {
 }
 
 /** Read `n` little-endian qwords at `pa` (a structure in memory) as bigints. */
-export function readQwords(
-  mem: { read32(pa: number): number },
-  pa: number,
-  n: number,
-): bigint[] {
+export function readQwords(mem: { read32(pa: number): number }, pa: number, n: number): bigint[] {
   const out: bigint[] = []
   for (let i = 0; i < n; i++) {
     out.push((BigInt(mem.read32(pa + 8 * i + 4)) << 32n) | BigInt(mem.read32(pa + 8 * i)))

@@ -41,7 +41,6 @@ import {
 } from '@iommu/io-pgtable'
 import {
   ATC_INV_SIZE_ALL,
-  Cd,
   Cmd,
   CmdqErr,
   Cr0,
@@ -150,7 +149,13 @@ export interface StaleUse {
   /** What differs between the cache and memory. */
   readonly what: string
   /** The command that would have dropped the entry. */
-  readonly missing: 'CFGI_STE' | 'CFGI_CD' | 'TLBI_NH_VA' | 'TLBI_S2_IPA' | 'TLBI_NH_ALL' | 'ATC_INV'
+  readonly missing:
+    | 'CFGI_STE'
+    | 'CFGI_CD'
+    | 'TLBI_NH_VA'
+    | 'TLBI_S2_IPA'
+    | 'TLBI_NH_ALL'
+    | 'ATC_INV'
   /** StreamID of the DMA. */
   readonly sid: number
   /** SubstreamID of the DMA, or -1 without one. */
@@ -502,13 +507,15 @@ export class SmmuV3Hw implements IommuUnit {
         if (!(this.#cr0 & Cr0.CMDQEN)) this.#cmdqCons = qPtr(v, this.#cmdq.shift)
         break
       case Mmio.EVTQ_PROD:
-        if (!(this.#cr0 & Cr0.EVTQEN)) this.#evtqProd = v & (qPtr(~0, this.#evtq.shift) | Queue.OVERFLOW_FLAG)
+        if (!(this.#cr0 & Cr0.EVTQEN))
+          this.#evtqProd = v & (qPtr(~0, this.#evtq.shift) | Queue.OVERFLOW_FLAG)
         break
       case Mmio.EVTQ_CONS:
         this.#evtqCons = v & (qPtr(~0, this.#evtq.shift) | Queue.OVERFLOW_FLAG)
         break
       case Mmio.PRIQ_PROD:
-        if (!(this.#cr0 & Cr0.PRIQEN)) this.#priqProd = v & (qPtr(~0, this.#priq.shift) | Queue.OVERFLOW_FLAG)
+        if (!(this.#cr0 & Cr0.PRIQEN))
+          this.#priqProd = v & (qPtr(~0, this.#priq.shift) | Queue.OVERFLOW_FLAG)
         break
       case Mmio.PRIQ_CONS:
         this.#priqCons = v & (qPtr(~0, this.#priq.shift) | Queue.OVERFLOW_FLAG)
@@ -570,7 +577,12 @@ export class SmmuV3Hw implements IommuUnit {
   }
 
   #raise(line: SmmuIrq): void {
-    const bit = line === 'gerror' ? IrqCtrl.GERROR_IRQEN : line === 'priq' ? IrqCtrl.PRIQ_IRQEN : IrqCtrl.EVTQ_IRQEN
+    const bit =
+      line === 'gerror'
+        ? IrqCtrl.GERROR_IRQEN
+        : line === 'priq'
+          ? IrqCtrl.PRIQ_IRQEN
+          : IrqCtrl.EVTQ_IRQEN
     if (this.#irqCtrl & bit) this.#pendingIrqs |= bit
   }
 
@@ -691,7 +703,14 @@ export class SmmuV3Hw implements IommuUnit {
       case Op.TLBI_NH_VAA: {
         const [first, count] = this.#tlbiRange(w0, w2, w3)
         if (op === Op.TLBI_NH_VA) {
-          this.tlb.invalidate(KINDS_S1_AND_NESTED, 0xffff_ffff, (vmid << 16) | asid, null, first, count)
+          this.tlb.invalidate(
+            KINDS_S1_AND_NESTED,
+            0xffff_ffff,
+            (vmid << 16) | asid,
+            null,
+            first,
+            count,
+          )
         } else {
           this.tlb.invalidate(KINDS_S1_AND_NESTED, 0xffff_0000, vmid << 16, null, first, count)
         }
@@ -724,10 +743,18 @@ export class SmmuV3Hw implements IommuUnit {
         const ssv = (w0 & (1 << 11)) !== 0
         const ssid = (w0 >>> 12) & 0xf_ffff
         const pageLo = addr(w2 & ~0xfff, w3) / 4096
-        if (size >= ATC_INV_SIZE_ALL) this.atc.invalidate(KINDS_ALL, 0xffff_ffff, w1, ssv ? ssid : null)
+        if (size >= ATC_INV_SIZE_ALL)
+          this.atc.invalidate(KINDS_ALL, 0xffff_ffff, w1, ssv ? ssid : null)
         else {
           const n = POW2[size] as number
-          this.atc.invalidate(KINDS_ALL, 0xffff_ffff, w1, ssv ? ssid : null, pageLo - (pageLo % n), n)
+          this.atc.invalidate(
+            KINDS_ALL,
+            0xffff_ffff,
+            w1,
+            ssv ? ssid : null,
+            pageLo - (pageLo % n),
+            n,
+          )
         }
         break
       }
@@ -982,9 +1009,12 @@ export class SmmuV3Hw implements IommuUnit {
    * memory.
    */
   #steAddress(sid: number): number {
-    if (sid >= 2 ** this.#strtabLog2) return -EvtId.C_BAD_STREAMID
+    if (sid >= 2 ** Math.min(this.#strtabLog2, this.#sidBits)) return -EvtId.C_BAD_STREAMID
     let pa: number
-    if (this.#strtabFmt === Strtab.CFG_FMT_2LVL && this.#idr0 & (Idr0.ST_LVL_2LVL << Idr0.ST_LVL_SHIFT)) {
+    if (
+      this.#strtabFmt === Strtab.CFG_FMT_2LVL &&
+      this.#idr0 & (Idr0.ST_LVL_2LVL << Idr0.ST_LVL_SHIFT)
+    ) {
       const split = this.#strtabSplit
       const l1 = this.#strtabBase + Math.floor(sid / 2 ** split) * 8
       if (l1 + 8 > this.memory.size) {
@@ -1022,12 +1052,13 @@ export class SmmuV3Hw implements IommuUnit {
     const s1fmt = (w(0) >>> 4) & 3
     const s1cdmax = w(1) >>> 27
     const idr0 = this.#idr0
-    const vmid = w(8) & (idr0 & Idr0.VMID16 ? 0xffff : 0xff)
+    const vmid = w(4) & (idr0 & Idr0.VMID16 ? 0xffff : 0xff)
     const eats = (w(2) >>> 28) & 3
     let illegal: string | null = null
     let s2: S2Cfg | null = null
     if (valid) {
-      if (config !== SteCfg.ABORT && config < SteCfg.BYPASS) illegal = `Config ${config} is reserved`
+      if (config !== SteCfg.ABORT && config < SteCfg.BYPASS)
+        illegal = `Config ${config} is reserved`
       else if (config & 1 && !(idr0 & Idr0.S1P)) illegal = 'stage 1 without IDR0.S1P'
       else if (config & 2 && config & 4 && !(idr0 & Idr0.S2P)) illegal = 'stage 2 without IDR0.S2P'
       else if (config & 1 && config & 4) {
@@ -1039,7 +1070,7 @@ export class SmmuV3Hw implements IommuUnit {
       if (illegal === null && config & 4 && config !== SteCfg.BYPASS) {
         if (eats === 3) illegal = 'EATS 3 is reserved'
         else if (eats !== Eats.ABT && !(idr0 & Idr0.ATS)) illegal = 'EATS without IDR0.ATS'
-        else if (eats === Eats.TRANS && (w(11) >>> 25) & 1) illegal = 'EATS = 1 with S2S = 1'
+        else if (eats === Eats.TRANS && (w(5) >>> 25) & 1) illegal = 'EATS = 1 with S2S = 1'
       }
       if (illegal === null && config & 2 && config & 4) {
         const r = this.#decodeS2(raw)
@@ -1126,8 +1157,7 @@ export class SmmuV3Hw implements IommuUnit {
       if (pa < 0) {
         if (pa === -EvtId.F_STE_FETCH) {
           this.#event(EvtId.F_STE_FETCH, txn, sid, { fetch: this.#fetchAddr })
-        }
-        else this.#event(-pa, txn, sid)
+        } else this.#event(-pa, txn, sid)
         txn.fault = 'bad-entry'
         return null
       }
@@ -1230,7 +1260,7 @@ export class SmmuV3Hw implements IommuUnit {
     const w0 = raw[0] as number
     const w1 = raw[1] as number
     const idr0 = this.#idr0
-    const valid = (w0 >>> 31) !== 0
+    const valid = w0 >>> 31 !== 0
     const epd0 = ((w0 >>> 14) & 1) !== 0
     let illegal: string | null = null
     let walker: PageTableWalker<ArmLpaeConfig, ArmLpaeParams> | null = null
@@ -1242,12 +1272,16 @@ export class SmmuV3Hw implements IommuUnit {
       if (!((w1 >>> 9) & 1)) illegal = 'AA64 = 0: AArch32 stage-1 tables are not supported'
       else if ((w0 >>> 15) & 1) illegal = 'ENDI = 1: big-endian tables are not supported'
       else if (!((w1 >>> 14) & 1) && idr0 & IDR0_TERM_MODEL) illegal = 'A = 0 with IDR0.TERM_MODEL'
-      else if ((w1 >>> 12) & 1 && ((idr0 >>> Idr0.STALL_MODEL_SHIFT) & 3) === Idr0.STALL_MODEL_TERMINATE) {
+      else if (
+        (w1 >>> 12) & 1 &&
+        ((idr0 >>> Idr0.STALL_MODEL_SHIFT) & 3) === Idr0.STALL_MODEL_TERMINATE
+      ) {
         illegal = 'S = 1 without stall support'
       } else if (!epd0) {
         const tsz = w0 & 0x3f
         const g = tgToGranuleLg2((w0 >>> 6) & 3)
-        const granBit = g === 12 ? Idr5.GRAN4K : g === 14 ? Idr5.GRAN16K : g === 16 ? Idr5.GRAN64K : 0
+        const granBit =
+          g === 12 ? Idr5.GRAN4K : g === 14 ? Idr5.GRAN16K : g === 16 ? Idr5.GRAN64K : 0
         const vax = ((this.#idr5 >>> Idr5.VAX_SHIFT) & 3) === Idr5.VAX_52_BIT && g === 16
         if (granBit === 0 || !(this.#idr5 & granBit)) illegal = 'TG0 is not a supported granule'
         else if (tsz > 39 || tsz < (vax ? 12 : 16)) illegal = `T0SZ ${tsz} outside 16..39`
@@ -1353,7 +1387,9 @@ export class SmmuV3Hw implements IommuUnit {
       return true
     }
     const ok =
-      this.#atsOn.size !== 0 && this.#atsOn.has(txn.sid) ? this.#translateAts(txn) : this.#translate(txn, false)
+      this.#atsOn.size !== 0 && this.#atsOn.has(txn.sid)
+        ? this.#translateAts(txn)
+        : this.#translate(txn, false)
     if (this.#pendingIrqs !== 0) this.#deliverIrqs()
     return ok
   }
@@ -1364,7 +1400,11 @@ export class SmmuV3Hw implements IommuUnit {
     const atc = this.atc
     const e = atc.lookup(1, txn.sid, sub, txn.iovaPfn)
     const access = txn.write ? WRITE : READ
-    if (e >= 0 && ((atc.perm[e] as number) & access) === access && !(txn.write && atc.dirty[e] === 0)) {
+    if (
+      e >= 0 &&
+      ((atc.perm[e] as number) & access) === access &&
+      !(txn.write && atc.dirty[e] === 0)
+    ) {
       // A translated request: with ATSCHK the SMMU lets it through only for EATS = 1 streams.
       const ste = this.#steFor(txn.sid, txn)
       if (ste === null) return false
@@ -1473,13 +1513,28 @@ export class SmmuV3Hw implements IommuUnit {
     }
     if (ats && ste.eats === Eats.TRANS) {
       const sub = txn.hasPasid ? txn.pasid : -1
-      this.atc.fill(1, sid, sub, tlb.vpn(e), tlb.sizeLg2(e), tlb.pa[e] as number, tlb.perm[e] as number, tlb.dirty[e] === 1)
+      this.atc.fill(
+        1,
+        sid,
+        sub,
+        tlb.vpn(e),
+        tlb.sizeLg2(e),
+        tlb.pa[e] as number,
+        tlb.perm[e] as number,
+        tlb.dirty[e] === 1,
+      )
     }
     return this.#output(txn, tlb, e)
   }
 
   /** Walk stage 1 and/or stage 2 with A/D updates and fill the TLB; -1 after a fault. */
-  #walk(txn: DmaTransaction, ste: CachedSte, cd: CachedCd | null, kind: number, tag: number): number {
+  #walk(
+    txn: DmaTransaction,
+    ste: CachedSte,
+    cd: CachedCd | null,
+    kind: number,
+    tag: number,
+  ): number {
     const access = txn.write ? WRITE : READ
     const sid = ste.sid
     this.stats.walks++
@@ -1512,7 +1567,11 @@ export class SmmuV3Hw implements IommuUnit {
       const r = s2.walker.walk(s2.rootPfn, s2.topLevel, ipfn, access, 0, true)
       if (r.fault !== WalkFault.NONE || r.pagePfn >= s2.oasPages) {
         txn.fault =
-          r.fault === WalkFault.PERMISSION ? 'permission' : r.fault === WalkFault.NONE ? 'address-size' : 'translation'
+          r.fault === WalkFault.PERMISSION
+            ? 'permission'
+            : r.fault === WalkFault.NONE
+              ? 'address-size'
+              : 'translation'
         txn.faultLevel = r.level
         if (s2.record) {
           const id = r.fault === WalkFault.NONE ? EvtId.F_ADDR_SIZE : walkFaultEvent(r.fault)
@@ -1546,7 +1605,11 @@ export class SmmuV3Hw implements IommuUnit {
     if (fault >= 0) {
       id = walkFaultEvent(fault)
       txn.fault =
-        fault === WalkFault.PERMISSION ? 'permission' : fault === WalkFault.RANGE ? 'address-size' : 'translation'
+        fault === WalkFault.PERMISSION
+          ? 'permission'
+          : fault === WalkFault.RANGE
+            ? 'address-size'
+            : 'translation'
     }
     txn.faultLevel = level
     if (cd.record) this.#event(id, txn, ste.sid, { cls: EvtClass.IN })

@@ -250,7 +250,7 @@ export class Tlb {
     for (let i = 0; i < this.#valid.length; i++) {
       if (this.#valid[i] !== 1) continue
       if (((kinds >>> (this.#kind[i] as number)) & 1) === 0) continue
-      if ((((this.#tag[i] as number) & tagMask) >>> 0) !== want) continue
+      if (((this.#tag[i] as number) & tagMask) >>> 0 !== want) continue
       if (sub !== null && this.#sub[i] !== sub) continue
       if (count !== Number.POSITIVE_INFINITY) {
         const s = this.#vpn[i] as number
