@@ -34,6 +34,7 @@ import { type Figure, main, msOnce } from '../../../tooling/bench/harness.ts'
 import { run as coreBench } from '../../core/bench/machine.bench.ts'
 import { run as amdBench } from '../../driver-amd/bench/amd.bench.ts'
 import { run as intelBench } from '../../driver-intel/bench/intel.bench.ts'
+import { run as smmuv3Bench } from '../../driver-smmuv3/bench/smmuv3.bench.ts'
 import { run as pgtableBench } from '../../io-pgtable/bench/io-pgtable.bench.ts'
 import { run as iommufdBench } from '../../iommufd/bench/iommufd.bench.ts'
 
@@ -267,6 +268,7 @@ export async function run(): Promise<Figure[]> {
   await step('io-pgtable', pgtableBench)
   await step('driver-amd', amdBench)
   await step('driver-intel', intelBench)
+  await step('driver-smmuv3', smmuv3Bench)
   await step('iommufd', iommufdBench)
   await step('sim', dirtyBitmap64G)
   await step('sim', migration64G)
