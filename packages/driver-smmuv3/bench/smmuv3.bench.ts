@@ -18,10 +18,10 @@ import { type Figure, main, nsPerOp } from '../../../tooling/bench/harness.ts'
 import {
   Cr0,
   fieldPrep,
+  Mmio,
   makeCdtableSte,
   makeS1Cd,
   makeS2DomainSte,
-  Mmio,
   type S1TableCfg,
   type S2TableCfg,
   SmmuV3Hw,
@@ -86,7 +86,13 @@ function nestedRig(detect: boolean): Rig {
   const cdPa = m.memory.allocFrame(FramePurpose.KERNEL) * 4096
   const master = { stallEnabled: false }
   write64s(m, cdPa, makeS1Cd(master, { ...(s1.hwInfo() as unknown as S1TableCfg), hd: false }, 1))
-  const ste = makeS2DomainSte(0, master, { ...(s2.hwInfo() as unknown as S2TableCfg), s2fwb: false }, 1, false)
+  const ste = makeS2DomainSte(
+    0,
+    master,
+    { ...(s2.hwInfo() as unknown as S2TableCfg), s2fwb: false },
+    1,
+    false,
+  )
   const vste = makeCdtableSte(0, master, { dma: BigInt(cdPa), s1fmt: 0, s1cdmax: 0 }, false, 0)
   ste[0] = Ste.Q0_V | fieldPrep(Ste.Q0_CFG, SteCfg.NESTED) | ((vste[0] as bigint) & Ste.Q0_S1CTXPTR)
   ste[1] = (ste[1] as bigint) | (vste[1] as bigint)
