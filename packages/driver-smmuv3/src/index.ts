@@ -125,6 +125,7 @@ export {
   type SmmuV3HwConfig,
   type SmmuV3HwStats,
   type StaleUse,
+  type TracedCommand,
 } from './hw/smmu.ts'
 export { KINDS_ALL, KINDS_S1_AND_NESTED, POW2, Tlb, TlbKind, type TlbStats } from './hw/tlb.ts'
 export {

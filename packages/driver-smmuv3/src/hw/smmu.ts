@@ -193,6 +193,13 @@ export interface PageRequest {
   readonly grpid: number
 }
 
+/** A command the SMMU executed. */
+export interface TracedCommand {
+  readonly op: number
+  readonly dw0: bigint
+  readonly dw1: bigint
+}
+
 /** Counters of an SMMU. */
 export interface SmmuV3HwStats {
   translations: number
@@ -334,6 +341,10 @@ export class SmmuV3Hw implements IommuUnit {
   }
   /** Commands executed, by opcode. */
   readonly commandCounts: Uint32Array = new Uint32Array(256)
+  /** Every command executed, in order, while {@link traceCommands} is on (tests, tools). */
+  readonly commandTrace: TracedCommand[] = []
+  /** Record executed commands in {@link commandTrace}. */
+  traceCommands = false
   /** Run the detector on cache hits. */
   detectStale: boolean
 
@@ -784,6 +795,13 @@ export class SmmuV3Hw implements IommuUnit {
         return CmdqErr.ILL
     }
     this.commandCounts[op] = (this.commandCounts[op] as number) + 1
+    if (this.traceCommands) {
+      this.commandTrace.push({
+        op,
+        dw0: (BigInt(w1 >>> 0) << 32n) | BigInt(w0 >>> 0),
+        dw1: (BigInt(w3 >>> 0) << 32n) | BigInt(w2 >>> 0),
+      })
+    }
     return CmdqErr.NONE
   }
 
