@@ -16,6 +16,8 @@
  */
 
 import {
+  copyStructFromFullUserArray,
+  copyStructFromUser,
   type DirtyOps,
   DomainFeature,
   type DomainOps,
@@ -26,16 +28,25 @@ import {
   IotlbGather as Gather,
   HwInfoType,
   HwptAllocFlags,
+  HwptDataType,
   IommuCap,
   IommuDomain,
   IommuError,
+  type IommufdVdevice,
+  type IommufdViommu,
   type IommuResvRegion,
   type IotlbGather,
+  iommufdViommuFindDev,
+  iommufdViommuGetVdevId,
+  iommufdViommuReportEvent,
   type Machine,
   type PciDevice,
   Prot,
   ResvType,
   type UnitContext,
+  type UserData,
+  type UserDataArray,
+  type ViommuOps,
 } from '@iommu/core'
 import {
   type ArmLpaeConfig,
@@ -124,6 +135,14 @@ import {
   invsUnref,
   isAts,
 } from './invs.ts'
+import {
+  convertUserCmd,
+  IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
+  IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3,
+  IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
+  makeNestedDomainSte,
+  validateVste,
+} from './vsmmu.ts'
 
 /** The software-managed MSI window (`MSI_IOVA_BASE`, `MSI_IOVA_LENGTH`). */
 export const MSI_IOVA_BASE = 0x800_0000n
@@ -139,6 +158,8 @@ const EVTQ_MAX_SZ_SHIFT = 17
 const PRIQ_MAX_SZ_SHIFT = 18
 /** `ARM_LPAE_GRANULE` of the 4 KiB tables the driver builds. */
 const GRANULE = 4096
+/** What `get_viommu_size` answers for an ARM_SMMUV3 vIOMMU (`sizeof(struct arm_vsmmu)`). */
+const VSMMU_SIZE = 64
 
 /** `ARM_SMMU_OPT_*`. */
 export const Opt = {
@@ -247,6 +268,23 @@ interface Master {
   readonly stallEnabled: boolean
   readonly atsAlwaysOn: boolean
   ssidBits: number
+  /** The vIOMMU and vSID of a nested master, for event forwarding (`master->vmaster`). */
+  vmaster: Vmaster | null
+}
+
+/** A vIOMMU's driver state (`struct arm_vsmmu`). */
+interface Vsmmu {
+  readonly core: IommufdViommu
+  readonly smmu: SmmuDevice
+  readonly s2Parent: SmmuDomain
+  /** The parent's VMID, shared by every vIOMMU on it. */
+  readonly vmid: number
+}
+
+/** `struct arm_smmu_vmaster`. */
+interface Vmaster {
+  readonly vsmmu: Vsmmu
+  readonly vsid: number
 }
 
 /** A domain on a master (`struct arm_smmu_master_domain`). */
@@ -277,6 +315,26 @@ export class SmmuDomain extends IommuDomain {
   nestParent = false
 }
 
+/**
+ * A nested domain from a guest's vSTE (`struct arm_smmu_nested_domain`): the guest owns the
+ * CD table S1ContextPtr names (an IPA) and every substream in it.
+ */
+export class SmmuNestedDomain extends IommuDomain {
+  /** The vSTE's qwords 0 and 1, EATS removed. */
+  readonly ste: readonly [bigint, bigint]
+  /** The guest asked for ATS (Config = S1 with EATS = 1). */
+  readonly enableAts: boolean
+  /** @internal the vIOMMU it was allocated on. */
+  readonly vsmmu: Vsmmu
+
+  constructor(vsmmu: Vsmmu, ste: readonly [bigint, bigint], enableAts: boolean, ops: DomainOps) {
+    super({ type: DomainType.NESTED, ops: ops as DomainOps<never> })
+    this.vsmmu = vsmmu
+    this.ste = ste
+    this.enableAts = enableAts
+  }
+}
+
 /** The state of one attach (`struct arm_smmu_attach_state`). */
 interface AttachState {
   readonly oldDomain: IommuDomain | null
@@ -285,13 +343,14 @@ interface AttachState {
   disableAts: boolean
   readonly ssid: number
   atsEnabled: boolean
+  vmaster: Vmaster | null
   newInvst: { domain: SmmuDomain; oldInvs: Invs; newInvs: Invs } | null
   oldInvst: { domain: SmmuDomain; oldInvs: Invs; build: Invs } | null
 }
 
 interface SmmuCaps {
   readonly dirtyTracking: true
-  readonly nesting: false
+  readonly nesting: true
   readonly pasid: true
   readonly enforceCacheCoherency: true
   readonly deferredFlush: true
@@ -534,10 +593,16 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
       default:
         return false
     }
-    if (smmu.streams.get(evt.sid) === undefined) return false
-    // Stalls (IOPF) are not modelled and no vIOMMU takes guest-stage events yet: the
-    // event is logged as unhandled, as the kernel does.
-    return false
+    const master = smmu.streams.get(evt.sid)
+    if (master === undefined) return false
+    // Stalls (IOPF) are not modelled. A nested master's guest-stage events go to its vIOMMU.
+    if (evt.stall || master.vmaster === null || evt.s2) return false
+    try {
+      reportVmasterEvent(master.vmaster, evt.raw)
+      return true
+    } catch {
+      return false
+    }
   }
 
   /** arm_smmu_evtq_thread(). */
@@ -936,6 +1001,8 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
   const domainDevices = (d: IommuDomain | null): SmmuDomain | null => {
     if (d === null) return null
     if (d.type & DomainFeature.PAGING && d instanceof SmmuDomain) return d
+    // A nested domain's masters are threaded on its stage-2 parent.
+    if (d instanceof SmmuNestedDomain) return d.vsmmu.s2Parent
     return null
   }
 
@@ -1013,6 +1080,7 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
     disableAts: false,
     ssid,
     atsEnabled: false,
+    vmaster: null,
     newInvst: null,
     oldInvst: null,
   })
@@ -1037,11 +1105,17 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
     }
     prepareInvs(state, newDomain)
     if (d !== null) {
+      if (newDomain instanceof SmmuNestedDomain) prepareVmaster(state, newDomain)
       if (d.enforceCoherency && !canwbs(master)) {
         throw new IommuError('EINVAL', `${master.dev.name} cannot keep cache coherency`)
       }
       if (state.atsEnabled) d.nrAtsMasters++
-      d.devices.unshift({ master, domain: newDomain, ssid: state.ssid, nestedAtsFlush: false })
+      d.devices.unshift({
+        master,
+        domain: newDomain,
+        ssid: state.ssid,
+        nestedAtsFlush: newDomain instanceof SmmuNestedDomain && newDomain.enableAts,
+      })
       installNewDomainInvs(state)
     }
     if (!state.atsEnabled && master.atsEnabled) pciDisableAts(master)
@@ -1051,9 +1125,13 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
   const removeMasterDomain = (master: Master, domain: IommuDomain | null, ssid: number) => {
     const d = domainDevices(domain)
     if (d === null) return
+    const flush = domain instanceof SmmuNestedDomain && domain.enableAts
     const i = d.devices.findIndex(
       (md) =>
-        md.master === master && md.domain === domain && md.ssid === ssid && !md.nestedAtsFlush,
+        md.master === master &&
+        md.domain === domain &&
+        md.ssid === ssid &&
+        md.nestedAtsFlush === flush,
     )
     if (i >= 0) {
       d.devices.splice(i, 1)
@@ -1068,6 +1146,8 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
    */
   const attachCommit = (state: AttachState) => {
     const master = state.master
+    // arm_smmu_attach_commit_vmaster(): every attach replaces the vmaster.
+    master.vmaster = state.vmaster
     if (state.atsEnabled && !master.atsEnabled) enableAts(master)
     else if (state.atsEnabled && master.atsEnabled) atcInvMaster(master, state.ssid)
     else if (!state.atsEnabled && master.atsEnabled) atcInvMaster(master, 0)
@@ -1220,6 +1300,159 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
         sidDomain.ops.attachDev(sidDomain, dev, sidDomain)
       }
     }
+  }
+
+  // ---------------------------------------------------------------- vSMMU (arm-smmu-v3-iommufd.c)
+
+  /**
+   * arm_smmu_attach_prepare_vmaster(): find the device's vDEVICE on the domain's vIOMMU. A
+   * translating (Config = S1) vSTE needs one (ENOENT): CD and ATC invalidations and events
+   * go by vSID. Abort and bypass vSTEs attach without one (the GBPA case).
+   */
+  const prepareVmaster = (state: AttachState, nested: SmmuNestedDomain) => {
+    let cfg = fieldGet(Ste.Q0_CFG, nested.ste[0])
+    if (!(nested.ste[0] & Ste.Q0_V)) cfg = SteCfg.ABORT
+    let vsid: bigint
+    try {
+      vsid = iommufdViommuGetVdevId(nested.vsmmu.core, state.master.dev)
+    } catch (e) {
+      if (cfg === SteCfg.ABORT || cfg === SteCfg.BYPASS) return
+      throw e
+    }
+    state.vmaster = { vsmmu: nested.vsmmu, vsid: Number(vsid) }
+  }
+
+  /**
+   * arm_smmu_attach_dev_nested(): the physical STE from the vSTE on the parent's stage 2.
+   * For a Config = S1 vSTE the guest owns the virtual ATS state: ATS stays off unless its
+   * vSTE asked for EATS = 1, since only then does it send ATC_INV.
+   */
+  const attachDevNested = (domain: IommuDomain, dev: PciDevice, old: IommuDomain | null) => {
+    const nested = domain as SmmuNestedDomain
+    const master = masterOf(dev)
+    if (nested.vsmmu.smmu !== master.smmu) throw new IommuError('EINVAL', 'vIOMMU of another SMMU')
+    if (master.cdTable.usedSsids > 0) throw new IommuError('EBUSY', `${dev.name}: PASIDs in use`)
+    const state = newState(master, old, 0)
+    if (fieldGet(Ste.Q0_CFG, nested.ste[0]) === SteCfg.S1_TRANS)
+      state.disableAts = !nested.enableAts
+    attachPrepare(state, nested)
+    const parent = nested.vsmmu.s2Parent
+    const s2Ste = makeS2DomainSte(
+      master.smmu.features,
+      master,
+      s2TableCfg(parent),
+      parent.vmid,
+      state.atsEnabled,
+    )
+    installSteForDev(master, makeNestedDomainSte(nested.ste, s2Ste))
+    attachCommit(state)
+  }
+
+  const nestedOps: DomainOps = {
+    attachDev: attachDevNested,
+    free() {},
+  }
+
+  /** arm_vsmmu_alloc_domain_nested(): `struct iommu_hwpt_arm_smmuv3 { le64 ste[2] }`. */
+  const allocDomainNested = (viommu: IommufdViommu, flags: number, data: UserData): IommuDomain => {
+    if (flags) throw new IommuError('EOPNOTSUPP', `flags 0x${flags.toString(16)}`)
+    const v = copyStructFromUser(data, HwptDataType.ARM_SMMUV3, 16, 16)
+    const { ste, enableAts } = validateVste([v.getBigUint64(0, true), v.getBigUint64(8, true)])
+    return new SmmuNestedDomain(viommu.priv as Vsmmu, ste, enableAts, nestedOps)
+  }
+
+  /** arm_vsmmu_vsid_to_sid(): the single StreamID of the vSID's device. */
+  const vsidToSid = (vsmmu: Vsmmu, vsid: number): number | null => {
+    const dev = iommufdViommuFindDev(vsmmu.core, vsid)
+    if (dev === null) return null
+    return (masterOf(dev).streams[0] as number) ?? null
+  }
+
+  /**
+   * arm_vsmmu_cache_invalidate(): the guest's raw commands, converted in user order and
+   * issued in blocks of 63 plus a CMD_SYNC on the main queue. `entryNum` reports how far it
+   * got: a conversion failure stops at its index (the commands converted since the last
+   * issued block are not sent); a stuck sync counts all but the block's last command.
+   */
+  const cacheInvalidate = (viommu: IommufdViommu, array: UserDataArray) => {
+    const vsmmu = viommu.priv as Vsmmu
+    let raw: DataView
+    try {
+      raw = copyStructFromFullUserArray(array, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, 16)
+    } catch (e) {
+      array.entryNum = 0
+      throw e
+    }
+    const n = array.entryNum
+    const cmds: Command[] = []
+    let cur = 0
+    let last = 0
+    try {
+      while (cur !== n) {
+        cmds.push(
+          convertUserCmd(
+            [raw.getBigUint64(cur * 16, true), raw.getBigUint64(cur * 16 + 8, true)],
+            vsmmu.vmid,
+            (vsid) => vsidToSid(vsmmu, vsid),
+          ),
+        )
+        cur++
+        if (cur !== n && cur - last !== CMDQ_BATCH_ENTRIES - 1) continue
+        if (issueCmdlist(vsmmu.smmu, cmds.slice(last, cur), true) !== 0) {
+          cur--
+          throw new IommuError('ETIMEDOUT', 'CMD_SYNC timeout')
+        }
+        last = cur
+      }
+    } finally {
+      array.entryNum = cur
+    }
+  }
+
+  /** arm_vsmmu_vdevice_init(): a vSID maps to the master's one StreamID. */
+  const vdeviceInit = (vdev: IommufdVdevice) => {
+    if (masterOf(vdev.dev).streams.length !== 1) {
+      throw new IommuError('EOPNOTSUPP', 'vDEVICE of a master with several StreamIDs')
+    }
+  }
+
+  const vsmmuOps: ViommuOps = { allocDomainNested, cacheInvalidate, vdeviceInit }
+
+  /**
+   * arm_vmaster_report_event(): the raw record with the vSID in place of the StreamID, to
+   * the vIOMMU's vEVENTQ (`struct iommu_vevent_arm_smmuv3 { le64 evt[4] }`).
+   */
+  const reportVmasterEvent = (vmaster: Vmaster, raw: readonly bigint[]) => {
+    const data = new Uint8Array(32)
+    const v = new DataView(data.buffer)
+    v.setBigUint64(0, ((raw[0] as bigint) & 0xffff_ffffn) | (BigInt(vmaster.vsid) << 32n), true)
+    for (let i = 1; i < 4; i++) v.setBigUint64(8 * i, raw[i] as bigint, true)
+    iommufdViommuReportEvent(vmaster.vsmmu.core, IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, data)
+  }
+
+  /**
+   * arm_smmu_get_viommu_size(): nesting, no CMDQ_FORCE_SYNC erratum, and a way to keep the
+   * VM from bypassing the cache (a CANWBS device or S2FWB).
+   */
+  const getViommuSize = (dev: PciDevice, type: number): number => {
+    const master = masterOf(dev)
+    const smmu = master.smmu
+    if (!(smmu.features & Feat.NESTING)) return 0
+    if (smmu.options & Opt.CMDQ_FORCE_SYNC) return 0
+    if (!canwbs(master) && !(smmu.features & Feat.S2FWB)) return 0
+    // `struct arm_vsmmu`; other types belong to implementations (Tegra241) not modelled.
+    return type === IOMMU_VIOMMU_TYPE_ARM_SMMUV3 ? VSMMU_SIZE : 0
+  }
+
+  /** arm_vsmmu_init(): the parent's SMMU and VMID. */
+  const viommuInit = (viommu: IommufdViommu, parent: IommuDomain, _data: UserData | null) => {
+    const smmu = smmus.find((s) => s.hw === viommu.unit)
+    if (!(parent instanceof SmmuDomain) || smmu === undefined || parent.smmu !== smmu) {
+      throw new IommuError('EINVAL', 'parent of another SMMU')
+    }
+    const vsmmu: Vsmmu = { core: viommu, smmu, s2Parent: parent, vmid: parent.vmid }
+    viommu.priv = vsmmu
+    viommu.ops = vsmmuOps
   }
 
   // ---------------------------------------------------------------- domains
@@ -1631,7 +1864,7 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
     apiVersion: 1,
     capabilities: {
       dirtyTracking: true,
-      nesting: false,
+      nesting: true,
       pasid: true,
       enforceCacheCoherency: true,
       deferredFlush: true,
@@ -1792,6 +2025,7 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
           // PCI functions never have dma-can-stall; only a forced stall model stalls them.
           stallEnabled: stallForce,
           atsAlwaysOn: false,
+          vmaster: null,
           // arm_smmu_enable_pasid(): the PCI PASID width, capped by the SMMU's.
           ssidBits: Math.min(dev.pasidBits, smmu.ssidBits),
         }
@@ -1835,6 +2069,7 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
     },
     domainOps,
     dirtyOps,
+    nesting: { getViommuSize, viommuInit },
   })
   self = driver
   testHooks.set(driver, hooks)

@@ -28,6 +28,7 @@ export {
   Opt,
   SmmuDomain,
   type SmmuEventRecord,
+  SmmuNestedDomain,
   type SmmuV3Options,
   type SmmuV3TestHooks,
   smmuv3,
@@ -139,3 +140,11 @@ export {
   invsPurge,
   invsUnref,
 } from './invs.ts'
+export {
+  convertUserCmd,
+  IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
+  IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3,
+  IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
+  makeNestedDomainSte,
+  validateVste,
+} from './vsmmu.ts'

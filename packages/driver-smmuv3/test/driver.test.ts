@@ -26,7 +26,6 @@ import {
   Mmio,
   MSI_IOVA_BASE,
   MSI_IOVA_LENGTH,
-  OP_NAMES,
   type SmmuDomain,
   type SmmuV3Hw,
   type SmmuV3HwConfig,
@@ -35,6 +34,7 @@ import {
   smmuv3,
   smmuv3CdTable,
 } from '../src/index.ts'
+import { traceCommands } from './helpers.ts'
 
 interface Rig {
   m: Machine
@@ -58,16 +58,7 @@ function attach(r: Rig, d: IommuDomain): void {
 }
 
 /** Run `fn` and return the names of the commands the SMMU executed meanwhile. */
-function commands(r: Rig, fn: () => void): string[] {
-  r.unit.commandTrace.length = 0
-  r.unit.traceCommands = true
-  try {
-    fn()
-  } finally {
-    r.unit.traceCommands = false
-  }
-  return r.unit.commandTrace.map((c) => OP_NAMES[c.op] ?? `0x${c.op.toString(16)}`)
-}
+const commands = (r: Rig, fn: () => void) => traceCommands(r.unit, fn).map((c) => c.op)
 
 /** The device's STE qwords 0 and 1. */
 function ste(r: Rig): [bigint, bigint] {

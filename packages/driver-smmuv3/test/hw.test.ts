@@ -49,6 +49,7 @@ import {
   makeAbortSte,
   makeBypassSte,
   makeCdtableSte,
+  makeNestedDomainSte,
   makeS1Cd,
   makeS2DomainSte,
   Op,
@@ -58,13 +59,13 @@ import {
   SmmuV3Hw,
   type SmmuV3HwConfig,
   Ste,
-  SteCfg,
   SyncCs,
   smmuv3,
   smmuv3PriLog,
   TlbKind,
   writeCommand,
 } from '../src/index.ts'
+import { buildGuestS1 } from './helpers.ts'
 
 const FEATURES = Feat.ATTR_TYPES_OVR
 const MASTER = { stallEnabled: false }
@@ -426,48 +427,24 @@ function nested() {
   const host = t.m.memory.allocFrames(16, FramePurpose.USER) * 4096
   s2.mapRange(BigInt(G), BigInt(host), 16n * 4096n, Prot.READ | Prot.WRITE)
   const hostOf = (ipa: number) => host + (ipa - G)
-  const put = (ipa: number, v: bigint) => t.m.memory.write64(hostOf(ipa), v)
-  // Stage-1 tables at IPAs G..G+3 pages; VA 0x1234_5000 → IPA G + 5 pages.
-  const VA = 0x1234_5000
-  const idx = (lvl: number) => Math.floor(VA / 2 ** (12 + 9 * (3 - lvl))) % 512
-  const table = (ipa: number) => BigInt(ipa) | 3n
-  const page = (ipa: number) => BigInt(ipa) | 0xf43n // page, AF, SH IS, AttrIndx 1, nG
-  put(G + idx(0) * 8, table(G + 0x1000))
-  put(G + 0x1000 + idx(1) * 8, table(G + 0x2000))
-  put(G + 0x2000 + idx(2) * 8, table(G + 0x3000))
-  put(G + 0x3000 + idx(3) * 8, page(G + 0x5000))
-  // A second VA one page up whose IPA the stage 2 does not map.
-  put(G + 0x3000 + (idx(3) + 1) * 8, page(G + 0x10_0000))
-  t.m.memory.writeBytes(hostOf(G + 0x5000), new Uint8Array([0x5e]))
-  // The guest's CD 0 at IPA G + 4 pages, TTB0 = IPA G.
-  const cd = makeS1Cd(
-    MASTER,
-    {
-      ttbr: BigInt(G),
-      tcr: { tsz: 16, tg: 0, irgn: 1, orgn: 1, sh: 3, ips: 5 },
-      mair: 0xf404ff44n,
-      hd: false,
-    },
-    77,
-  )
-  for (let i = 0; i < 8; i++) put(G + 0x4000 + 8 * i, cd[i] as bigint)
+  const guest = buildGuestS1((ipa, v) => t.m.memory.write64(hostOf(ipa), v), G)
+  t.m.memory.writeBytes(hostOf(guest.dataIpa), new Uint8Array([0x5e]))
   // Physical STE: Config = S1+S2 with S1ContextPtr an IPA, VMID 9 (as the vSMMU builds it).
   const info = s2.hwInfo() as unknown as Parameters<typeof makeS2DomainSte>[2]
-  const ste = makeS2DomainSte(FEATURES, MASTER, { ...info, s2fwb: false }, 9, false)
+  const s2Ste = makeS2DomainSte(FEATURES, MASTER, { ...info, s2fwb: false }, 9, false)
   const vste = makeCdtableSte(
     FEATURES,
     MASTER,
-    { dma: BigInt(G + 0x4000), s1fmt: 0, s1cdmax: 0 },
+    { dma: BigInt(guest.cdTable), s1fmt: 0, s1cdmax: 0 },
     false,
     0,
   )
-  ste[0] =
-    Ste.Q0_V |
-    fieldPrep(Ste.Q0_CFG, SteCfg.NESTED) |
-    ((vste[0] as bigint) & ~Ste.Q0_CFG & ~Ste.Q0_V)
-  ste[1] = (ste[1] as bigint) | (vste[1] as bigint) | Ste.Q1_MEV
-  writeEntry(t.m, steAt(t, t.dev.streamId), ste)
-  return { t, s2, G, host, hostOf, put, VA, idx, page }
+  writeEntry(
+    t.m,
+    steAt(t, t.dev.streamId),
+    makeNestedDomainSte([vste[0] as bigint, vste[1] as bigint], s2Ste),
+  )
+  return { t, s2, G, host, hostOf, VA: guest.VA, guest }
 }
 
 describe('nested translation (Config = S1+S2)', () => {
