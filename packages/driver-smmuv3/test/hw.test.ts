@@ -578,3 +578,29 @@ describe('PRI and ATS', () => {
     expect(() => t.dev.dma.read(0x40_0000, 1)).toThrow(DmaFault)
   })
 })
+
+describe('ATS writes', () => {
+  it('lets writes use the ATC without HD, and sends them back to the SMMU while the leaf is clean with HD', () => {
+    for (const hd of [false, true]) {
+      const t = bare()
+      const { pt } = s1Table(t.m, 0x40_0000n, 1, hd ? IoPgtableQuirk.ARM_HD : 0)
+      if (hd) {
+        const leaf = pt.pgtableWalk(0x40_0000n).at(-1) as { pa: bigint; pte: bigint }
+        t.m.memory.write64(Number(leaf.pa), leaf.pte | 0x80n)
+      }
+      const cdTable = t.m.memory.allocFrame(FramePurpose.IOMMU_HW) * 4096
+      writeEntry(t.m, cdTable, s1Cd(pt, 5, hd))
+      const ste = cdtableSte(cdTable)
+      ste[1] = (ste[1] as bigint) | (1n << 28n)
+      writeEntry(t.m, steAt(t, t.dev.streamId), ste)
+      t.hw.setAts(t.dev.streamId, true)
+      t.dev.dma.read(0x40_0000, 1)
+      const hits = t.hw.stats.atcHits
+      t.dev.dma.write(0x40_0000, new Uint8Array([1]))
+      t.dev.dma.write(0x40_0000, new Uint8Array([2]))
+      // Without HD both writes hit the ATC; with HD the first goes to the SMMU to set dirty.
+      expect(t.hw.stats.atcHits - hits).toBe(hd ? 1 : 2)
+      expect(t.hw.staleUses).toEqual([])
+    }
+  })
+})

@@ -1539,7 +1539,8 @@ export class SmmuV3Hw implements IommuUnit {
         tlb.sizeLg2(e),
         tlb.pa[e] as number,
         tlb.perm[e] as number,
-        tlb.dirty[e] === 1,
+        // Without HD there is no dirty state to set: a write may use the entry as it is.
+        tlb.dirty[e] === 1 || cd === null || (cd.ad & HwAd.DIRTY) === 0,
       )
     }
     return this.#output(txn, tlb, e)
