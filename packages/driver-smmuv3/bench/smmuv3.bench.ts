@@ -103,11 +103,11 @@ function nestedRig(detect: boolean): Rig {
 export function run(): Figure[] {
   const figures: Figure[] = []
   const rigs: [string, (detect: boolean) => Rig][] = [
-    ['S2', (d) => driverRig(d, HwptAllocFlags.NEST_PARENT)],
     ['S1', (d) => driverRig(d, 0)],
+    ['S2', (d) => driverRig(d, HwptAllocFlags.NEST_PARENT)],
     ['nested', nestedRig],
   ]
-  for (const detect of [false]) {
+  for (const detect of [false, true]) {
     for (const [stage, make] of rigs) {
       const { unit, sid } = make(detect)
       const txn = new DmaTransaction()
