@@ -10,7 +10,9 @@
  * stage-1 (ASID) and stage-2 (VMID) paging domains from io-pgtable ARM LPAE, the identity
  * and blocked domains, DIRTY_TRACKING (HTTU dirty state through CD.HA/HD), NEST_PARENT,
  * PASID attach through the CD table, ATS with its ATC invalidation ordering, and the
- * per-domain invalidation arrays that drive every TLBI and ATC_INV.
+ * per-domain invalidation arrays that drive every TLBI and ATC_INV; and the vSMMU on core's
+ * vIOMMU contract (nested domains from a guest vSTE, vDEVICEs, guest command invalidation,
+ * guest-stage events to the vEVENTQ).
  *
  * @module
  */
