@@ -35,6 +35,12 @@ const IOVA_2M = 0x10_0000_0000
 const PAGES_4K = 65536
 const BLOCKS_2M = 512
 
+/** 256 MiB of frames whose first PA is never 2 MiB aligned, so that they map as 4 KiB leaves. */
+function frames4k(m: Machine): number {
+  const pa = m.memory.allocFrames(PAGES_4K + 1, FramePurpose.USER) * 4096
+  return pa % 0x20_0000 === 0 ? pa + 4096 : pa
+}
+
 interface Rig {
   readonly unit: SmmuV3Hw
   readonly sid: number
@@ -50,7 +56,7 @@ function driverRig(detect: boolean, flags: number): Rig {
   const g = dev.group
   if (g === null) throw new Error('no group')
   core.iommuAttachGroupHandle(d, g, { domain: null })
-  const pa4k = m.memory.allocFrames(PAGES_4K, FramePurpose.USER) * 4096
+  const pa4k = frames4k(m)
   core.iommuMap(d, BigInt(IOVA_4K), BigInt(pa4k), BigInt(PAGES_4K * 4096), Prot.READ | Prot.WRITE)
   const pa2m = m.memory.allocFrames(BLOCKS_2M * 512, FramePurpose.USER, 512) * 4096
   core.iommuMap(d, BigInt(IOVA_2M), BigInt(pa2m), BigInt(BLOCKS_2M) << 21n, Prot.READ | Prot.WRITE)
@@ -79,7 +85,7 @@ function nestedRig(detect: boolean): Rig {
   const s2 = new PageTable(m.memory, armLpae, { stage: 2, ias: 40, oas: 48 })
   s2.mapRange(0n, 0n, 256n << 30n, Prot.READ | Prot.WRITE)
   const s1 = new PageTable(m.memory, armLpae, { stage: 1, ias: 48, oas: 48 })
-  const pa4k = m.memory.allocFrames(PAGES_4K, FramePurpose.USER) * 4096
+  const pa4k = frames4k(m)
   s1.mapRange(BigInt(IOVA_4K), BigInt(pa4k), BigInt(PAGES_4K * 4096), Prot.READ | Prot.WRITE)
   const pa2m = m.memory.allocFrames(BLOCKS_2M * 512, FramePurpose.USER, 512) * 4096
   s1.mapRange(BigInt(IOVA_2M), BigInt(pa2m), BigInt(BLOCKS_2M) << 21n, Prot.READ | Prot.WRITE)
