@@ -36,17 +36,19 @@ export class IommufdAccess extends IommufdObject implements IoptAccessUser {
   readonly type = ObjType.ACCESS
   readonly ops: IommufdAccessOps
   readonly iovaAlignment: number
-  readonly internal = false
+  /** An internal access (HW queues): no ops, no context reference, may lock areas. */
+  readonly internal: boolean
   ioas: Ioas | null = null
   /** The IOAS pins were taken from (`ioas_unpin`). */
   ioasUnpin: Ioas | null = null
   readonly #ctx: IommufdCtx
 
-  constructor(ctx: IommufdCtx, ops: IommufdAccessOps) {
+  constructor(ctx: IommufdCtx, ops: IommufdAccessOps, internal = false) {
     super()
     this.#ctx = ctx
     this.ops = ops
-    this.iovaAlignment = ops.needsPinPages ? FRAME_SIZE : 1
+    this.internal = internal
+    this.iovaAlignment = ops.needsPinPages || internal ? FRAME_SIZE : 1
   }
 
   get ctx(): IommufdCtx {
@@ -60,7 +62,13 @@ export class IommufdAccess extends IommufdObject implements IoptAccessUser {
   /** `iommufd_access_destroy_object`. */
   destroy(): void {
     if (this.ioas !== null) changeIoas(this, null)
-    this.#ctx.refPut()
+    if (!this.internal) this.#ctx.refPut()
+  }
+
+  /** `iommufd_access_attach_internal`: attach to an IOAS object directly. */
+  attachInternal(ioas: Ioas): void {
+    if (this.ioas !== null) throw new Error('iommufd_access_attach_internal: attached')
+    changeIoas(this, ioas)
   }
 
   /** Attach to an IOAS (`iommufd_access_attach`). @throws ENOENT, EADDRINUSE */
@@ -95,8 +103,9 @@ export class IommufdAccess extends IommufdObject implements IoptAccessUser {
    *   ENOENT - not attached or not fully mapped; EPERM - write to a read-only mapping;
    *   pinning errors
    */
-  pinPages(iova: bigint, length: bigint, out: Int32Array, flags = 0): void {
-    if (this.iovaAlignment !== FRAME_SIZE || !this.ops.unmap) {
+  pinPages(iova: bigint, length: bigint, out: Int32Array, flags = 0, lockArea = false): void {
+    // Internal accesses have no unmap op: they lock the areas instead.
+    if (this.iovaAlignment !== FRAME_SIZE || (!this.internal && !this.ops.unmap)) {
       throw new IommuError('EINVAL', 'access cannot pin pages')
     }
     const last = checkRange(iova, length)
@@ -113,23 +122,32 @@ export class IommufdAccess extends IommufdObject implements IoptAccessUser {
         const start = area.indexOf(cur)
         const end = area.indexOf(pieceLast)
         areaAddAccess(this.#ctx, area, start, end, out, at, flags)
+        // `lock_area`: IOAS_UNMAP of a locked area is EBUSY until it is unpinned.
+        if (lockArea) area.numLocks++
         done.push({ area, start, last: end })
         at += end - start + 1
       })
       if (!covered) throw new IommuError('ENOENT', 'range not fully mapped')
     } catch (e) {
-      for (const d of done) areaRemoveAccess(d.area, d.start, d.last)
+      for (const d of done) {
+        areaRemoveAccess(d.area, d.start, d.last)
+        if (lockArea) d.area.numLocks--
+      }
       throw e
     }
   }
 
-  /** Undo {@link pinPages} for exactly the same range (`iommufd_access_unpin_pages`). */
-  unpinPages(iova: bigint, length: bigint): void {
+  /**
+   * Undo {@link pinPages} for exactly the same range (`iommufd_access_unpin_pages`);
+   * internal accesses unlock the areas they locked.
+   */
+  unpinPages(iova: bigint, length: bigint, unlockArea = this.internal): void {
     const last = checkRange(iova, length)
     const ioas = this.ioasUnpin
     if (ioas === null) throw new Error('iommufd_access_unpin_pages: not attached')
     ioas.iopt.forEachContigArea(iova, last, (area, cur, pieceLast) => {
       areaRemoveAccess(area, area.indexOf(cur), area.indexOf(pieceLast))
+      if (unlockArea) area.numLocks--
     })
   }
 
@@ -220,6 +238,19 @@ export function iommufdAccessCreate(ctx: IommufdCtx, ops: IommufdAccessOps): Iom
   // The creating driver is a user until it destroys the access.
   access.users++
   ctx.refGet()
+  ctx.objects.finalize(access)
+  return access
+}
+
+/**
+ * `iommufd_access_create_internal`: an access for iommufd's own use (a HW queue's pinned
+ * memory). It does not hold the context; its creator destroys it with `release`.
+ *
+ * @throws ENOMEM
+ */
+export function iommufdAccessCreateInternal(ctx: IommufdCtx): IommufdAccess {
+  const access = ctx.objects.alloc(new IommufdAccess(ctx, { needsPinPages: true }, true))
+  access.users++
   ctx.objects.finalize(access)
   return access
 }

@@ -6,8 +6,8 @@
  * @module
  */
 
-import type { IommuGroup, Machine, Process } from '@iommu/core'
-import { ObjectTable, type ObjType } from './object.ts'
+import { IommuError, type IommuGroup, type Machine, PAGE_SIZE, type Process } from '@iommu/core'
+import { type IommufdObject, ObjectTable, type ObjType } from './object.ts'
 import { AccountMode } from './pages.ts'
 
 /** The caller's capabilities that iommufd checks. */
@@ -33,6 +33,17 @@ export interface TestState {
   memoryLimit: number
   /** Index of the IOMMU unit mock devices are created behind. */
   readonly mockUnit: number
+}
+
+/** `struct iommufd_mmap`: an MMIO range a driver offers through mmap on the iommufd fd. */
+export interface IommufdMmap {
+  /** The object that owns it (a vIOMMU): mapped, it cannot be destroyed. */
+  readonly owner: IommufdObject
+  /** First physical frame. */
+  readonly pfn: number
+  readonly length: number
+  /** The mmap offset user space passes (`vm_pgoff << PAGE_SHIFT`). */
+  readonly offset: bigint
 }
 
 /** `struct iommufd_ctx`. */
@@ -82,5 +93,47 @@ export class IommufdCtx {
     if (this.released) return
     this.released = true
     this.objects.destroyAll()
+    // Tombstones left by force-destroyed vDEVICEs go with the table.
+    this.objects.clear()
+  }
+
+  /** `ictx->mt_mmap`: mmap offsets drivers registered, sorted by offset. */
+  readonly mmaps: IommufdMmap[] = []
+
+  /**
+   * `_iommufd_alloc_mmap`: find the lowest free offset range of `length` bytes from
+   * PAGE_SIZE on (the first page is skipped so that 0 is never an answer).
+   *
+   * @throws EINVAL - length 0 or not page aligned; ENOMEM (injected); ENOSPC
+   */
+  allocMmap(owner: IommufdObject, pfn: number, length: number): bigint {
+    if (!Number.isSafeInteger(length) || length <= 0 || length % PAGE_SIZE !== 0) {
+      throw new IommuError('EINVAL', `mmap length ${length}`)
+    }
+    if (this.machine.faults.shouldFail('iommufd:mmap')) throw new IommuError('ENOMEM', 'immap')
+    let start = BigInt(PAGE_SIZE)
+    let i = 0
+    for (; i < this.mmaps.length; i++) {
+      const m = this.mmaps[i] as IommufdMmap
+      if (start + BigInt(length) <= m.offset) break
+      start = m.offset + BigInt(m.length)
+    }
+    if (start + BigInt(length) - 1n > 0xffff_ffff_ffff_ffffn) {
+      throw new IommuError('ENOSPC', 'no mmap offset left')
+    }
+    this.mmaps.splice(i, 0, { owner, pfn, length, offset: start })
+    return start
+  }
+
+  /** `_iommufd_destroy_mmap`. */
+  destroyMmap(owner: IommufdObject, offset: bigint): void {
+    const i = this.mmaps.findIndex((m) => m.offset === offset)
+    if (i < 0 || this.mmaps[i]?.owner !== owner) throw new Error('iommufd_destroy_mmap: bad offset')
+    this.mmaps.splice(i, 1)
+  }
+
+  /** `mtree_load`: the region containing byte `offset`, if any. */
+  findMmap(offset: bigint): IommufdMmap | undefined {
+    return this.mmaps.find((m) => m.offset <= offset && offset < m.offset + BigInt(m.length))
   }
 }

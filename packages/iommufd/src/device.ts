@@ -17,6 +17,7 @@ import {
   type PciDevice,
 } from '@iommu/core'
 import type { IommufdCtx } from './ctx.ts'
+import { type IommufdAttachHandle, iommufdAutoResponseFaults } from './eventq.ts'
 import {
   findHwptPaging,
   type Hwpt,
@@ -35,6 +36,7 @@ import {
 } from './uapi/constants.ts'
 import type { iommu_hw_info } from './uapi/structs.ts'
 import type { Ucmd } from './ucmd.ts'
+import type { IommufdVdeviceObj } from './viommu.ts'
 
 /** The devices attached to one PASID of a group, and the HWPT they share. */
 interface Attach {
@@ -60,6 +62,10 @@ export class IommufdDevice extends IommufdObject {
   readonly dev: PciDevice
   readonly igroup: IommufdGroup
   readonly enforceCacheCoherency: boolean
+  /** The device's vDEVICE (at most one, on any vIOMMU), holding a reference on it. */
+  vdev: IommufdVdeviceObj | null = null
+  /** Unbind has begun: no new vDEVICE may take a reference (`destroying`). */
+  destroying = false
   /** Mock devices of the test command do not hold the context open. */
   readonly #holdsCtx: boolean
   readonly #ctx: IommufdCtx
@@ -180,16 +186,25 @@ export function iommufdDeviceBind(ctx: IommufdCtx, dev: PciDevice, mock = false)
   return idev
 }
 
+/**
+ * `iommufd_device_remove_vdev` (the device's `pre_destroy`): a vDEVICE still on the device
+ * is destroyed and its ID left as a tombstone (IOMMU_DESTROY of it is ENOENT).
+ */
+function deviceRemoveVdev(idev: IommufdDevice): void {
+  idev.destroying = true
+  const vdev = idev.vdev
+  if (vdev === null) return
+  if (!idev.ctx.objects.tryIncUsers(vdev)) return
+  idev.ctx.objects.tombstoneUser(vdev)
+}
+
 /** `iommufd_device_unbind`: the device must be detached. */
 export function iommufdDeviceUnbind(idev: IommufdDevice): void {
+  deviceRemoveVdev(idev)
   idev.ctx.objects.destroyUser(idev)
 }
 
-interface IommufdAttachHandle extends AttachHandle {
-  readonly idev: IommufdDevice
-}
-
-function newHandle(idev: IommufdDevice): IommufdAttachHandle {
+function newHandle(idev: IommufdDevice): IommufdAttachHandle & AttachHandle {
   if (idev.ctx.machine.faults.shouldFail('iommufd:handle')) {
     throw new IommuError('ENOMEM', 'attach handle')
   }
@@ -225,22 +240,39 @@ function hwptAttachDevice(hwpt: Hwpt, idev: IommufdDevice, pasid: number): void 
   else core.iommuAttachDevicePasid(domain, idev.dev, pasid, handle)
 }
 
-/** `iommufd_hwpt_detach_device`: the last device of a group/PASID leaves. */
+/** `iommufd_device_get_attach_handle`. */
+function getAttachHandle(idev: IommufdDevice, pasid: number): IommufdAttachHandle | null {
+  try {
+    const h = idev.ctx.machine.iommu.iommuAttachHandleGet(idev.igroup.group, pasid)
+    return h as IommufdAttachHandle
+  } catch {
+    return null
+  }
+}
+
+/**
+ * `iommufd_hwpt_detach_device`: the last device of a group/PASID leaves; IOPFs that came
+ * through the attachment and are still unanswered are answered INVALID.
+ */
 function hwptDetachDevice(hwpt: Hwpt, idev: IommufdDevice, pasid: number): void {
   const core = idev.ctx.machine.iommu
   const domain = hwpt.domain as NonNullable<Hwpt['domain']>
+  const handle = getAttachHandle(idev, pasid)
   if (pasid === IOMMU_NO_PASID) core.iommuDetachGroupHandle(domain, idev.igroup.group)
   else core.iommuDetachDevicePasid(domain, idev.dev, pasid)
+  iommufdAutoResponseFaults(hwpt, handle)
 }
 
-/** `iommufd_hwpt_replace_device`. */
-function hwptReplaceDevice(idev: IommufdDevice, pasid: number, hwpt: Hwpt): void {
+/** `iommufd_hwpt_replace_device`: on success the old attachment's IOPFs are answered. */
+function hwptReplaceDevice(idev: IommufdDevice, pasid: number, hwpt: Hwpt, old: Hwpt): void {
   hwptPasidCompat(hwpt, idev, pasid)
+  const oldHandle = getAttachHandle(idev, pasid)
   const handle = newHandle(idev)
   const core = idev.ctx.machine.iommu
   const domain = hwpt.domain as NonNullable<Hwpt['domain']>
   if (pasid === IOMMU_NO_PASID) core.iommuReplaceGroupHandle(idev.igroup.group, domain, handle)
   else core.iommuReplaceDevicePasid(domain, idev.dev, pasid, handle)
+  iommufdAutoResponseFaults(old, oldHandle)
 }
 
 /**
@@ -345,7 +377,7 @@ function doReplace(idev: IommufdDevice, pasid: number, hwpt: Hwpt): Hwpt | null 
   if (hwpt === old) return null
   if (attachResv) groupDoReplaceReservedIova(igroup, hwptPaging)
   try {
-    hwptReplaceDevice(idev, pasid, hwpt)
+    hwptReplaceDevice(idev, pasid, hwpt, old)
   } catch (e) {
     // As the kernel, this also drops reservations the old HWPT's IOAS had if it is the same.
     if (attachResv) groupRemoveReservedIova(igroup, hwptPaging)

@@ -19,6 +19,7 @@ import {
 } from '@iommu/core'
 import type { IommufdCtx } from './ctx.ts'
 import { getDevice, hwPagetableAttach, hwPagetableDetach, type IommufdDevice } from './device.ts'
+import { getFault, type IommufdFault } from './eventq.ts'
 import { ULONG_MAX } from './io-pagetable.ts'
 import type { Ioas } from './ioas.ts'
 import { IovaBitmap } from './iova-bitmap.ts'
@@ -39,6 +40,7 @@ import type {
   iommu_hwpt_set_dirty_tracking,
 } from './uapi/structs.ts'
 import type { Ucmd } from './ucmd.ts'
+import type { IommufdViommuObj } from './viommu.ts'
 
 const PAGING_FLAGS =
   IOMMU_HWPT_ALLOC_NEST_PARENT |
@@ -55,6 +57,8 @@ export abstract class Hwpt extends IommufdObject {
   domain: IommuDomain | null = null
   /** Allocated with IOMMU_HWPT_ALLOC_PASID: may be attached to a PASID. */
   pasidCompat = false
+  /** The fault queue its domain reports IOPFs to (FAULT_ID_VALID), holding a reference. */
+  fault: IommufdFault | null = null
   protected readonly ctx: IommufdCtx
 
   constructor(ctx: IommufdCtx) {
@@ -66,6 +70,8 @@ export abstract class Hwpt extends IommufdObject {
   protected freeDomain(): void {
     if (this.domain !== null) this.ctx.machine.iommu.iommuDomainFree(this.domain)
     this.domain = null
+    if (this.fault !== null) this.fault.users--
+    this.fault = null
   }
 }
 
@@ -102,16 +108,20 @@ export class HwptPaging extends Hwpt {
 export class HwptNested extends Hwpt {
   readonly type = ObjType.HWPT_NESTED
   readonly parent: HwptPaging
+  /** The vIOMMU it was allocated on (it holds the vIOMMU, not the parent), or null. */
+  readonly viommu: IommufdViommuObj | null
 
-  constructor(ctx: IommufdCtx, parent: HwptPaging) {
+  constructor(ctx: IommufdCtx, parent: HwptPaging, viommu: IommufdViommuObj | null = null) {
     super(ctx)
     this.parent = parent
+    this.viommu = viommu
   }
 
   /** `iommufd_hwpt_nested_destroy`. */
   destroy(): void {
     this.freeDomain()
-    this.parent.users--
+    if (this.viommu !== null) this.viommu.users--
+    else this.parent.users--
   }
 }
 
@@ -237,6 +247,42 @@ function hwptNestedAlloc(
   return hwpt
 }
 
+/**
+ * `iommufd_viommu_alloc_hwpt_nested`: a nested HWPT allocated by the vIOMMU's driver.
+ *
+ * @throws EOPNOTSUPP - flags other than FAULT_ID_VALID|PASID, no data, or no
+ *   `allocDomainNested`; the driver's errors
+ */
+function viommuAllocHwptNested(
+  viommu: IommufdViommuObj,
+  flags: number,
+  data: UserData,
+): HwptNested {
+  const ctx = viommu.ctx
+  if (flags & ~(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID)) {
+    throw new IommuError('EOPNOTSUPP', `flags 0x${flags.toString(16)}`)
+  }
+  if (!data.len) throw new IommuError('EOPNOTSUPP', 'no data')
+  const alloc = viommu.ops?.allocDomainNested
+  if (!alloc) throw new IommuError('EOPNOTSUPP', 'vIOMMU has no alloc_domain_nested')
+  const hwpt = ctx.objects.alloc(new HwptNested(ctx, viommu.hwpt, viommu))
+  hwpt.pasidCompat = (flags & IOMMU_HWPT_ALLOC_PASID) !== 0
+  viommu.users++
+  try {
+    const domain = alloc.call(viommu.ops, viommu.view, flags & ~IOMMU_HWPT_FAULT_ID_VALID, data)
+    hwpt.domain = domain
+    domain.cookie = hwpt
+    // The domain belongs to the driver of the vIOMMU's IOMMU (`iommu_dev->ops`).
+    domain.owner = viommu.unit.driver
+    if (domain.opsUnset) domain.ops = viommu.unit.driver.domainOps
+    if (domain.type !== DomainType.NESTED) throw new IommuError('EOPNOTSUPP', 'not nested')
+  } catch (e) {
+    ctx.objects.abortAndDestroy(hwpt)
+    throw e
+  }
+  return hwpt
+}
+
 /** IOMMU_HWPT_ALLOC (reference §2.13). */
 export function iommufdHwptAlloc(ucmd: Ucmd<iommu_hwpt_alloc>): void {
   const { cmd, ctx, caller } = ucmd
@@ -262,13 +308,21 @@ export function iommufdHwptAlloc(ucmd: Ucmd<iommu_hwpt_alloc>): void {
     hwpt = hwptPagingAlloc(ctx, pt as Ioas, idev, 0, cmd.flags, false, data.len ? data : null)
   } else if (pt.type === ObjType.HWPT_PAGING) {
     hwpt = hwptNestedAlloc(ctx, pt as HwptPaging, idev, cmd.flags, data)
+  } else if (pt.type === ObjType.VIOMMU) {
+    const viommu = pt as IommufdViommuObj
+    if (viommu.unit !== (idev.dev.iommu?.unit ?? idev.dev.unit)) {
+      throw new IommuError('EINVAL', 'device behind another IOMMU than the vIOMMU')
+    }
+    hwpt = viommuAllocHwptNested(viommu, cmd.flags, data)
   } else {
-    throw new IommuError('EINVAL', `pt_id ${cmd.pt_id} is neither an IOAS nor a HWPT_PAGING`)
+    throw new IommuError('EINVAL', `pt_id ${cmd.pt_id} cannot be a HWPT parent`)
   }
   try {
     if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) {
-      // No fault queue can exist: IOMMU_FAULT_QUEUE_ALLOC is not modelled.
-      ctx.objects.get(cmd.fault_id, ObjType.FAULT)
+      const fault = getFault(ctx, cmd.fault_id)
+      hwpt.fault = fault
+      ;(hwpt.domain as IommuDomain).iopfHandler = (group) => fault.handle(group)
+      fault.users++
     }
     cmd.out_hwpt_id = hwpt.id
     ucmd.respond()
@@ -371,21 +425,29 @@ export function iommufdHwptInvalidate(ucmd: Ucmd<iommu_hwpt_invalidate>): void {
       throw new IommuError('EINVAL', 'entry array')
     }
     const pt = ctx.objects.get(cmd.hwpt_id, ObjType.ANY)
-    if (pt.type !== ObjType.HWPT_NESTED) {
-      // vIOMMUs are not modelled; anything else cannot be invalidated this way.
-      throw new IommuError('EINVAL', `object ${cmd.hwpt_id} is not a nested HWPT`)
-    }
-    const domain = (pt as HwptNested).domain as IommuDomain
-    const invalidate = domain.ops.cacheInvalidateUser
-    if (!invalidate) throw new IommuError('EOPNOTSUPP', 'no cache_invalidate_user')
     const array: UserDataArray = {
       type: cmd.data_type,
       entryLen: cmd.entry_len,
       entryNum: cmd.entry_num,
       readEntry: (i) => caller.proc.read(cmd.data_uptr + BigInt(i * cmd.entry_len), cmd.entry_len),
     }
+    let run: () => void
+    if (pt.type === ObjType.HWPT_NESTED) {
+      const domain = (pt as HwptNested).domain as IommuDomain
+      const invalidate = domain.ops.cacheInvalidateUser
+      if (!invalidate) throw new IommuError('EOPNOTSUPP', 'no cache_invalidate_user')
+      run = () => invalidate.call(domain.ops, domain, array)
+    } else if (pt.type === ObjType.VIOMMU) {
+      const viommu = pt as IommufdViommuObj
+      const invalidate = viommu.ops?.cacheInvalidate
+      if (!invalidate) throw new IommuError('EOPNOTSUPP', 'vIOMMU has no cache_invalidate')
+      run = () => invalidate.call(viommu.ops, viommu.view, array)
+    } else {
+      throw new IommuError('EINVAL', `object ${cmd.hwpt_id} is neither nested nor a vIOMMU`)
+    }
+    // The driver's count is reported whether it succeeded or not.
     try {
-      invalidate.call(domain.ops, domain, array)
+      run()
     } finally {
       done = array.entryNum
     }

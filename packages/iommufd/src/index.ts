@@ -18,7 +18,31 @@ export {
 } from './access.ts'
 export { type Caller, type Credentials, IommufdCtx, UNPRIVILEGED } from './ctx.ts'
 export { IommufdDevice } from './device.ts'
-export { type FdFile, fdClose, fdGet, fdInstall } from './fd-table.ts'
+export {
+  FaultFile,
+  IOMMU_HWPT_PAGE_RESPONSE_SIZE,
+  IOMMU_HWPT_PGFAULT_SIZE,
+  IOMMUFD_VEVENT_HEADER_SIZE,
+  IommufdFault,
+  IommufdVeventq,
+  VEVENTQ_MAX_DEPTH,
+  VeventqFile,
+} from './eventq.ts'
+export {
+  bytesBuffer,
+  type FdFile,
+  fdClose,
+  fdGet,
+  fdInstall,
+  fdPoll,
+  fdRead,
+  fdWrite,
+  POLLIN,
+  POLLOUT,
+  POLLRDNORM,
+  type UserBuffer,
+  userBuffer,
+} from './fd-table.ts'
 export { HwptNested, HwptPaging } from './hw-pagetable.ts'
 export { IoptArea } from './io-pagetable.ts'
 export { Ioas } from './ioas.ts'
@@ -46,6 +70,7 @@ export {
   IOMMU_HW_INFO_TYPE_DEFAULT,
   IOMMU_HW_INFO_TYPE_NONE,
   IOMMU_HW_QUEUE_ALLOC,
+  IOMMU_HW_QUEUE_TYPE_DEFAULT,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
@@ -73,12 +98,21 @@ export {
   IOMMU_OPTION_OP_GET,
   IOMMU_OPTION_OP_SET,
   IOMMU_OPTION_RLIMIT_MODE,
+  IOMMU_PGFAULT_FLAGS_LAST_PAGE,
+  IOMMU_PGFAULT_FLAGS_PASID_VALID,
+  IOMMU_PGFAULT_PERM_READ,
+  IOMMU_PGFAULT_PERM_WRITE,
   IOMMU_TEST_CMD,
   IOMMU_VDEVICE_ALLOC,
   IOMMU_VEVENTQ_ALLOC,
+  IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
+  IOMMU_VEVENTQ_TYPE_DEFAULT,
   IOMMU_VFIO_IOAS,
   IOMMU_VIOMMU_ALLOC,
+  IOMMU_VIOMMU_TYPE_DEFAULT,
   IOMMUFD_CMD_BASE,
+  IOMMUFD_PAGE_RESP_INVALID,
+  IOMMUFD_PAGE_RESP_SUCCESS,
   IOMMUFD_TYPE,
 } from './uapi/constants.ts'
 export { UAPI_STRUCTS, type UapiStruct } from './uapi/sizes.ts'
@@ -98,4 +132,9 @@ export type {
   iommu_iova_range,
   iommu_option,
   iommu_test_cmd,
+  iommu_vdevice_alloc,
+  iommu_veventq_alloc,
+  iommu_viommu_alloc,
+  iommufd_vevent_header,
 } from './uapi/structs.ts'
+export { IommufdHwQueueObj, IommufdVdeviceObj, IommufdViommuObj } from './viommu.ts'

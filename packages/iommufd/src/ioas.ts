@@ -22,6 +22,9 @@ import {
   IOMMU_OPTION_OP_GET,
   IOMMU_OPTION_OP_SET,
   IOMMU_OPTION_RLIMIT_MODE,
+  IOMMU_VFIO_IOAS_CLEAR,
+  IOMMU_VFIO_IOAS_GET,
+  IOMMU_VFIO_IOAS_SET,
 } from './uapi/constants.ts'
 import type {
   iommu_ioas_alloc,
@@ -33,6 +36,7 @@ import type {
   iommu_ioas_map_file,
   iommu_ioas_unmap,
   iommu_option,
+  iommu_vfio_ioas,
 } from './uapi/structs.ts'
 import type { Ucmd } from './ucmd.ts'
 
@@ -364,5 +368,27 @@ export function iommufdIoasChangeProcess(ucmd: Ucmd<iommu_ioas_change_process>):
   for (const p of counted) {
     chargePinned(p.accountMode, p.proc, p.lastNpinned, false)
     p.proc = caller.proc
+  }
+}
+
+/** IOMMU_VFIO_IOAS (reference §2.12): get, set or clear the IOAS of the VFIO compat ioctls. */
+export function iommufdVfioIoas(ucmd: Ucmd<iommu_vfio_ioas>): void {
+  const { cmd, ctx } = ucmd
+  if (cmd.__reserved) throw new IommuError('EOPNOTSUPP', '__reserved')
+  switch (cmd.op) {
+    case IOMMU_VFIO_IOAS_GET: {
+      if (ctx.vfioIoas === null) throw new IommuError('ENODEV', 'no compat IOAS')
+      cmd.ioas_id = ctx.vfioIoas.id
+      ucmd.respond()
+      return
+    }
+    case IOMMU_VFIO_IOAS_SET:
+      ctx.vfioIoas = getIoas(ctx, cmd.ioas_id)
+      return
+    case IOMMU_VFIO_IOAS_CLEAR:
+      ctx.vfioIoas = null
+      return
+    default:
+      throw new IommuError('EOPNOTSUPP', `op ${cmd.op}`)
   }
 }

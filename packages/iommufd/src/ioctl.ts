@@ -10,6 +10,7 @@
 import { type Errno, IommuError } from '@iommu/core'
 import type { Caller, IommufdCtx } from './ctx.ts'
 import { iommufdGetHwInfo } from './device.ts'
+import { iommufdFaultAlloc, iommufdVeventqAlloc } from './eventq.ts'
 import {
   iommufdHwptAlloc,
   iommufdHwptGetDirtyBitmap,
@@ -26,6 +27,7 @@ import {
   iommufdIoasMapFile,
   iommufdIoasUnmap,
   iommufdOption,
+  iommufdVfioIoas,
 } from './ioas.ts'
 import { iommufdTest } from './selftest.ts'
 import {
@@ -88,14 +90,7 @@ import {
   IOMMU_VIOMMU_ALLOC_LAYOUT,
 } from './uapi/structs.ts'
 import type { Ucmd } from './ucmd.ts'
-import {
-  iommufdFaultAlloc,
-  iommufdHwQueueAlloc,
-  iommufdVdeviceAlloc,
-  iommufdVeventqAlloc,
-  iommufdVfioIoas,
-  iommufdViommuAlloc,
-} from './unsupported.ts'
+import { iommufdHwQueueAlloc, iommufdVdeviceAlloc, iommufdViommuAlloc } from './viommu.ts'
 
 /** One slot of the table (`struct iommufd_ioctl_op`). */
 interface IoctlOp {

@@ -5,10 +5,20 @@
  * @module
  */
 
-import type { Machine, PciDevice, Process } from '@iommu/core'
+import {
+  IommuError,
+  MAP_SHARED,
+  type Machine,
+  PAGE_SIZE,
+  type PciDevice,
+  PROT_EXEC,
+  PROT_READ,
+  PROT_WRITE,
+  type Process,
+} from '@iommu/core'
 import { MockIommuUnit } from '@iommu/core/testing'
 import { type IommufdAccess, type IommufdAccessOps, iommufdAccessCreate } from './access.ts'
-import { type Caller, type Credentials, IommufdCtx, UNPRIVILEGED } from './ctx.ts'
+import { type Caller, type Credentials, IommufdCtx, type IommufdMmap, UNPRIVILEGED } from './ctx.ts'
 import { type IommufdDevice, iommufdDeviceBind } from './device.ts'
 import { type FdFile, fdAlloc, fdClose, fdSet } from './fd-table.ts'
 import { iommufdIoctl } from './ioctl.ts'
@@ -166,6 +176,27 @@ export class Iommufd implements FdFile {
   }
 
   /**
+   * `mmap(addr, length, prot, flags, fd, offset)` on the iommufd file
+   * (`iommufd_fops_mmap`): map an MMIO region a driver registered (a vIOMMU's page, at the
+   * offset the driver reported through the vIOMMU data). While mapped, the owning object
+   * cannot be destroyed (EBUSY); `proc.munmap` releases it.
+   *
+   * @param addr - a fixed address, or null to let the kernel choose
+   * @returns the address of the mapping in the caller's process
+   * @throws IommuError with `syscall: 'mmap'`: EINVAL - offset not page aligned, length 0,
+   *   or not MAP_SHARED; EPERM - PROT_EXEC; ENXIO - not exactly a registered region
+   */
+  mmap(
+    addr: number | null,
+    length: number,
+    prot: number,
+    flags: number,
+    offset: bigint | number,
+  ): number {
+    return iommufdFopsMmap(this.ctx, this.caller.proc, addr, length, prot, flags, BigInt(offset))
+  }
+
+  /**
    * Bind a device as VFIO_DEVICE_BIND_IOMMUFD does (`iommufd_device_bind`); `dev_id` is
    * its `id`. Attach with `attach(pt_id)`, `unbind()` when done.
    */
@@ -176,6 +207,58 @@ export class Iommufd implements FdFile {
   /** Create an in-kernel access for an emulated device (`iommufd_access_create`). */
   createAccess(ops: IommufdAccessOps): IommufdAccess {
     return iommufdAccessCreate(this.ctx, ops)
+  }
+}
+
+/** `iommufd_fops_mmap` (with the syscall's own checks of length and offset first). */
+function iommufdFopsMmap(
+  ctx: IommufdCtx,
+  proc: Process,
+  addr: number | null,
+  length: number,
+  prot: number,
+  flags: number,
+  offset: bigint,
+): number {
+  const fail = (code: 'EINVAL' | 'EPERM' | 'ENXIO', why: string): never => {
+    throw new IommuError(code, why, { syscall: 'mmap' })
+  }
+  // mmap(2) itself: a zero length or an unaligned offset never reach the driver.
+  if (!Number.isSafeInteger(length) || length <= 0) fail('EINVAL', 'length')
+  if (offset < 0n || offset % BigInt(PAGE_SIZE) !== 0n) fail('EINVAL', 'offset not page aligned')
+  const size = Math.ceil(length / PAGE_SIZE) * PAGE_SIZE
+  if (!(flags & MAP_SHARED)) fail('EINVAL', 'not MAP_SHARED')
+  if (prot & PROT_EXEC) fail('EPERM', 'PROT_EXEC')
+  const immap = ctx.findMmap(offset)
+  if (immap === undefined || immap.owner.users === 0) fail('ENXIO', 'no region at this offset')
+  const m = immap as IommufdMmap
+  // Only the exact region may be mapped, not a part of it.
+  if (m.offset !== offset || m.length !== size) fail('ENXIO', 'not the exact region')
+  // The mapping holds the file (so the context) and the region's owner.
+  m.owner.users++
+  ctx.refGet()
+  try {
+    return proc.mmap(size, {
+      prot: prot & (PROT_READ | PROT_WRITE),
+      ...(addr === null ? {} : { addr }),
+      pfnmap: {
+        pfn: m.pfn,
+        ops: {
+          open: () => {
+            m.owner.users++
+            ctx.refGet()
+          },
+          close: () => {
+            m.owner.users--
+            ctx.refPut()
+          },
+        },
+      },
+    })
+  } catch (e) {
+    m.owner.users--
+    ctx.refPut()
+    throw e
   }
 }
 

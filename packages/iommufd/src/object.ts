@@ -130,10 +130,41 @@ export class ObjectTable {
     this.#remove(o)
   }
 
-  #remove(o: IommufdObject): void {
+  #remove(o: IommufdObject, tombstone = false): void {
     o.users = 0
-    this.#release(o.id)
+    // A tombstone keeps the ID reserved (ENOENT, never reused) until the fd closes.
+    if (tombstone) this.#slots[o.id] = RESERVED
+    else this.#release(o.id)
     o.destroy()
+  }
+
+  /**
+   * Destroy an object the kernel force-removes while user space still has its ID
+   * (`iommufd_object_tombstone_user`): the ID stays reserved until the context goes.
+   * The caller holds a reference that is dropped here.
+   */
+  tombstoneUser(obj: IommufdObject): void {
+    obj.users--
+    if (obj.users !== 1 || this.#slots[obj.id] !== obj) {
+      throw new Error(`iommufd_object_tombstone_user: object ${obj.id} still has users`)
+    }
+    this.#remove(obj, true)
+  }
+
+  /**
+   * Take a reference on a published object (`iommufd_try_inc_users`).
+   *
+   * @returns false when the object is not (or no longer) in the table
+   */
+  tryIncUsers(obj: IommufdObject): boolean {
+    if (this.#slots[obj.id] !== obj) return false
+    obj.users++
+    return true
+  }
+
+  /** Forget every ID, tombstones included (`xa_destroy` at release). */
+  clear(): void {
+    this.#slots.length = 1
   }
 
   /**

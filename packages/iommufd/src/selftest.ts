@@ -7,10 +7,23 @@
  * @module
  */
 
-import { FRAME_SIZE, IOMMU_NO_PASID, IommuError, type PciDevice, type Process } from '@iommu/core'
 import {
+  FRAME_SIZE,
+  IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE,
+  IOMMU_FAULT_PAGE_REQUEST_PASID_VALID,
+  IOMMU_NO_PASID,
+  IommuError,
+  iommufdViommuReportEvent,
+  iopfFault,
+  type PciDevice,
+  type Process,
+} from '@iommu/core'
+import {
+  IOMMU_VEVENTQ_TYPE_SELFTEST,
+  MOCK_DEV_CACHE_ID_MAX,
   MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,
   MOCK_PASID_WIDTH,
+  type MockDev,
   MockDomain,
   MockIommuUnit,
   MockNestedDomain,
@@ -38,7 +51,6 @@ import { ULONG_MAX } from './io-pagetable.ts'
 import { getIoas } from './ioas.ts'
 import { IommufdObject, ObjType } from './object.ts'
 import {
-  IOMMU_TEST_DEV_CACHE_DEFAULT,
   IOMMU_TEST_OP_ACCESS_PAGES,
   IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
   IOMMU_TEST_OP_ACCESS_RW,
@@ -58,9 +70,10 @@ import {
   IOMMU_TEST_OP_PASID_DETACH,
   IOMMU_TEST_OP_PASID_REPLACE,
   IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
+  IOMMU_TEST_OP_TRIGGER_IOPF,
+  IOMMU_TEST_OP_TRIGGER_VEVENT,
   MOCK_ACCESS_RW_SLOW_PATH,
   MOCK_ACCESS_RW_WRITE,
-  MOCK_DEV_CACHE_ID_MAX,
   MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
   MOCK_FLAGS_ACCESS_SYZ,
   MOCK_FLAGS_ACCESS_WRITE,
@@ -381,6 +394,36 @@ function testPasidCheckHwpt(ctx: IommufdCtx, cmd: iommu_test_cmd_decoded): void 
   }
 }
 
+/** The mock's per-device state of a bound mock device. @throws EINVAL - not a mock device */
+function mockDevState(idev: IommufdDevice): MockDev {
+  const unit = idev.dev.iommu?.unit ?? idev.dev.unit
+  if (!(unit instanceof MockIommuUnit)) throw new IommuError('EINVAL', 'not a mock device')
+  return unit.devState(idev.dev.rid)
+}
+
+/**
+ * TRIGGER_IOPF: the mock reports one page request (LAST_PAGE, PASID_VALID for a non-zero
+ * PASID) for the device. Always 0, whether or not a handler took it.
+ */
+function testTriggerIopf(ctx: IommufdCtx, c: iommu_test_cmd_decoded['trigger_iopf']): void {
+  const idev = getDevice(ctx, c.dev_id)
+  mockDevState(idev)
+  const evt = iopfFault({
+    flags:
+      IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE |
+      (c.pasid !== IOMMU_NO_PASID ? IOMMU_FAULT_PAGE_REQUEST_PASID_VALID : 0),
+    addr: c.addr,
+    pasid: c.pasid,
+    grpid: c.grpid,
+    perm: c.perm,
+  })
+  try {
+    ctx.machine.iommu.iommuReportDeviceFault(idev.dev, evt)
+  } catch {
+    // iommu_report_device_fault's result is ignored by the test op.
+  }
+}
+
 /** Dispatch one IOMMU_TEST_CMD operation (`iommufd_test`). */
 export function iommufdTest(ucmd: Ucmd<iommu_test_cmd_decoded>): void {
   const { cmd, ctx, caller } = ucmd
@@ -424,12 +467,22 @@ export function iommufdTest(ucmd: Ucmd<iommu_test_cmd_decoded>): void {
       return
     }
     case IOMMU_TEST_OP_DEV_CHECK_CACHE: {
-      getDevice(ctx, cmd.id)
-      // Device caches change only through vIOMMU invalidations, which are not modelled.
+      const st = mockDevState(getDevice(ctx, cmd.id))
       const { id, cache } = cmd.check_dev_cache
-      if (id > MOCK_DEV_CACHE_ID_MAX || cache !== IOMMU_TEST_DEV_CACHE_DEFAULT) {
-        throw new IommuError('EINVAL', `cache[${id}]`)
+      if (id > MOCK_DEV_CACHE_ID_MAX || st.cache[id] !== cache) {
+        throw new IommuError('EINVAL', `cache[${id}] = 0x${st.cache[id]?.toString(16)}`)
       }
+      return
+    }
+    case IOMMU_TEST_OP_TRIGGER_IOPF:
+      testTriggerIopf(ctx, cmd.trigger_iopf)
+      return
+    case IOMMU_TEST_OP_TRIGGER_VEVENT: {
+      const st = mockDevState(getDevice(ctx, cmd.trigger_vevent.dev_id))
+      if (st.viommu === null || !st.vdevId) throw new IommuError('ENOENT', 'no vDEVICE in use')
+      const ev = new Uint8Array(4)
+      new DataView(ev.buffer).setUint32(0, Number(st.vdevId & 0xffff_ffffn), true)
+      iommufdViommuReportEvent(st.viommu, IOMMU_VEVENTQ_TYPE_SELFTEST, ev)
       return
     }
     case IOMMU_TEST_OP_CREATE_ACCESS:
@@ -485,7 +538,7 @@ export function iommufdTest(ucmd: Ucmd<iommu_test_cmd_decoded>): void {
       testPasidCheckHwpt(ctx, cmd)
       return
     default:
-      // IOPF, vEVENT and DMABUF operations are not modelled.
+      // The DMABUF operations are not modelled.
       throw new IommuError('EOPNOTSUPP', `test op ${cmd.op}`)
   }
 }

@@ -28,26 +28,40 @@ import {
   _testCmdCreateAccess,
   _testCmdDestroyAccessPages,
   _testCmdGetDirtyBitmap,
+  _testCmdHwptAlloc,
+  _testCmdHwQueueAlloc,
   _testCmdMockDomain,
   _testCmdMockDomainFlags,
   _testCmdMockDomainReplace,
   _testCmdSetDirtyTracking,
+  _testCmdVdeviceAlloc,
+  _testCmdVeventqAlloc,
+  _testCmdViommuAlloc,
   _testIoctlDestroy,
+  _testIoctlFaultAlloc,
   _testIoctlIoasAlloc,
   _testIoctlIoasUnmap,
   _testIoctlSetTempMemoryLimit,
   PAGE_SIZE,
 } from '../src/testing/index.ts'
 import {
+  IOMMU_HW_QUEUE_TYPE_SELFTEST,
+  IOMMU_HWPT_DATA_SELFTEST,
+  IOMMU_HWPT_FAULT_ID_VALID,
+  IOMMU_HWPT_SELFTEST_LAYOUT,
+  IOMMU_TEST_IOTLB_DEFAULT,
   IOMMU_TEST_OP_ACCESS_RW,
   IOMMU_TEST_OP_PASID_ATTACH,
   IOMMU_TEST_OP_PASID_DETACH,
   IOMMU_TEST_OP_PASID_REPLACE,
+  IOMMU_VEVENTQ_TYPE_SELFTEST,
+  IOMMU_VIOMMU_TYPE_SELFTEST,
   MOCK_ACCESS_RW_SLOW_PATH,
   MOCK_ACCESS_RW_WRITE,
   MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
   MOCK_FLAGS_DEVICE_PASID,
 } from '../src/uapi/index.ts'
+import { encodeStruct } from '../src/uapi/struct.ts'
 import { accessPages, hwptAlloc, ioasMap, ioasMapFile, RW } from './helpers.ts'
 
 /** The fail_nth selftest's global buffer: 2 MiB. */
@@ -263,7 +277,7 @@ describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', 
     })
   }
 
-  it('device: bind, hw_info, HWPT alloc, replace, nest parent, PASID attach/replace/detach', () => {
+  it('device: bind, hw_info, HWPT alloc, replace, nest parent, vIOMMU, vDEVICE, HW queue, fault, vEVENTQ, PASID', () => {
     const n = failNth((w, enable) => {
       const ioas = _testIoctlIoasAlloc(w.fd)
       const ioas2 = _testIoctlIoasAlloc(w.fd)
@@ -288,6 +302,39 @@ describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', 
         ioas,
         IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_PASID,
       )
+      const viommu = _testCmdViommuAlloc(
+        w.fd,
+        md.idev_id,
+        parent,
+        0,
+        IOMMU_VIOMMU_TYPE_SELFTEST,
+        null,
+        0,
+      )
+      _testCmdVdeviceAlloc(w.fd, viommu, md.idev_id, 0)
+      _testCmdHwQueueAlloc(
+        w.fd,
+        viommu,
+        IOMMU_HW_QUEUE_TYPE_SELFTEST,
+        0,
+        MOCK_APERTURE_START,
+        PAGE_SIZE,
+      )
+      const fault = _testIoctlFaultAlloc(w.fd)
+      fdClose(w.proc, fault.fault_fd)
+      const data = encodeStruct(IOMMU_HWPT_SELFTEST_LAYOUT, { iotlb: IOMMU_TEST_IOTLB_DEFAULT })
+      _testCmdHwptAlloc(
+        w.fd,
+        md.idev_id,
+        parent,
+        fault.fault_id,
+        IOMMU_HWPT_FAULT_ID_VALID,
+        IOMMU_HWPT_DATA_SELFTEST,
+        data,
+        data.length,
+      )
+      const q = _testCmdVeventqAlloc(w.fd, viommu, IOMMU_VEVENTQ_TYPE_SELFTEST, 2)
+      fdClose(w.proc, q.veventq_fd)
       const test = hwptAlloc(w.fd, md.idev_id, ioas, IOMMU_HWPT_ALLOC_PASID)
       w.pasid = 200
       const pasidCmd = (op: number, pt: number) => ({

@@ -39,11 +39,14 @@ import {
 import {
   _testCmdCreateAccess,
   _testCmdDestroyAccessPages,
+  _testCmdHwptAlloc,
   _testCmdMdCheckMap,
   _testCmdMockDomain,
   _testCmdMockDomainFlags,
   _testCmdMockDomainReplace,
+  _testCmdTriggerIopf,
   _testIoctlDestroy,
+  _testIoctlFaultAlloc,
   _testIoctlIoasAlloc,
   _testIoctlIoasUnmap,
   _testIoctlSetTempMemoryLimit,
@@ -282,19 +285,29 @@ for (const variant of VARIANTS) {
         hwptAlloc(env.fd, deviceId, parent, 0, sel()),
         hwptAlloc(env.fd, deviceId, parent, 0, sel()),
       ]
-      // A fault queue cannot exist here (IOMMU_FAULT_QUEUE_ALLOC is not modelled).
-      expectErrno('ENOENT', () => {
-        env.fd.ioctl(0x3b89, {
-          size: 48,
-          flags: IOMMU_HWPT_FAULT_ID_VALID,
-          dev_id: deviceId,
-          pt_id: parent,
-          data_type: IOMMU_HWPT_DATA_SELFTEST,
-          data_len: 8,
-          data_uptr: BigInt(data),
-          fault_id: 0xffff_ffff,
-        })
-      })
+      const { fault_id: faultId, fault_fd: faultFd } = _testIoctlFaultAlloc(env.fd)
+      expectErrno('ENOENT', () =>
+        _testCmdHwptAlloc(
+          env.fd,
+          deviceId,
+          parent,
+          0xffff_ffff,
+          IOMMU_HWPT_FAULT_ID_VALID,
+          IOMMU_HWPT_DATA_SELFTEST,
+          data,
+          8,
+        ),
+      )
+      const iopfHwptId = _testCmdHwptAlloc(
+        env.fd,
+        deviceId,
+        parent,
+        faultId,
+        IOMMU_HWPT_FAULT_ID_VALID,
+        IOMMU_HWPT_DATA_SELFTEST,
+        data,
+        8,
+      )
       for (const n of nested)
         for (let i = 0; i < 4; i++) checkIotlb(env.fd, n, i, IOMMU_TEST_IOTLB_DEFAULT)
       expectErrno('EINVAL', () => hwptAlloc(env.fd, deviceId, nested[0] as number, 0, sel()))
@@ -391,11 +404,18 @@ for (const variant of VARIANTS) {
       _testCmdMockDomainReplace(env.fd, stdevId, n1)
       expectErrno('EBUSY', () => _testIoctlDestroy(env.fd, n1))
       _testIoctlDestroy(env.fd, n0)
+      // To the IOPF HWPT: busy, and a page request round-trips through the fault fd.
+      _testCmdMockDomainReplace(env.fd, stdevId, iopfHwptId)
+      expectErrno('EBUSY', () => _testIoctlDestroy(env.fd, iopfHwptId))
+      _testCmdTriggerIopf(env.fd, deviceId, 0x1, faultFd)
       _testCmdMockDomainReplace(env.fd, stdevId, parent)
       _testIoctlDestroy(env.fd, n1)
+      _testIoctlDestroy(env.fd, iopfHwptId)
       _testCmdMockDomainReplace(env.fd, stdevId, ioasId)
       _testIoctlDestroy(env.fd, parent)
       _testIoctlDestroy(env.fd, notParent)
+      fdClose(env.proc, faultFd)
+      _testIoctlDestroy(env.fd, faultId)
     })
 
     it('hwpt_attach: a new device attaches directly to a HWPT id (§1.4)', () => {

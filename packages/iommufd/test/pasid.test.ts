@@ -1,17 +1,24 @@
 /**
- * Port of the selftest FIXTURE(iommufd_device_pasid), test pasid_attach, without its
- * fault-queue and vIOMMU parts (reference iommufd-uapi.md §1.4 PASID rules, §7.1).
+ * Port of the selftest FIXTURE(iommufd_device_pasid), test pasid_attach, with its
+ * fault-queue and vIOMMU steps (reference iommufd-uapi.md §1.4 PASID rules, §5.6, §7.1).
  */
-import { IOMMU_HWPT_DATA_SELFTEST } from '@iommu/core/testing'
+import { IOMMU_HWPT_DATA_SELFTEST, IOMMU_VIOMMU_TYPE_SELFTEST } from '@iommu/core/testing'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
+  fdClose,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_ALLOC_PASID,
+  IOMMU_HWPT_FAULT_ID_VALID,
   IOMMU_TEST_CMD,
 } from '../src/index.ts'
 import {
+  _testCmdHwptAlloc,
   _testCmdMockDomainFlags,
   _testCmdMockDomainReplace,
+  _testCmdTriggerIopf,
+  _testCmdViommuAlloc,
+  _testIoctlDestroy,
+  _testIoctlFaultAlloc,
   _testIoctlIoasAlloc,
   expectErrno,
   PAGE_SIZE,
@@ -86,6 +93,38 @@ for (const pasidCapable of [false, true]) {
         hwptAlloc(env.fd, deviceId, parent, IOMMU_HWPT_ALLOC_PASID, sel),
         hwptAlloc(env.fd, deviceId, parent, IOMMU_HWPT_ALLOC_PASID, sel),
       ] as const
+      // Fault related preparation.
+      const { fault_id: faultId, fault_fd: faultFd } = _testIoctlFaultAlloc(env.fd)
+      const iopfHwptId = _testCmdHwptAlloc(
+        env.fd,
+        deviceId,
+        parent,
+        faultId,
+        IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID,
+        IOMMU_HWPT_DATA_SELFTEST,
+        data,
+        8,
+      )
+      // A regular nested HWPT based on a vIOMMU.
+      const viommuId = _testCmdViommuAlloc(
+        env.fd,
+        deviceId,
+        parent,
+        0,
+        IOMMU_VIOMMU_TYPE_SELFTEST,
+        null,
+        0,
+      )
+      _testCmdHwptAlloc(
+        env.fd,
+        deviceId,
+        viommuId,
+        0,
+        IOMMU_HWPT_ALLOC_PASID,
+        IOMMU_HWPT_DATA_SELFTEST,
+        data,
+        8,
+      )
       const s2 = hwptAlloc(env.fd, deviceId, ioasId, IOMMU_HWPT_ALLOC_PASID)
 
       // RID on a HWPT that is not PASID-compatible: PASID attach EINVAL.
@@ -137,6 +176,17 @@ for (const pasidCapable of [false, true]) {
       expectErrno('ENOMEM', () => replace(1024, nested[0]))
       expect(check(1024, s2)).toBe('OK')
       detach(1024)
+
+      // An IOPF-capable HWPT on PASID 2048: the fault is delivered and answered.
+      attach(2048, iopfHwptId)
+      expect(check(2048, iopfHwptId)).toBe('OK')
+      _testCmdTriggerIopf(env.fd, deviceId, 2048, faultFd)
+      replace(2048, s2)
+      expect(check(2048, s2)).toBe('OK')
+      detach(2048)
+      _testIoctlDestroy(env.fd, iopfHwptId)
+      fdClose(env.proc, faultFd)
+      _testIoctlDestroy(env.fd, faultId)
 
       _testCmdMockDomainReplace(env.fd, stdevId, ioasId)
     })

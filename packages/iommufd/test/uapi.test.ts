@@ -188,9 +188,13 @@ describe('arguments in process memory (§2.1)', () => {
     expectErrno('ENOTTY', () => test.fd.ioctl(0xc0283b85, { size: 40 }))
   })
 
-  it('the vIOMMU family answers the kernel errno of a driver without vIOMMU support', () => {
+  it('the vIOMMU family checks its arguments in the kernel order (§2.18–2.23)', () => {
     const { fd } = world()
-    expectErrno('EOPNOTSUPP', () => fd.ioctl(IOMMU_FAULT_QUEUE_ALLOC, { size: 16 }))
+    expectErrno('EOPNOTSUPP', () => fd.ioctl(IOMMU_FAULT_QUEUE_ALLOC, { size: 16, flags: 1 }))
+    const fault = { size: 16, out_fault_id: 0, out_fault_fd: 0 }
+    fd.ioctl(IOMMU_FAULT_QUEUE_ALLOC, fault)
+    expect(fault.out_fault_id).toBe(1)
+    expect(fault.out_fault_fd).toBeGreaterThan(fd.fd)
     expectErrno('EOPNOTSUPP', () => fd.ioctl(IOMMU_VIOMMU_ALLOC, { size: 40, type: 0 }))
     expectErrno('ENOENT', () => fd.ioctl(IOMMU_VIOMMU_ALLOC, { size: 40, type: 1, dev_id: 5 }))
     expectErrno('ENOENT', () => fd.ioctl(IOMMU_VDEVICE_ALLOC, { size: 24, viommu_id: 1 }))

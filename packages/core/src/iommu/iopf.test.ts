@@ -56,7 +56,7 @@ describe('iommu_report_device_fault (io-pgfault.c)', () => {
     const d = w.core.iommuPagingDomainAllocFlags(w.dev, 0)
     d.iopfHandler = w.handler
     w.attach(d)
-    w.queue.addDevice(w.dev)
+    // The mock put the device on its IOPF queue when the fault-capable domain came.
     expect(errnoOf(() => w.queue.addDevice(w.dev))).toBe('EBUSY')
     // Two partial requests of group 5, one of group 6, then the last of group 5.
     w.core.iommuReportDeviceFault(w.dev, iopfFault({ grpid: 5, addr: 0x1000n }))
@@ -81,6 +81,7 @@ describe('iommu_report_device_fault (io-pgfault.c)', () => {
     const d = w.core.iommuPagingDomainAllocFlags(w.dev, 0)
     w.attach(d)
     w.queue.addDevice(w.dev)
+    expect(errnoOf(() => w.queue.addDevice(w.dev))).toBe('EBUSY')
     const evt = iopfFault({ grpid: 1, flags: LAST })
     expect(errnoOf(() => w.core.iommuReportDeviceFault(w.dev, evt))).toBe('EINVAL')
     expect(w.unit.pageResponses.map((r) => r.response.code)).toEqual([
@@ -99,7 +100,6 @@ describe('iommu_report_device_fault (io-pgfault.c)', () => {
     expect(nested.type).toBe(DomainType.NESTED)
     nested.iopfHandler = w.handler
     w.attach(nested)
-    w.queue.addDevice(w.dev)
     w.core.iommuReportDeviceFault(w.dev, iopfFault({ pasid: 7, flags: LAST | PASID_VALID }))
     expect(w.groups[0]?.attachHandle?.domain).toBe(nested)
   })
@@ -110,9 +110,12 @@ describe('iommu_report_device_fault (io-pgfault.c)', () => {
     const kept: IopfGroup[] = []
     d.iopfHandler = (g) => kept.push(g) // takes it without dequeuing
     w.attach(d)
-    w.queue.addDevice(w.dev)
     w.core.iommuReportDeviceFault(w.dev, iopfFault({ grpid: 3, flags: LAST }))
-    w.queue.removeDevice(w.dev)
+    expect(kept).toHaveLength(1)
+    // Detach: the mock takes the device off its IOPF queue (iopf_queue_remove_device).
+    const group = w.dev.group
+    if (group === null) throw new Error('no group')
+    w.core.iommuDetachGroupHandle(d, group)
     expect(w.unit.pageResponses.map((r) => r.response)).toEqual([
       { pasid: 0, grpid: 3, code: IommuPageResponseCode.INVALID },
     ])
@@ -126,7 +129,6 @@ describe('iommu_report_device_fault (io-pgfault.c)', () => {
       throw new Error('refused')
     }
     w.attach(d)
-    w.queue.addDevice(w.dev)
     w.core.iommuReportDeviceFault(w.dev, iopfFault({ grpid: 4, flags: LAST }))
     expect(w.unit.pageResponses.map((r) => r.response.code)).toEqual([
       IommuPageResponseCode.FAILURE,

@@ -13,9 +13,18 @@
  * @module
  */
 
-import { DomainType, HwptAllocFlags, IOMMU_DIRTY_NO_CLEAR, IommuCap, Prot } from '../constants.ts'
 import {
+  DomainType,
+  HwptAllocFlags,
+  IOMMU_DIRTY_NO_CLEAR,
+  IommuCap,
+  PAGE_SIZE,
+  Prot,
+} from '../constants.ts'
+import {
+  copyStructFromFullUserArray,
   copyStructFromUser,
+  copyStructToUser,
   type DirtyOps,
   type DomainOps,
   IommuDomain,
@@ -26,10 +35,32 @@ import {
 import { type Driver, defineDriver, type IommuUnit, type UnitContext } from '../driver.ts'
 import { IommuError } from '../errno.ts'
 import type { IommuDirtyBitmap, IotlbGather } from '../gather.ts'
-import type { IopfFault, PageResponse } from '../iommu/iopf.ts'
+import {
+  IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE,
+  IOMMU_FAULT_PAGE_REQUEST_PASID_VALID,
+  IOMMU_FAULT_PERM_READ,
+  IOMMU_FAULT_PERM_WRITE,
+  type IopfFault,
+  IopfQueue,
+  iopfFault,
+  type PageResponse,
+} from '../iommu/iopf.ts'
 import type { DmaTransaction } from '../machine/dma.ts'
 import type { Machine } from '../machine/machine.ts'
+import { FramePurpose, type PhysicalMemory } from '../machine/memory.ts'
 import type { PciDevice } from '../machine/pci.ts'
+import {
+  type IommufdHwQueue,
+  type IommufdViommu,
+  iommufdHwQueueDepend,
+  iommufdHwQueueUndepend,
+  iommufdViommuAllocMmap,
+  iommufdViommuDestroyMmap,
+  iommufdViommuFindDev,
+  iommufdViommuGetVdevId,
+  iommufdViommuReportEvent,
+  type ViommuOps,
+} from '../viommu.ts'
 
 /** `MOCK_APERTURE_START`. */
 export const MOCK_APERTURE_START = 0x100_0000n
@@ -54,6 +85,21 @@ export const IOMMU_TEST_INVALIDATE_FLAG_ALL = 1
 /** `MOCK_NESTED_DOMAIN_IOTLB_ID_MAX` / `_NUM`. */
 export const MOCK_NESTED_DOMAIN_IOTLB_ID_MAX = 3
 export const MOCK_NESTED_DOMAIN_IOTLB_NUM = 4
+/** `IOMMU_VIOMMU_TYPE_SELFTEST`: data `struct iommu_viommu_selftest`. */
+export const IOMMU_VIOMMU_TYPE_SELFTEST = 0xdead_beef
+/** `IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST`: entries `struct iommu_viommu_invalidate_selftest`. */
+export const IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST = 0xdead_beef
+/** `IOMMU_VEVENTQ_TYPE_SELFTEST`: events `struct iommu_viommu_event_selftest { u32 virt_id }`. */
+export const IOMMU_VEVENTQ_TYPE_SELFTEST = 0xbeef_beef
+/** `IOMMU_HW_QUEUE_TYPE_SELFTEST`. */
+export const IOMMU_HW_QUEUE_TYPE_SELFTEST = 0xdead_beef
+/** `IOMMU_TEST_HW_QUEUE_MAX`: HW queues per mock vIOMMU. */
+export const IOMMU_TEST_HW_QUEUE_MAX = 2
+/** `MOCK_DEV_CACHE_ID_MAX` / `MOCK_DEV_CACHE_NUM`: the per-device mock cache. */
+export const MOCK_DEV_CACHE_ID_MAX = 3
+export const MOCK_DEV_CACHE_NUM = 4
+/** `IOMMU_TEST_DEV_CACHE_DEFAULT`: the initial value of each mock device cache word. */
+export const IOMMU_TEST_DEV_CACHE_DEFAULT = 0xbaddad
 /** `IOMMU_TEST_PASID_RESERVED`: the PASID with the fake second-attach error. */
 export const IOMMU_TEST_PASID_RESERVED = 1024
 /** `MOCK_IOMMUPT_*`: the `pagetable_type` of the selftest HWPT data. */
@@ -212,25 +258,94 @@ export class MockDomain extends IommuDomain {
   }
 }
 
-/** A mock nested (user-managed stage-1) domain with its mock IOTLB. */
+/** Model stage-1 entry bit: the entry is valid. */
+export const MOCK_S1_VALID = 1n << 0n
+/** Model stage-1 entry bit: writes are allowed. */
+export const MOCK_S1_WRITE = 1n << 1n
+/** Model stage-1 entry field: the output guest-physical frame (bits 12..51). */
+export const MOCK_S1_ADDR_MASK = 0x000f_ffff_ffff_f000n
+
+/**
+ * A mock nested (user-managed stage-1) domain with its mock IOTLB.
+ *
+ * The kernel's mock nested domain translates nothing (its hardware never walks a stage 1).
+ * This model adds a small stage 1 that exists only here, so that a test can send DMA
+ * through both stages: a one-level table of little-endian u64 entries in guest memory,
+ * one entry per 4 KiB of IOVA from IOVA 0 (bit 0 valid, bit 1 writable, bits 12..51 the
+ * guest-physical frame). Every read of the table goes through the parent's stage 2, as
+ * nested hardware reads a guest table. The table is given to the domain with
+ * {@link setStage1Table} — never through the uAPI data, whose layout stays the kernel's.
+ * Without a table the stage 1 is the identity (IOVA = guest-physical address).
+ */
 export class MockNestedDomain extends IommuDomain {
   /** `iotlb[MOCK_NESTED_DOMAIN_IOTLB_NUM]`, invalidated by `cacheInvalidateUser`. */
   readonly iotlb: Uint32Array = new Uint32Array(MOCK_NESTED_DOMAIN_IOTLB_NUM)
   /** The stage-2 parent. */
   readonly parent: MockDomain
+  /** The vIOMMU the domain was allocated on (`mock_viommu`), or null. */
+  readonly viommu: IommufdViommu | null
+  /** Guest-physical address of the model stage-1 table; null = identity stage 1. */
+  s1Table: bigint | null = null
+  /** Entries of the model stage-1 table (the IOVA it covers is `entries * 4 KiB`). */
+  s1Entries = 0
 
-  constructor(ops: DomainOps<MockNestedDomain>, parent: MockDomain, iotlb: number) {
+  constructor(
+    ops: DomainOps<MockNestedDomain>,
+    parent: MockDomain,
+    iotlb: number,
+    viommu: IommufdViommu | null = null,
+  ) {
     super({ type: DomainType.NESTED, ops })
     this.parent = parent
     this.iotlb.fill(iotlb)
+    this.viommu = viommu
+  }
+
+  /**
+   * Point the model stage 1 at a table of `entries` u64 entries at guest-physical `gpa`
+   * (8-byte aligned), or back to the identity with `null`. Model only: the kernel's mock
+   * has no stage 1.
+   */
+  setStage1Table(gpa: bigint | null, entries = 0): void {
+    if (gpa !== null && (gpa % 8n !== 0n || !Number.isSafeInteger(entries) || entries <= 0)) {
+      throw new RangeError('stage-1 table: 8-byte aligned GPA and a positive entry count')
+    }
+    this.s1Table = gpa
+    this.s1Entries = gpa === null ? 0 : entries
   }
 }
 
+/** A DMA the mock hardware could not translate, as its event log records it. */
+export interface MockFaultRecord {
+  readonly rid: number
+  readonly pasid: number | undefined
+  readonly iova: bigint
+  readonly write: boolean
+  /** The domain the access went through. */
+  readonly domain: IommuDomain | null
+}
+
 /** Per-device state of the mock (`struct mock_dev`). */
-interface MockDev {
+export interface MockDev {
   domain: IommuDomain | null
   readonly pasids: Map<number, IommuDomain>
   pasid1024FakeError: boolean
+  /** The vIOMMU of the attached nested domain, and the device's virtual ID on it. */
+  viommu: IommufdViommu | null
+  vdevId: bigint
+  /** `cache[MOCK_DEV_CACHE_NUM]`, invalidated through the vIOMMU. */
+  readonly cache: Uint32Array
+  /** Fault-capable domains attached (`iopf_refcount`). */
+  iopfRefcount: number
+}
+
+/** `struct mock_viommu`: the driver part of a mock vIOMMU. */
+export interface MockViommu {
+  /** The two pages offered through mmap (first frame), or 0. */
+  pagePfn: number
+  mmapOffset: bigint
+  readonly hwQueue: (IommufdHwQueue | null)[]
+  readonly s2Parent: MockDomain
 }
 
 /** The mock IOMMU unit: its "hardware" is the RID/PASID → domain table. */
@@ -241,6 +356,8 @@ export class MockIommuUnit implements IommuUnit {
   readonly #byRid = new Map<number, MockDev>()
   /** DMA translations performed. */
   translations = 0
+  /** DMA faults the hardware logged, for {@link MockIommuUnit.irq}. */
+  readonly faultLog: MockFaultRecord[] = []
   /** Every page response the driver sent (`mock_domain_page_response`), oldest first. */
   readonly pageResponses: {
     readonly dev: PciDevice
@@ -248,64 +365,167 @@ export class MockIommuUnit implements IommuUnit {
     readonly response: PageResponse
   }[] = []
 
-  constructor(name: string, driver: Driver, maxPasids: number) {
+  readonly #memory: PhysicalMemory | null
+  /** The driver's interrupt thread, set by the driver: handles the fault log. */
+  irqHandler: ((unit: MockIommuUnit) => void) | null = null
+
+  constructor(
+    name: string,
+    driver: Driver,
+    maxPasids: number,
+    memory: PhysicalMemory | null = null,
+  ) {
     this.name = name
     this.driver = driver
     this.maxPasids = maxPasids
+    this.#memory = memory
   }
 
-  /** @internal per-device state. */
+  /** Per-device state (`struct mock_dev`) of the device with requester ID `rid`. */
   devState(rid: number): MockDev {
     let s = this.#byRid.get(rid)
     if (s === undefined) {
-      s = { domain: null, pasids: new Map(), pasid1024FakeError: false }
+      s = {
+        domain: null,
+        pasids: new Map(),
+        pasid1024FakeError: false,
+        viommu: null,
+        vdevId: 0n,
+        cache: new Uint32Array(MOCK_DEV_CACHE_NUM).fill(IOMMU_TEST_DEV_CACHE_DEFAULT),
+        iopfRefcount: 0,
+      }
       this.#byRid.set(rid, s)
     }
     return s
   }
 
+  /**
+   * Raise the unit's interrupt: the driver handles the DMA faults the hardware logged
+   * (forwarding them as vEVENTs and page requests). Model only.
+   */
+  irq(): void {
+    this.irqHandler?.(this)
+  }
+
+  /** Log a DMA fault as the hardware's event queue would. */
+  #logFault(txn: DmaTransaction, domain: IommuDomain | null): void {
+    this.faultLog.push({
+      rid: txn.rid,
+      pasid: txn.hasPasid ? txn.pasid : undefined,
+      iova: txn.iova,
+      write: txn.write,
+      domain,
+    })
+  }
+
+  // Results of #s2, kept in fields so that a translation allocates nothing.
+  #s2f = 0
+  #s2pa = 0
+  #s2len = 0
+  #s2index = 0
+
+  /** Stage 2 of IO page (`iovaPfn`, `offset`) in `d`: sets `#s2f` (0 = not mapped) etc. */
+  #s2(d: MockDomain, iovaPfn: number, offset: number): void {
+    const shift = d.pageShift
+    // IO page number of the access, exact for any 64-bit IOVA.
+    const index =
+      shift <= 12
+        ? iovaPfn * 2 ** (12 - shift) + Math.floor(offset / 2 ** shift)
+        : Math.floor(iovaPfn / 2 ** (shift - 12))
+    this.#s2index = index
+    const f = d.flagsAt(index)
+    this.#s2f = f
+    if (f === 0) return
+    const pageSize = 2 ** shift
+    const within = (iovaPfn * 4096 + offset) % pageSize
+    this.#s2pa = d.paAt(index) * pageSize + within
+    this.#s2len = pageSize - within
+  }
+
+  /**
+   * The model stage 1 of a nested domain: the guest-physical address of `txn`'s IOVA, or
+   * null after setting `txn.fault`. Table reads go through stage 2.
+   */
+  #s1(n: MockNestedDomain, txn: DmaTransaction): number | null {
+    if (n.s1Table === null) return txn.iovaPfn * 4096 + txn.offset
+    if (txn.iovaPfn >= n.s1Entries) {
+      txn.fault = 'translation'
+      return null
+    }
+    const entryGpa = Number(n.s1Table) + txn.iovaPfn * 8
+    this.#s2(n.parent, Math.floor(entryGpa / 4096), entryGpa % 4096)
+    const mem = this.#memory
+    if (this.#s2f === 0 || !(this.#s2f & F_READ) || mem === null) {
+      // The table itself does not translate in stage 2.
+      txn.fault = 'translation'
+      txn.faultLevel = 1
+      return null
+    }
+    const raw = new Uint8Array(8)
+    mem.readBytes(this.#s2pa, raw)
+    const pte = new DataView(raw.buffer).getBigUint64(0, true)
+    if (!(pte & MOCK_S1_VALID)) {
+      txn.fault = 'translation'
+      return null
+    }
+    if (txn.write && !(pte & MOCK_S1_WRITE)) {
+      txn.fault = 'permission'
+      return null
+    }
+    return Number(pte & MOCK_S1_ADDR_MASK) + txn.offset
+  }
+
   translate(txn: DmaTransaction): boolean {
     this.translations++
     const st = this.#byRid.get(txn.rid)
-    const domain = txn.hasPasid ? st?.pasids.get(txn.pasid) : st?.domain
-    const d = domain instanceof MockNestedDomain ? domain.parent : domain
-    if (d === undefined || d === null || d.type === DomainType.BLOCKED) {
+    const domain = (txn.hasPasid ? st?.pasids.get(txn.pasid) : st?.domain) ?? null
+    let d: IommuDomain | null = domain
+    let iovaPfn = txn.iovaPfn
+    let offset = txn.offset
+    if (domain instanceof MockNestedDomain) {
+      // Nested: the model stage 1 gives a guest-physical address, stage 2 the rest.
+      const gpa = this.#s1(domain, txn)
+      if (gpa === null) {
+        this.#logFault(txn, domain)
+        return false
+      }
+      d = domain.parent
+      iovaPfn = Math.floor(gpa / 4096)
+      offset = gpa % 4096
+    }
+    if (d === null || d.type === DomainType.BLOCKED) {
       txn.fault = 'blocked'
       return false
     }
     if (d.type === DomainType.IDENTITY) {
-      txn.pa = txn.iovaPfn * 4096 + txn.offset
-      txn.len = 4096 - txn.offset
+      txn.pa = iovaPfn * 4096 + offset
+      txn.len = 4096 - offset
       return true
     }
     if (!(d instanceof MockDomain)) {
       txn.fault = 'bad-entry'
       return false
     }
-    const shift = d.pageShift
-    // IO page number of the access, exact for any 64-bit IOVA.
-    const index =
-      shift <= 12
-        ? txn.iovaPfn * 2 ** (12 - shift) + Math.floor(txn.offset / 2 ** shift)
-        : Math.floor(txn.iovaPfn / 2 ** (shift - 12))
-    const f = d.flagsAt(index)
+    this.#s2(d, iovaPfn, offset)
+    const f = this.#s2f
     if (f === 0) {
       txn.fault = 'translation'
+      if (domain !== d) this.#logFault(txn, domain)
       return false
     }
     if (!(f & (txn.write ? F_WRITE : F_READ))) {
       txn.fault = 'permission'
+      if (domain !== d) this.#logFault(txn, domain)
       return false
     }
     if (txn.write && d.dirtyTracking && !(f & F_DIRTY)) {
       // Hardware sets the dirty bit of the whole IOPTE on the first write through it.
-      const start = d.pteStart(index)
+      const start = d.pteStart(this.#s2index)
       d.setFlags(start, d.flagsAt(start) | F_DIRTY)
     }
-    const pageSize = 2 ** shift
-    const within = (txn.iovaPfn * 4096 + txn.offset) % pageSize
-    txn.pa = d.paAt(index) * pageSize + within
-    txn.len = pageSize - within
+    txn.pa = this.#s2pa
+    // A nested access never runs past the 4 KiB stage-1 page it translated.
+    txn.len = domain === d ? this.#s2len : Math.min(this.#s2len, 4096 - offset)
     return true
   }
 }
@@ -378,17 +598,59 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
     return u
   }
 
+  /** One IOPF queue for the driver (`mock_iommu_iopf_queue`). */
+  const iopfQueue = new IopfQueue(`${name}-iopf`)
+
+  /** `mock_dev_enable_iopf`: a fault-capable domain puts the device on the IOPF queue. */
+  const enableIopf = (dev: PciDevice, domain: IommuDomain | null): void => {
+    if (!domain?.iopfHandler) return
+    const st = unitOf(dev).devState(dev.rid)
+    if (st.iopfRefcount) {
+      st.iopfRefcount++
+      return
+    }
+    iopfQueue.addDevice(dev)
+    st.iopfRefcount = 1
+  }
+
+  /** `mock_dev_disable_iopf`. */
+  const disableIopf = (dev: PciDevice, domain: IommuDomain | null): void => {
+    if (!domain?.iopfHandler) return
+    const st = unitOf(dev).devState(dev.rid)
+    if (--st.iopfRefcount) return
+    iopfQueue.removeDevice(dev)
+  }
+
   /** `mock_domain_nop_attach`. */
   const attachDev = (domain: IommuDomain, dev: PciDevice): void => {
     // A device without dirty tracking cannot join a dirty-tracking domain (EINVAL).
     if (domain.dirtyOps !== null && !dev.dirtyTracking) {
       throw new IommuError('EINVAL', `${dev.name} cannot track dirty pages`)
     }
-    unitOf(dev).devState(dev.rid).domain = domain
+    const st = unitOf(dev).devState(dev.rid)
+    let viommu: IommufdViommu | null = null
+    let vdevId = 0n
+    if (domain instanceof MockNestedDomain && domain.viommu !== null) {
+      // A vIOMMU-backed nested domain needs the device's vDEVICE (ENOENT).
+      viommu = domain.viommu
+      vdevId = iommufdViommuGetVdevId(viommu, dev)
+    }
+    if (viommu !== st.viommu) {
+      st.viommu = viommu
+      st.vdevId = vdevId
+    }
+    enableIopf(dev, domain)
+    disableIopf(dev, st.domain)
+    st.domain = domain
   }
 
   /** `mock_domain_set_dev_pasid_nop`, with the PASID-1024 fake error. */
-  const setDevPasid = (domain: IommuDomain, dev: PciDevice, pasid: number): void => {
+  const setDevPasid = (
+    domain: IommuDomain,
+    dev: PciDevice,
+    pasid: number,
+    old: IommuDomain | null,
+  ): void => {
     const st = unitOf(dev).devState(dev.rid)
     if (pasid === IOMMU_TEST_PASID_RESERVED) {
       if (domain.type === DomainType.BLOCKED) {
@@ -400,6 +662,8 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
         st.pasid1024FakeError = true
       }
     }
+    enableIopf(dev, domain)
+    disableIopf(dev, old)
     if (domain.type === DomainType.BLOCKED) st.pasids.delete(pasid)
     else st.pasids.set(pasid, domain)
   }
@@ -571,6 +835,121 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
     })
   }
 
+  const mockViommuOf = (v: IommufdViommu): MockViommu => v.priv as MockViommu
+
+  /** `__mock_domain_alloc_nested`. */
+  const allocNested = (
+    parent: MockDomain,
+    data: UserData,
+    viommu: IommufdViommu | null,
+  ): MockNestedDomain => {
+    if (data.type !== IOMMU_HWPT_DATA_SELFTEST) {
+      throw new IommuError('EOPNOTSUPP', `nested data type ${data.type}`)
+    }
+    const cfg = copyStructFromUser(data, IOMMU_HWPT_DATA_SELFTEST, 8, 4)
+    if (faults()?.shouldFail('mock:nested')) throw new IommuError('ENOMEM', 'mock nested')
+    return new MockNestedDomain(nestedOps, parent, cfg.getUint32(0, true), viommu)
+  }
+
+  /** `mock_viommu_ops`. */
+  const viommuOps: ViommuOps = {
+    destroy(viommu) {
+      const mv = mockViommuOf(viommu)
+      if (mv.mmapOffset) iommufdViommuDestroyMmap(viommu, mv.mmapOffset)
+      if (mv.pagePfn) machineRef?.memory.freeFrames(mv.pagePfn, 2)
+    },
+    allocDomainNested(viommu, flags, data) {
+      if (flags & ~HwptAllocFlags.PASID) throw new IommuError('EOPNOTSUPP', 'nested flags')
+      return allocNested(mockViommuOf(viommu).s2Parent, data, viommu)
+    },
+    cacheInvalidate(viommu, array) {
+      // A zero-length array only checks the type.
+      if (array.entryNum === 0 && array.type === IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST) return
+      let done = 0
+      try {
+        if (faults()?.shouldFail('mock:inv')) throw new IommuError('ENOMEM', 'mock cmds')
+        // The whole array first: a copy failure handles nothing.
+        const cmds = copyStructFromFullUserArray(array, IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST, 12)
+        for (; done < array.entryNum; done++) {
+          const flags = cmds.getUint32(done * 12, true)
+          const vdevId = cmds.getUint32(done * 12 + 4, true)
+          const cacheId = cmds.getUint32(done * 12 + 8, true)
+          if (flags & ~IOMMU_TEST_INVALIDATE_FLAG_ALL) throw new IommuError('EOPNOTSUPP', 'flags')
+          if (cacheId > MOCK_DEV_CACHE_ID_MAX) throw new IommuError('EINVAL', 'cache_id')
+          const dev = iommufdViommuFindDev(viommu, vdevId)
+          if (dev === null) throw new IommuError('EINVAL', `no vDEVICE 0x${vdevId.toString(16)}`)
+          const cache = unitOf(dev).devState(dev.rid).cache
+          if (flags & IOMMU_TEST_INVALIDATE_FLAG_ALL) cache.fill(0)
+          else cache[cacheId] = 0
+        }
+      } finally {
+        array.entryNum = done
+      }
+    },
+    getHwQueueSize(_viommu, type) {
+      return type === IOMMU_HW_QUEUE_TYPE_SELFTEST ? 1 : 0
+    },
+    hwQueueInitPhys(q, index, basePa) {
+      if (index >= IOMMU_TEST_HW_QUEUE_MAX) throw new IommuError('EINVAL', `queue ${index}`)
+      const mv = mockViommuOf(q.viommu)
+      if (mv.hwQueue[index]) throw new IommuError('EEXIST', `queue ${index} exists`)
+      let prev: IommufdHwQueue | null = null
+      if (index) {
+        prev = mv.hwQueue[index - 1] ?? null
+        if (prev === null) throw new IommuError('EIO', `queue ${index - 1} missing`)
+      }
+      // Catches a core that converted the physical address wrongly.
+      const pa = machineRef?.iommu.iommuIovaToPhys(mv.s2Parent, q.baseAddr)
+      if (basePa !== pa) throw new IommuError('EFAULT', 'base address does not translate')
+      if (prev !== null) iommufdHwQueueDepend(q, prev)
+      q.priv = { index, prev }
+      mv.hwQueue[index] = q
+      q.destroy = (hq) => {
+        const p = hq.priv as { index: number; prev: IommufdHwQueue | null }
+        mv.hwQueue[p.index] = null
+        if (p.prev !== null) iommufdHwQueueUndepend(hq, p.prev)
+      }
+    },
+  }
+
+  /**
+   * The driver's interrupt thread over the unit's fault log (model only: the kernel's mock
+   * reports through the TRIGGER_* test operations): a fault of a device attached to a
+   * vIOMMU-backed nested domain is forwarded as a selftest vEVENT `{virt_id}`, and a PRI
+   * capable device's fault as a page request (LAST_PAGE, READ/WRITE, the 4 KiB page).
+   */
+  let grpid = 0
+  const mockIrq = (unit: MockIommuUnit): void => {
+    for (const rec of unit.faultLog.splice(0)) {
+      const st = unit.devState(rec.rid)
+      if (st.viommu !== null && st.vdevId) {
+        const ev = new Uint8Array(4)
+        new DataView(ev.buffer).setUint32(0, Number(st.vdevId & 0xffff_ffffn), true)
+        try {
+          iommufdViommuReportEvent(st.viommu, IOMMU_VEVENTQ_TYPE_SELFTEST, ev)
+        } catch {
+          // No vEVENTQ of the type: the event is dropped, as the kernel drops it.
+        }
+      }
+      const dev = machineRef?.devices.find((d) => d.rid === rec.rid && d.unit === unit)
+      if (dev === undefined || !dev.pri) continue
+      const evt = iopfFault({
+        flags:
+          IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE |
+          (rec.pasid === undefined ? 0 : IOMMU_FAULT_PAGE_REQUEST_PASID_VALID),
+        pasid: rec.pasid ?? 0,
+        grpid: grpid++ & 0x1ff,
+        perm: rec.write ? IOMMU_FAULT_PERM_READ | IOMMU_FAULT_PERM_WRITE : IOMMU_FAULT_PERM_READ,
+        addr: rec.iova & ~0xfffn,
+      })
+      try {
+        machineRef?.iommu.iommuReportDeviceFault(dev, evt)
+      } catch {
+        // No handler: the core already answered INVALID.
+      }
+    }
+  }
+
   let self: Driver | null = null
   const driver = defineDriver({
     name,
@@ -589,7 +968,9 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
         `${name}-iommu${units.length}`,
         self as Driver,
         options.maxPasids ?? 2 ** MOCK_PASID_WIDTH,
+        ctx.machine.memory,
       )
+      unit.irqHandler = mockIrq
       units.push(unit)
       return unit
     },
@@ -637,11 +1018,51 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
       domainAllocNested(_dev, parent, flags, data) {
         if (flags & ~HwptAllocFlags.PASID) throw new IommuError('EOPNOTSUPP', 'nested flags')
         if (!(parent instanceof MockDomain)) throw new IommuError('EINVAL', 'parent not paging')
-        if (data.type !== IOMMU_HWPT_DATA_SELFTEST) {
-          throw new IommuError('EOPNOTSUPP', `nested data type ${data.type}`)
+        return allocNested(parent, data, null)
+      },
+      getViommuSize(_dev, type) {
+        return type === IOMMU_VIOMMU_TYPE_SELFTEST ? 1 : 0
+      },
+      /** `mock_viommu_init`: with data, echo it and offer two pages through mmap. */
+      viommuInit(viommu, parent, data) {
+        const mv: MockViommu = {
+          pagePfn: 0,
+          mmapOffset: 0n,
+          hwQueue: new Array(IOMMU_TEST_HW_QUEUE_MAX).fill(null),
+          s2Parent: parent as MockDomain,
         }
-        const cfg = copyStructFromUser(data, IOMMU_HWPT_DATA_SELFTEST, 8, 4)
-        return new MockNestedDomain(nestedOps, parent, cfg.getUint32(0, true))
+        if (data !== null) {
+          // struct iommu_viommu_selftest { u32 in_data, out_data; u64 out_mmap_offset, _length }
+          const inData = copyStructFromUser(data, IOMMU_VIOMMU_TYPE_SELFTEST, 24, 8).getUint32(
+            0,
+            true,
+          )
+          const mem = (machineRef as Machine).memory
+          mv.pagePfn = mem.allocFrames(2, FramePurpose.KERNEL)
+          try {
+            mv.mmapOffset = iommufdViommuAllocMmap(viommu, mv.pagePfn, 2 * PAGE_SIZE)
+            try {
+              const first = new Uint8Array(4)
+              new DataView(first.buffer).setUint32(0, inData, true)
+              mem.writeBytes(mv.pagePfn * PAGE_SIZE, first)
+              const out = new Uint8Array(24)
+              const v = new DataView(out.buffer)
+              v.setUint32(0, inData, true)
+              v.setUint32(4, inData, true)
+              v.setBigUint64(8, mv.mmapOffset, true)
+              v.setBigUint64(16, BigInt(2 * PAGE_SIZE), true)
+              copyStructToUser(data, IOMMU_VIOMMU_TYPE_SELFTEST, out, 8)
+            } catch (e) {
+              iommufdViommuDestroyMmap(viommu, mv.mmapOffset)
+              throw e
+            }
+          } catch (e) {
+            mem.freeFrames(mv.pagePfn, 2)
+            throw e
+          }
+        }
+        viommu.priv = mv
+        viommu.ops = viommuOps
       },
     },
   })

@@ -26,21 +26,25 @@
  * @module
  */
 
-import { fdClose } from '../fd-table.ts'
+import { IommuError, MAP_SHARED, PROT_READ, PROT_WRITE } from '@iommu/core'
+import { fdClose, fdPoll, fdRead, fdWrite } from '../fd-table.ts'
 import { type Iommufd, openIommufd } from '../iommufd.ts'
 import {
   IOMMU_DESTROY,
+  IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_GET_HW_INFO,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
   IOMMU_HW_INFO_SELFTEST_REGVAL,
   IOMMU_HW_INFO_TYPE_DEFAULT,
   IOMMU_HW_INFO_TYPE_SELFTEST,
+  IOMMU_HW_QUEUE_ALLOC,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_DATA_NONE,
   IOMMU_HWPT_DATA_SELFTEST,
   IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
   IOMMU_HWPT_GET_DIRTY_BITMAP,
   IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
+  IOMMU_HWPT_INVALIDATE,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_MAP,
@@ -49,17 +53,34 @@ import {
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
+  IOMMU_PGFAULT_PERM_READ,
+  IOMMU_PGFAULT_PERM_WRITE,
   IOMMU_TEST_CMD,
   IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
   IOMMU_TEST_OP_CREATE_ACCESS,
   IOMMU_TEST_OP_DESTROY_ACCESS_PAGES,
+  IOMMU_TEST_OP_DEV_CHECK_CACHE,
   IOMMU_TEST_OP_DIRTY,
+  IOMMU_TEST_OP_MD_CHECK_IOTLB,
   IOMMU_TEST_OP_MD_CHECK_MAP,
   IOMMU_TEST_OP_MD_CHECK_REFS,
   IOMMU_TEST_OP_MOCK_DOMAIN,
   IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS,
   IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
+  IOMMU_TEST_OP_PASID_ATTACH,
+  IOMMU_TEST_OP_PASID_CHECK_HWPT,
+  IOMMU_TEST_OP_PASID_DETACH,
+  IOMMU_TEST_OP_PASID_REPLACE,
   IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
+  IOMMU_TEST_OP_TRIGGER_IOPF,
+  IOMMU_TEST_OP_TRIGGER_VEVENT,
+  IOMMU_VDEVICE_ALLOC,
+  IOMMU_VEVENTQ_ALLOC,
+  IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
+  IOMMU_VIOMMU_ALLOC,
+  IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+  MOCK_DEV_CACHE_NUM,
+  MOCK_NESTED_DOMAIN_IOTLB_NUM,
 } from '../uapi/constants.ts'
 import { type CInt, encodeStruct } from '../uapi/struct.ts'
 import { IOMMU_HWPT_SELFTEST_LAYOUT, IOMMU_TEST_HW_INFO_LAYOUT } from '../uapi/structs.ts'
@@ -70,11 +91,14 @@ import {
   currentSelf,
   expectErrno,
   type FixtureSelf,
+  ioctlErrno,
   SelftestAssertionError,
 } from './harness.ts'
 
 /** `sizeof(struct iommu_test_cmd)`. */
 const TEST_CMD_SIZE = 72
+/** The CPU page size. */
+const PAGE = 4096
 
 /**
  * A `void *` argument: an address in the caller's process (`number`/`bigint`), `null`
@@ -871,13 +895,555 @@ export function testCmdGetHwInfoPasid(device_id: CInt): number {
 }
 
 // ------------------------------------------------------------------ vIOMMU family
-//
-// test_cmd_hwpt_alloc_iopf, test_ioctl_fault_alloc, test_cmd_trigger_iopf(_pasid),
-// test_cmd_viommu_alloc, test_cmd_vdevice_alloc, test_cmd_hw_queue_alloc,
-// test_cmd_veventq_alloc, test_cmd_trigger_vevents, test_cmd_read_vevents,
-// test_cmd_dev_check_cache(_all), test_cmd_hwpt_check_iotlb(_all),
-// test_cmd_hwpt_invalidate, test_cmd_viommu_invalidate, test_err_mmap and
-// test_cmd_pasid_{attach,replace,detach,check_hwpt}, with their test_err_ forms, belong
-// here. They come with the vIOMMU family of ioctls (vIOMMU, vDEVICE, fault queues,
-// vEVENTQ, HW queues) and follow the conventions above: `_test*(fd, ...)` throwing the
-// IommuError, `test*(...)` on `self.fd` (`self.stdev_id` for the PASID helpers).
+
+/** An `int *`/`__u32 *` in-out argument (`&num_inv`, `&prev_seq`): read and written. */
+export interface Ref<T> {
+  value: T
+}
+
+/** `test_cmd_hwpt_alloc_iopf(device_id, pt_id, fault_id, flags, &hwpt_id, data_type, data, data_len)`. */
+export function testCmdHwptAllocIopf(
+  device_id: CInt,
+  pt_id: CInt,
+  fault_id: CInt,
+  flags: CInt,
+  data_type: CInt,
+  data: UserPtr,
+  data_len: CInt,
+): number {
+  return _testCmdHwptAlloc(self().fd, device_id, pt_id, fault_id, flags, data_type, data, data_len)
+}
+
+/** `test_err_hwpt_alloc_iopf(errno, device_id, pt_id, fault_id, flags, ...)`. */
+export function testErrHwptAllocIopf(
+  errno: number,
+  device_id: CInt,
+  pt_id: CInt,
+  fault_id: CInt,
+  flags: CInt,
+  data_type: CInt,
+  data: UserPtr,
+  data_len: CInt,
+): void {
+  expectErrno(errno, () =>
+    _testCmdHwptAlloc(self().fd, device_id, pt_id, fault_id, flags, data_type, data, data_len),
+  )
+}
+
+/** `test_cmd_hwpt_check_iotlb(hwpt_id, iotlb_id, expected)` (`IOMMU_TEST_OP_MD_CHECK_IOTLB`). */
+export function testCmdHwptCheckIotlb(hwpt_id: CInt, iotlb_id: CInt, expected: CInt): void {
+  self().fd.ioctl(IOMMU_TEST_CMD, {
+    size: TEST_CMD_SIZE,
+    op: IOMMU_TEST_OP_MD_CHECK_IOTLB,
+    id: hwpt_id,
+    check_iotlb: { id: iotlb_id, iotlb: expected },
+  })
+}
+
+/** `test_cmd_hwpt_check_iotlb_all(hwpt_id, expected)`. */
+export function testCmdHwptCheckIotlbAll(hwpt_id: CInt, expected: CInt): void {
+  for (let i = 0; i < MOCK_NESTED_DOMAIN_IOTLB_NUM; i++) testCmdHwptCheckIotlb(hwpt_id, i, expected)
+}
+
+/** `test_cmd_dev_check_cache(device_id, cache_id, expected)` (`IOMMU_TEST_OP_DEV_CHECK_CACHE`). */
+export function testCmdDevCheckCache(device_id: CInt, cache_id: CInt, expected: CInt): void {
+  self().fd.ioctl(IOMMU_TEST_CMD, {
+    size: TEST_CMD_SIZE,
+    op: IOMMU_TEST_OP_DEV_CHECK_CACHE,
+    id: device_id,
+    check_dev_cache: { id: cache_id, cache: expected },
+  })
+}
+
+/** `test_cmd_dev_check_cache_all(device_id, expected)`. */
+export function testCmdDevCheckCacheAll(device_id: CInt, expected: CInt): void {
+  for (let c = 0; c < MOCK_DEV_CACHE_NUM; c++) testCmdDevCheckCache(device_id, c, expected)
+}
+
+function invalidate(
+  fd: Iommufd,
+  id: CInt,
+  reqs: UserPtr,
+  data_type: CInt,
+  lreq: CInt,
+  nreqs: Ref<number>,
+): 0 {
+  return withUserPtr(fd, reqs, (uptr) => {
+    const cmd = {
+      size: 32,
+      hwpt_id: id,
+      data_type,
+      data_uptr: uptr,
+      entry_len: lreq,
+      entry_num: nreqs.value,
+    }
+    try {
+      return fd.ioctl(IOMMU_HWPT_INVALIDATE, cmd)
+    } finally {
+      // `*nreqs = cmd.entry_num`, whatever the ioctl returned.
+      nreqs.value = cmd.entry_num
+    }
+  })
+}
+
+/** `_test_cmd_hwpt_invalidate(fd, hwpt_id, reqs, data_type, lreq, &nreqs)`. */
+export function _testCmdHwptInvalidate(
+  fd: Iommufd,
+  hwpt_id: CInt,
+  reqs: UserPtr,
+  data_type: CInt,
+  lreq: CInt,
+  nreqs: Ref<number>,
+): 0 {
+  return invalidate(fd, hwpt_id, reqs, data_type, lreq, nreqs)
+}
+
+/** `test_cmd_hwpt_invalidate(hwpt_id, reqs, data_type, lreq, &nreqs)`. */
+export function testCmdHwptInvalidate(
+  hwpt_id: CInt,
+  reqs: UserPtr,
+  data_type: CInt,
+  lreq: CInt,
+  nreqs: Ref<number>,
+): void {
+  _testCmdHwptInvalidate(self().fd, hwpt_id, reqs, data_type, lreq, nreqs)
+}
+
+/** `test_err_hwpt_invalidate(errno, hwpt_id, reqs, data_type, lreq, &nreqs)`. */
+export function testErrHwptInvalidate(
+  errno: number,
+  hwpt_id: CInt,
+  reqs: UserPtr,
+  data_type: CInt,
+  lreq: CInt,
+  nreqs: Ref<number>,
+): void {
+  expectErrno(errno, () => _testCmdHwptInvalidate(self().fd, hwpt_id, reqs, data_type, lreq, nreqs))
+}
+
+/** `_test_cmd_viommu_invalidate(fd, viommu_id, reqs, data_type, lreq, &nreqs)`. */
+export function _testCmdViommuInvalidate(
+  fd: Iommufd,
+  viommu_id: CInt,
+  reqs: UserPtr,
+  data_type: CInt,
+  lreq: CInt,
+  nreqs: Ref<number>,
+): 0 {
+  return invalidate(fd, viommu_id, reqs, data_type, lreq, nreqs)
+}
+
+/** `test_cmd_viommu_invalidate(viommu, reqs, lreq, &nreqs)`: the selftest data type. */
+export function testCmdViommuInvalidate(
+  viommu: CInt,
+  reqs: UserPtr,
+  lreq: CInt,
+  nreqs: Ref<number>,
+): void {
+  _testCmdViommuInvalidate(
+    self().fd,
+    viommu,
+    reqs,
+    IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+    lreq,
+    nreqs,
+  )
+}
+
+/** `test_err_viommu_invalidate(errno, viommu_id, reqs, data_type, lreq, &nreqs)`. */
+export function testErrViommuInvalidate(
+  errno: number,
+  viommu_id: CInt,
+  reqs: UserPtr,
+  data_type: CInt,
+  lreq: CInt,
+  nreqs: Ref<number>,
+): void {
+  expectErrno(errno, () =>
+    _testCmdViommuInvalidate(self().fd, viommu_id, reqs, data_type, lreq, nreqs),
+  )
+}
+
+/** `_test_ioctl_fault_alloc(fd, &fault_id, &fault_fd)`. */
+export function _testIoctlFaultAlloc(fd: Iommufd): { fault_id: number; fault_fd: number } {
+  const cmd = { size: 16, flags: 0, out_fault_id: 0, out_fault_fd: 0 }
+  fd.ioctl(IOMMU_FAULT_QUEUE_ALLOC, cmd)
+  return { fault_id: cmd.out_fault_id, fault_fd: cmd.out_fault_fd }
+}
+
+/** `test_ioctl_fault_alloc(&fault_id, &fault_fd)`. */
+export function testIoctlFaultAlloc(): { fault_id: number; fault_fd: number } {
+  const r = _testIoctlFaultAlloc(self().fd)
+  if (r.fault_id === 0 || r.fault_fd === 0) throw new SelftestAssertionError('fault alloc')
+  return r
+}
+
+/**
+ * `_test_cmd_trigger_iopf(fd, device_id, pasid, fault_fd)`: trigger a page request
+ * (grpid 2, READ|WRITE, addr 0xdeadbeaf), read one `struct iommu_hwpt_pgfault` from the
+ * fault fd and answer it SUCCESS with its cookie. EIO when nothing could be read or the
+ * response was not taken, as the C helper returns -EIO.
+ */
+export function _testCmdTriggerIopf(
+  fd: Iommufd,
+  device_id: CInt,
+  pasid: CInt,
+  fault_fd: number,
+): 0 {
+  fd.ioctl(IOMMU_TEST_CMD, {
+    size: TEST_CMD_SIZE,
+    op: IOMMU_TEST_OP_TRIGGER_IOPF,
+    trigger_iopf: {
+      dev_id: device_id,
+      pasid,
+      grpid: 0x2,
+      perm: IOMMU_PGFAULT_PERM_READ | IOMMU_PGFAULT_PERM_WRITE,
+      addr: 0xdeadbeafn,
+    },
+  })
+  const p = fd.caller.proc
+  const buf = p.mmap(PAGE)
+  try {
+    if (fdRead(p, fault_fd, buf, 40) <= 0) throw new IommuError('EIO', 'no fault to read')
+    const cookie = new DataView(p.read(buf + 36, 4).buffer).getUint32(0, true)
+    const resp = new Uint8Array(8)
+    new DataView(resp.buffer).setUint32(0, cookie, true) // code SUCCESS
+    p.write(buf + 64, resp)
+    if (fdWrite(p, fault_fd, buf + 64, 8) <= 0) throw new IommuError('EIO', 'response not taken')
+    return 0
+  } finally {
+    p.munmap(buf, PAGE)
+  }
+}
+
+/** `test_cmd_trigger_iopf(device_id, fault_fd)`: on PASID 0x1, as the C macro. */
+export function testCmdTriggerIopf(device_id: CInt, fault_fd: number): void {
+  _testCmdTriggerIopf(self().fd, device_id, 0x1, fault_fd)
+}
+
+/** `test_cmd_trigger_iopf_pasid(device_id, pasid, fault_fd)`. */
+export function testCmdTriggerIopfPasid(device_id: CInt, pasid: CInt, fault_fd: number): void {
+  _testCmdTriggerIopf(self().fd, device_id, pasid, fault_fd)
+}
+
+/** `_test_cmd_viommu_alloc(fd, device_id, hwpt_id, flags, type, data, data_len, &viommu_id)`. */
+export function _testCmdViommuAlloc(
+  fd: Iommufd,
+  device_id: CInt,
+  hwpt_id: CInt,
+  flags: CInt,
+  type: CInt,
+  data: UserPtr,
+  data_len: CInt,
+): number {
+  return withUserPtr(fd, data, (uptr) => {
+    const cmd = {
+      size: 40,
+      flags,
+      type,
+      dev_id: device_id,
+      hwpt_id,
+      data_uptr: uptr,
+      data_len,
+      out_viommu_id: 0,
+    }
+    fd.ioctl(IOMMU_VIOMMU_ALLOC, cmd)
+    return cmd.out_viommu_id
+  })
+}
+
+/** `test_cmd_viommu_alloc(device_id, hwpt_id, type, data, data_len, &viommu_id)`. */
+export function testCmdViommuAlloc(
+  device_id: CInt,
+  hwpt_id: CInt,
+  type: CInt,
+  data: UserPtr,
+  data_len: CInt,
+): number {
+  return _testCmdViommuAlloc(self().fd, device_id, hwpt_id, 0, type, data, data_len)
+}
+
+/** `test_err_viommu_alloc(errno, device_id, hwpt_id, type, data, data_len, &viommu_id)`. */
+export function testErrViommuAlloc(
+  errno: number,
+  device_id: CInt,
+  hwpt_id: CInt,
+  type: CInt,
+  data: UserPtr,
+  data_len: CInt,
+): void {
+  expectErrno(errno, () =>
+    _testCmdViommuAlloc(self().fd, device_id, hwpt_id, 0, type, data, data_len),
+  )
+}
+
+/** `_test_cmd_vdevice_alloc(fd, viommu_id, idev_id, virt_id, &vdev_id)`. */
+export function _testCmdVdeviceAlloc(
+  fd: Iommufd,
+  viommu_id: CInt,
+  idev_id: CInt,
+  virt_id: CInt,
+): number {
+  const cmd = { size: 24, viommu_id, dev_id: idev_id, virt_id, out_vdevice_id: 0 }
+  fd.ioctl(IOMMU_VDEVICE_ALLOC, cmd)
+  return cmd.out_vdevice_id
+}
+
+/** `test_cmd_vdevice_alloc(viommu_id, idev_id, virt_id, &vdev_id)`. */
+export function testCmdVdeviceAlloc(viommu_id: CInt, idev_id: CInt, virt_id: CInt): number {
+  return _testCmdVdeviceAlloc(self().fd, viommu_id, idev_id, virt_id)
+}
+
+/** `test_err_vdevice_alloc(errno, viommu_id, idev_id, virt_id, &vdev_id)`. */
+export function testErrVdeviceAlloc(
+  errno: number,
+  viommu_id: CInt,
+  idev_id: CInt,
+  virt_id: CInt,
+): void {
+  expectErrno(errno, () => _testCmdVdeviceAlloc(self().fd, viommu_id, idev_id, virt_id))
+}
+
+/** `_test_cmd_hw_queue_alloc(fd, viommu_id, type, idx, base_addr, len, &hw_queue_id)`. */
+export function _testCmdHwQueueAlloc(
+  fd: Iommufd,
+  viommu_id: CInt,
+  type: CInt,
+  idx: CInt,
+  base_addr: CInt,
+  len: CInt,
+): number {
+  const cmd = {
+    size: 40,
+    viommu_id,
+    type,
+    index: idx,
+    nesting_parent_iova: base_addr,
+    length: len,
+    out_hw_queue_id: 0,
+  }
+  fd.ioctl(IOMMU_HW_QUEUE_ALLOC, cmd)
+  return cmd.out_hw_queue_id
+}
+
+/** `test_cmd_hw_queue_alloc(viommu_id, type, idx, base_addr, len, &out_qid)`. */
+export function testCmdHwQueueAlloc(
+  viommu_id: CInt,
+  type: CInt,
+  idx: CInt,
+  base_addr: CInt,
+  len: CInt,
+): number {
+  return _testCmdHwQueueAlloc(self().fd, viommu_id, type, idx, base_addr, len)
+}
+
+/** `test_err_hw_queue_alloc(errno, viommu_id, type, idx, base_addr, len, &out_qid)`. */
+export function testErrHwQueueAlloc(
+  errno: number,
+  viommu_id: CInt,
+  type: CInt,
+  idx: CInt,
+  base_addr: CInt,
+  len: CInt,
+): void {
+  expectErrno(errno, () => _testCmdHwQueueAlloc(self().fd, viommu_id, type, idx, base_addr, len))
+}
+
+/** `_test_cmd_veventq_alloc(fd, viommu_id, type, depth, &veventq_id, &veventq_fd)`. */
+export function _testCmdVeventqAlloc(
+  fd: Iommufd,
+  viommu_id: CInt,
+  type: CInt,
+  depth: CInt,
+): { veventq_id: number; veventq_fd: number } {
+  const cmd = {
+    size: 32,
+    viommu_id,
+    type,
+    veventq_depth: depth,
+    out_veventq_id: 0,
+    out_veventq_fd: 0,
+  }
+  fd.ioctl(IOMMU_VEVENTQ_ALLOC, cmd)
+  return { veventq_id: cmd.out_veventq_id, veventq_fd: cmd.out_veventq_fd }
+}
+
+/** `test_cmd_veventq_alloc(viommu_id, type, depth, &veventq_id, &veventq_fd)`. */
+export function testCmdVeventqAlloc(
+  viommu_id: CInt,
+  type: CInt,
+  depth: CInt,
+): { veventq_id: number; veventq_fd: number } {
+  return _testCmdVeventqAlloc(self().fd, viommu_id, type, depth)
+}
+
+/** `test_err_veventq_alloc(errno, viommu_id, type, depth, ...)`. */
+export function testErrVeventqAlloc(errno: number, viommu_id: CInt, type: CInt, depth: CInt): void {
+  expectErrno(errno, () => _testCmdVeventqAlloc(self().fd, viommu_id, type, depth))
+}
+
+/** `_test_cmd_trigger_vevents(fd, dev_id, nvevents)` (`IOMMU_TEST_OP_TRIGGER_VEVENT`). */
+export function _testCmdTriggerVevents(fd: Iommufd, dev_id: CInt, nvevents: number): 0 {
+  for (let i = 0; i < nvevents; i++) {
+    fd.ioctl(IOMMU_TEST_CMD, {
+      size: TEST_CMD_SIZE,
+      op: IOMMU_TEST_OP_TRIGGER_VEVENT,
+      trigger_vevent: { dev_id },
+    })
+  }
+  return 0
+}
+
+/** `test_cmd_trigger_vevents(dev_id, nvevents)`. */
+export function testCmdTriggerVevents(dev_id: CInt, nvevents: number): void {
+  _testCmdTriggerVevents(self().fd, dev_id, nvevents)
+}
+
+/**
+ * `_test_cmd_read_vevents(fd, event_fd, nvevents, virt_id, &prev_seq)`: poll, then read
+ * `nvevents` selftest events in one read; a lost-events header or a sequence gap is
+ * EOVERFLOW, a `virt_id` other than expected EINVAL, nothing read EFAULT (the C helper's
+ * errno values).
+ */
+export function _testCmdReadVevents(
+  fd: Iommufd,
+  event_fd: number,
+  nvevents: number,
+  virt_id: CInt,
+  prev_seq: Ref<number>,
+): 0 {
+  const p = fd.caller.proc
+  const rec = 8 + 4 // struct iommufd_vevent_header + struct iommu_viommu_event_selftest
+  fdPoll(p, event_fd)
+  const len = Math.max(nvevents * rec, 1)
+  const buf = p.mmap(len)
+  try {
+    const bytes = fdRead(p, event_fd, buf, nvevents * rec)
+    if (bytes <= 0) throw new IommuError('EFAULT', 'no vEVENT read')
+    const v = new DataView(p.read(buf, nvevents * rec).buffer)
+    for (let i = 0; i < nvevents; i++) {
+      const flags = v.getUint32(i * rec, true)
+      const sequence = v.getUint32(i * rec + 4, true)
+      if (flags & IOMMU_VEVENTQ_FLAG_LOST_EVENTS || sequence - prev_seq.value > 1) {
+        prev_seq.value = sequence
+        throw new IommuError('EOVERFLOW', 'vEVENTs lost')
+      }
+      prev_seq.value = sequence
+      // As the C helper, the payload checked is the first record's.
+      if (v.getUint32(8, true) !== Number(virt_id)) throw new IommuError('EINVAL', 'virt_id')
+    }
+    return 0
+  } finally {
+    p.munmap(buf, len)
+  }
+}
+
+/** `test_cmd_read_vevents(event_fd, nvevents, virt_id, &prev_seq)`. */
+export function testCmdReadVevents(
+  event_fd: number,
+  nvevents: number,
+  virt_id: CInt,
+  prev_seq: Ref<number>,
+): void {
+  _testCmdReadVevents(self().fd, event_fd, nvevents, virt_id, prev_seq)
+}
+
+/** `test_err_read_vevents(errno, event_fd, nvevents, virt_id, &prev_seq)`. */
+export function testErrReadVevents(
+  errno: number,
+  event_fd: number,
+  nvevents: number,
+  virt_id: CInt,
+  prev_seq: Ref<number>,
+): void {
+  expectErrno(errno, () => _testCmdReadVevents(self().fd, event_fd, nvevents, virt_id, prev_seq))
+}
+
+/**
+ * `test_err_mmap(errno, length, offset)`: `mmap(NULL, length, PROT_READ | PROT_WRITE,
+ * MAP_SHARED, self->fd, offset)` fails with `errno`.
+ */
+export function testErrMmap(errno: number, length: number, offset: CInt): void {
+  expectErrno(errno, () =>
+    self().fd.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, BigInt(offset)),
+  )
+}
+
+function pasidCmd(op: number, stdev_id: CInt, pasid: CInt, pt_id: CInt) {
+  return {
+    size: TEST_CMD_SIZE,
+    op,
+    id: stdev_id,
+    // pasid_attach and pasid_replace share their layout in the union.
+    pasid_attach: { pasid, pt_id },
+  }
+}
+
+function selfStdevId(): CInt {
+  const id = self().stdev_id
+  if (typeof id !== 'number') throw new Error('this helper uses self->stdev_id: set it in setup')
+  return id
+}
+
+/** `_test_cmd_pasid_attach(fd, stdev_id, pasid, pt_id)`. */
+export function _testCmdPasidAttach(fd: Iommufd, stdev_id: CInt, pasid: CInt, pt_id: CInt): 0 {
+  return fd.ioctl(IOMMU_TEST_CMD, pasidCmd(IOMMU_TEST_OP_PASID_ATTACH, stdev_id, pasid, pt_id))
+}
+
+/** `test_cmd_pasid_attach(pasid, hwpt_id)` on `self.stdev_id`. */
+export function testCmdPasidAttach(pasid: CInt, hwpt_id: CInt): void {
+  _testCmdPasidAttach(self().fd, selfStdevId(), pasid, hwpt_id)
+}
+
+/** `test_err_pasid_attach(errno, pasid, hwpt_id)`. */
+export function testErrPasidAttach(errno: number, pasid: CInt, hwpt_id: CInt): void {
+  expectErrno(errno, () => _testCmdPasidAttach(self().fd, selfStdevId(), pasid, hwpt_id))
+}
+
+/** `_test_cmd_pasid_replace(fd, stdev_id, pasid, pt_id)`. */
+export function _testCmdPasidReplace(fd: Iommufd, stdev_id: CInt, pasid: CInt, pt_id: CInt): 0 {
+  return fd.ioctl(IOMMU_TEST_CMD, pasidCmd(IOMMU_TEST_OP_PASID_REPLACE, stdev_id, pasid, pt_id))
+}
+
+/** `test_cmd_pasid_replace(pasid, hwpt_id)`. */
+export function testCmdPasidReplace(pasid: CInt, hwpt_id: CInt): void {
+  _testCmdPasidReplace(self().fd, selfStdevId(), pasid, hwpt_id)
+}
+
+/** `test_err_pasid_replace(errno, pasid, hwpt_id)`. */
+export function testErrPasidReplace(errno: number, pasid: CInt, hwpt_id: CInt): void {
+  expectErrno(errno, () => _testCmdPasidReplace(self().fd, selfStdevId(), pasid, hwpt_id))
+}
+
+/** `_test_cmd_pasid_detach(fd, stdev_id, pasid)`. */
+export function _testCmdPasidDetach(fd: Iommufd, stdev_id: CInt, pasid: CInt): 0 {
+  return fd.ioctl(IOMMU_TEST_CMD, {
+    size: TEST_CMD_SIZE,
+    op: IOMMU_TEST_OP_PASID_DETACH,
+    id: stdev_id,
+    pasid_detach: { pasid },
+  })
+}
+
+/** `test_cmd_pasid_detach(pasid)`. */
+export function testCmdPasidDetach(pasid: CInt): void {
+  _testCmdPasidDetach(self().fd, selfStdevId(), pasid)
+}
+
+/**
+ * `test_cmd_pasid_check_hwpt(fd, stdev_id, pasid, hwpt_id)`: 0 when `pasid` is attached
+ * to `hwpt_id` (0: to nothing), else the negative errno, as the C function returns.
+ */
+export function testCmdPasidCheckHwpt(
+  fd: Iommufd,
+  stdev_id: CInt,
+  pasid: CInt,
+  hwpt_id: CInt,
+): number {
+  return ioctlErrno(fd, IOMMU_TEST_CMD, {
+    size: TEST_CMD_SIZE,
+    op: IOMMU_TEST_OP_PASID_CHECK_HWPT,
+    id: stdev_id,
+    pasid_check: { pasid, hwpt_id },
+  })
+}
