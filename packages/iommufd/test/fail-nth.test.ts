@@ -6,7 +6,14 @@
  * context is closed and the process gone nothing may be left: no object, no pin, no
  * frame, no device.
  */
-import { createMachine, isIommuError, type Machine, type Process } from '@iommu/core'
+import {
+  createMachine,
+  isIommuError,
+  MAP_SHARED,
+  type Machine,
+  PROT_READ,
+  type Process,
+} from '@iommu/core'
 import { MOCK_APERTURE_START, mockIommu } from '@iommu/core/testing'
 import { describe, expect, it } from 'vitest'
 import {
@@ -33,10 +40,14 @@ import {
   _testCmdMockDomain,
   _testCmdMockDomainFlags,
   _testCmdMockDomainReplace,
+  _testCmdReadVevents,
   _testCmdSetDirtyTracking,
+  _testCmdTriggerIopf,
+  _testCmdTriggerVevents,
   _testCmdVdeviceAlloc,
   _testCmdVeventqAlloc,
   _testCmdViommuAlloc,
+  _testCmdViommuInvalidate,
   _testIoctlDestroy,
   _testIoctlFaultAlloc,
   _testIoctlIoasAlloc,
@@ -55,6 +66,8 @@ import {
   IOMMU_TEST_OP_PASID_DETACH,
   IOMMU_TEST_OP_PASID_REPLACE,
   IOMMU_VEVENTQ_TYPE_SELFTEST,
+  IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+  IOMMU_VIOMMU_SELFTEST_LAYOUT,
   IOMMU_VIOMMU_TYPE_SELFTEST,
   MOCK_ACCESS_RW_SLOW_PATH,
   MOCK_ACCESS_RW_WRITE,
@@ -97,7 +110,10 @@ function world(): World {
  *
  * @returns the number of runs that failed
  */
-function failNth(seq: (w: World, enable: () => void) => void): number {
+function failNth(
+  seq: (w: World, enable: () => void) => void,
+  sites: Set<string> | null = null,
+): number {
   let failures = 0
   for (let k = 1; k < 1000; k++) {
     const w = world()
@@ -109,6 +125,7 @@ function failNth(seq: (w: World, enable: () => void) => void): number {
       error = e
     }
     const fired = w.m.faults.firedAt !== null
+    if (w.m.faults.firedAt !== null) sites?.add(w.m.faults.firedAt)
     w.m.faults.disarm()
     if (error !== null) {
       // Only an injected failure may stop a sequence, and only with an errno.
@@ -359,6 +376,77 @@ describe('iommufd_fail_nth: every injected failure unwinds completely (§7.2)', 
       w.pasid = 0
     })
     expect(n).toBeGreaterThan(10)
+  })
+
+  it('vIOMMU data and mmap, vEVENT delivery, IOPF read and response, vIOMMU invalidation', () => {
+    const sites = new Set<string>()
+    const n = failNth((w, enable) => {
+      const ioas = _testIoctlIoasAlloc(w.fd)
+      const md = _testCmdMockDomain(w.fd, ioas)
+      const parent = hwptAlloc(w.fd, md.idev_id, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT)
+      enable()
+      // Every fd and mapping this sequence opens is closed on the way out, so that the
+      // context can go with its own fd (as the process' exit would close them).
+      const fds: number[] = []
+      let map = 0
+      try {
+        const data = encodeStruct(IOMMU_VIOMMU_SELFTEST_LAYOUT, { in_data: 7 })
+        const viommu = _testCmdViommuAlloc(
+          w.fd,
+          md.idev_id,
+          parent,
+          0,
+          IOMMU_VIOMMU_TYPE_SELFTEST,
+          data,
+          data.length,
+        )
+        const dv = new DataView(data.buffer)
+        map = w.fd.mmap(null, 2 * PAGE_SIZE, PROT_READ, MAP_SHARED, dv.getBigUint64(8, true))
+        _testCmdVdeviceAlloc(w.fd, viommu, md.idev_id, 5)
+        const fault = _testIoctlFaultAlloc(w.fd)
+        fds.push(fault.fault_fd)
+        const sel = encodeStruct(IOMMU_HWPT_SELFTEST_LAYOUT, { iotlb: IOMMU_TEST_IOTLB_DEFAULT })
+        const nested = _testCmdHwptAlloc(
+          w.fd,
+          md.idev_id,
+          viommu,
+          fault.fault_id,
+          IOMMU_HWPT_FAULT_ID_VALID,
+          IOMMU_HWPT_DATA_SELFTEST,
+          sel,
+          sel.length,
+        )
+        const q = _testCmdVeventqAlloc(w.fd, viommu, IOMMU_VEVENTQ_TYPE_SELFTEST, 2)
+        fds.push(q.veventq_fd)
+        _testCmdMockDomainReplace(w.fd, md.stdev_id, nested)
+        _testCmdTriggerVevents(w.fd, md.idev_id, 1)
+        _testCmdReadVevents(w.fd, q.veventq_fd, 1, 5, { value: -1 })
+        _testCmdTriggerIopf(w.fd, md.idev_id, 0x1, fault.fault_fd)
+        const inv = new Uint8Array(12)
+        new DataView(inv.buffer).setUint32(4, 5, true)
+        _testCmdViommuInvalidate(w.fd, viommu, inv, IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST, 12, {
+          value: 1,
+        })
+        _testCmdMockDomainReplace(w.fd, md.stdev_id, ioas)
+      } finally {
+        for (const f of fds) fdClose(w.proc, f)
+        if (map) w.proc.munmap(map, 2 * PAGE_SIZE)
+      }
+    }, sites)
+    expect(n).toBeGreaterThan(10)
+    // Every allocation point of the vIOMMU family was made to fail once.
+    for (const site of [
+      'iommufd:object',
+      'iommufd:mmap',
+      'iommufd:eventq_file',
+      'iommufd:vdev_slot',
+      'iommufd:vevent',
+      'iommufd:fault_cookie',
+      'mock:nested',
+      'mock:inv',
+    ]) {
+      expect(sites.has(site), site).toBe(true)
+    }
   })
 
   it('dirty tracking: HWPT_ALLOC(DIRTY_TRACKING), SET_DIRTY_TRACKING, DMA, GET_DIRTY_BITMAP', () => {
