@@ -1,8 +1,18 @@
 import { describe, expect, it } from 'vitest'
+import { DomainType } from './constants.ts'
 import { IommuDomain } from './domain.ts'
-import { type Driver, DriverRegistry, defineDriver, validateDriver } from './driver.ts'
+import {
+  type Driver,
+  DriverRegistry,
+  defineDriver,
+  type IommuHardware,
+  type IommuUnit,
+  validateDriver,
+} from './driver.ts'
 import { IommuError } from './errno.ts'
+import { IommuGroup } from './iommu/group.ts'
 import { createMachine } from './machine/machine.ts'
+import type { PciDevice } from './machine/pci.ts'
 import { mockIommu } from './testing/mock-iommu.ts'
 
 const NO_CAPS = {
@@ -139,5 +149,94 @@ describe('DriverRegistry (explicit registration)', () => {
     expect(m.registry.get('mock')).toBeDefined()
     expect(codeOf(() => m.addIommu(mockIommu()))).toBe('EEXIST')
     expect(m.units.length).toBe(1)
+  })
+})
+
+describe('unit → driver binding (the machine binds each unit to the driver that made it)', () => {
+  /** A driver whose createUnit returns `make()` and whose probe returns `probe(dev)`. */
+  function unitDriver(
+    name: string,
+    make: () => IommuHardware,
+    probe?: (dev: PciDevice) => IommuHardware,
+  ): Driver {
+    return defineDriver({
+      name,
+      apiVersion: 1,
+      capabilities: NO_CAPS,
+      createUnit: make,
+      ops: {
+        probeDevice: probe ?? ((dev) => dev.unit as IommuUnit),
+        deviceGroup: () => new IommuGroup(),
+        defaultDomain: new IommuDomain({ type: DomainType.BLOCKED, ops: { attachDev() {} } }),
+      },
+      domainOps: { attachDev() {} },
+    })
+  }
+  const hw = (): IommuHardware => ({ name: 'hw0', maxPasids: 0, translate: () => false })
+
+  it('unit.driver is the very descriptor defineDriver returned, set by the machine', () => {
+    const created: IommuHardware[] = []
+    const d = unitDriver('bind', () => {
+      const h = hw()
+      created.push(h)
+      return h
+    })
+    const m = createMachine({ iommus: [d, d] })
+    expect(m.units.length).toBe(2)
+    expect(m.units[0]).toBe(created[0])
+    expect(m.units[1]).toBe(created[1])
+    expect(m.units[0]?.driver).toBe(d)
+    expect(m.units[1]?.driver).toBe(d)
+    // Read-only and not enumerable: the binding cannot be changed afterwards.
+    const u = m.units[0] as IommuUnit
+    expect(Object.keys(u)).not.toContain('driver')
+    expect(() => {
+      ;(u as { driver: unknown }).driver = null
+    }).toThrow(TypeError)
+    // A device probes onto the driver of the unit it sits behind.
+    const dev = m.addPciDevice({ iommu: 1 })
+    expect(dev.iommu?.unit).toBe(m.units[1])
+  })
+
+  it('EINVAL: createUnit returns a frozen object, another driver’s unit, or a unit twice', () => {
+    const frozen = unitDriver('frozen', () => Object.freeze(hw()))
+    expect(codeOf(() => createMachine({ iommus: [frozen] }))).toBe('EINVAL')
+    const a = unitDriver('a', hw)
+    const m = createMachine({ iommus: [a] })
+    const stolen = m.units[0] as IommuUnit
+    const b = unitDriver('b', () => stolen)
+    expect(codeOf(() => m.addIommu(b))).toBe('EINVAL')
+    const again = unitDriver('again', () => stolen)
+    expect(codeOf(() => createMachine({ iommus: [a] }).addIommu(again))).toBe('EINVAL')
+    const m2 = createMachine()
+    const same = hw()
+    const twice = unitDriver('twice', () => same)
+    m2.addIommu(twice)
+    expect(codeOf(() => m2.addIommu(twice))).toBe('EINVAL')
+    expect(m2.units.length).toBe(1)
+    expect(codeOf(() => m.addIommu(unitDriver('none', () => ({}) as never)))).toBe('EINVAL')
+  })
+
+  it('EINVAL: probeDevice answers a unit its driver did not create; the device is not added', () => {
+    let released = 0
+    const other = hw()
+    const d = defineDriver({
+      name: 'liar',
+      apiVersion: 1,
+      capabilities: NO_CAPS,
+      createUnit: hw,
+      ops: {
+        probeDevice: () => other,
+        releaseDevice: () => {
+          released++
+        },
+        deviceGroup: () => new IommuGroup(),
+      },
+      domainOps: { attachDev() {} },
+    })
+    const m = createMachine({ iommus: [d] })
+    expect(codeOf(() => m.addPciDevice())).toBe('EINVAL')
+    expect(m.devices.length).toBe(0)
+    expect(released).toBe(1)
   })
 })

@@ -127,11 +127,13 @@ export interface IommuOps {
 
   /**
    * probeDevice() - take the device under the driver and return the IOMMU unit serving it
-   * (`probe_device` returning the `iommu_device`).
+   * (`probe_device` returning the `iommu_device`): one of the hardware instances this
+   * driver's `createUnit` built, usually `dev.unit` (where the device sits). Set up the
+   * driver's per-device state here, in `dev.iommu.priv` (`dev_iommu_priv_set`).
    *
    * @throws ENODEV - not handled by this driver; ENOMEM
    */
-  probeDevice(dev: PciDevice): IommuUnit
+  probeDevice(dev: PciDevice): IommuHardware
 
   /** releaseDevice() - the device leaves the driver; stop using any domain on it. */
   releaseDevice?(dev: PciDevice): void
@@ -140,8 +142,11 @@ export interface IommuOps {
   probeFinalize?(dev: PciDevice): void
 
   /**
-   * deviceGroup() - find or create the device's IOMMU group (`pciDeviceGroup`,
-   * `genericDeviceGroup` and `genericSingleDeviceGroup` are the usual answers).
+   * deviceGroup() - find or create the device's IOMMU group (`device_group`). The usual
+   * answers are the IOMMU core's `machine.iommu.pciDeviceGroup(dev)` (`pci_device_group`:
+   * devices that cannot be isolated share a group) and `machine.iommu.genericDeviceGroup(dev)`
+   * (`generic_device_group`: one group per device); keep the `machine` from `createUnit`'s
+   * {@link UnitContext} to reach them.
    *
    * @throws ENOMEM, EINVAL
    */
@@ -224,14 +229,14 @@ export interface UnitContext {
 }
 
 /**
- * One IOMMU hardware instance (`struct iommu_device` plus the hardware behind it). Each
- * driver's hardware model implements `translate`: the only way DMA reaches memory.
+ * One IOMMU hardware instance as its driver's `createUnit` builds it: the hardware model
+ * behind a `struct iommu_device`. It implements `translate`, the only way DMA reaches
+ * memory. It does not name its driver: the machine binds it to the driver that created it
+ * (see {@link IommuUnit}).
  */
-export interface IommuUnit {
+export interface IommuHardware {
   /** Instance name, e.g. `'amd-iommu0'`. */
   readonly name: string
-  /** The driver that brought the unit up. */
-  readonly driver: Driver
   /** Number of PASIDs the instance supports (`iommu_device.max_pasids`). */
   readonly maxPasids: number
   /**
@@ -245,6 +250,63 @@ export interface IommuUnit {
    * the event as the hardware would, and returns false; memory is left untouched.
    */
   translate(txn: DmaTransaction): boolean
+}
+
+/**
+ * An IOMMU unit of a machine: the hardware instance bound to its driver. This is what
+ * `machine.units`, `dev.unit` and `dev.iommu.unit` hold.
+ *
+ * The binding rule: `createUnit` returns an {@link IommuHardware} (a fresh, extensible
+ * object; it need not know the frozen descriptor), and the machine adds the read-only
+ * `driver` property to that very object, so `unit.driver` is exactly the descriptor
+ * `defineDriver` returned and `createMachine`/`addIommu` was given. The object keeps its
+ * identity (`instanceof` and `===` on the hardware class still work). A driver needs no
+ * forward reference to its own descriptor. A hardware class may say
+ * `declare readonly driver: Driver` and `implements IommuUnit` so that its instances are
+ * units in the type; `declare` emits no field, and the class never assigns it.
+ */
+export interface IommuUnit extends IommuHardware {
+  /** The driver that created the unit (set by the machine, never by the driver). */
+  readonly driver: Driver
+}
+
+/**
+ * Bind a hardware instance to the driver whose `createUnit` built it (the machine does
+ * this; drivers never call it).
+ *
+ * @throws EINVAL - not a hardware instance, frozen, or already bound to another driver
+ */
+export function bindUnit(hw: IommuHardware, driver: Driver): IommuUnit {
+  if (typeof hw !== 'object' || hw === null || typeof hw.translate !== 'function') {
+    throw new IommuError('EINVAL', `${driver.name}: createUnit must return an IommuHardware`)
+  }
+  const prev = (hw as { driver?: unknown }).driver
+  if (prev !== undefined && prev !== driver) {
+    throw new IommuError('EINVAL', `${driver.name}: createUnit returned a unit of another driver`)
+  }
+  if (prev === undefined && !Object.isExtensible(hw)) {
+    throw new IommuError('EINVAL', `${driver.name}: createUnit returned a frozen object`)
+  }
+  Object.defineProperty(hw, 'driver', {
+    value: driver,
+    enumerable: false,
+    writable: false,
+    configurable: false,
+  })
+  return hw as IommuUnit
+}
+
+/**
+ * The unit a driver's `probeDevice` answered, checked to be one the machine bound to that
+ * driver.
+ *
+ * @throws EINVAL - the driver returned a unit it did not create
+ */
+export function unitOfDriver(hw: IommuHardware, driver: Driver): IommuUnit {
+  if (typeof hw !== 'object' || hw === null || (hw as { driver?: unknown }).driver !== driver) {
+    throw new IommuError('EINVAL', `${driver.name}: probeDevice returned a unit it did not create`)
+  }
+  return hw as IommuUnit
 }
 
 // A capability typed `true` requires its ops, `false` forbids them, and the general
@@ -287,8 +349,10 @@ export type DriverSpec<C extends DriverCapabilities = DriverCapabilities> = {
   /**
    * createUnit() - bring up one hardware instance in the machine (tables in memory,
    * registers, queues) and return it. Called once per unit the machine is built with.
+   * Return a fresh object without a `driver` property: the machine binds it to this
+   * driver (see {@link IommuUnit}).
    */
-  createUnit(ctx: UnitContext): IommuUnit
+  createUnit(ctx: UnitContext): IommuHardware
   /** The driver's `iommu_ops`. */
   readonly ops: IommuOpsFor<C>
   /** The default domain ops (`default_domain_ops`) installed on domains that set none. */

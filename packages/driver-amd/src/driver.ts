@@ -213,7 +213,6 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
   // Domain IDs 1..65535 (`amd_iommu_pdom_id_alloc`); 0 is reserved.
   const usedIds = new Set<number>()
   let machineRef: Machine | null = null
-  let self: Driver | null = null
 
   const allocDomainId = (): number => {
     for (let id = 1; id < 65536; id++) {
@@ -549,13 +548,7 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
       const config = (ctx.config as AmdIommuHwConfig | undefined) ?? options.hw ?? {}
       const mem = ctx.machine.memory
       const walker = amdv1Walker(ctx.machine, config.efr ?? DEFAULT_EFR)
-      const hw = new AmdIommuHw(
-        ctx.machine,
-        self as Driver,
-        `amd-iommu${ctx.index}`,
-        walker,
-        config,
-      )
+      const hw = new AmdIommuHw(ctx.machine, `amd-iommu${ctx.index}`, walker, config)
       // init.c: device table, command buffer, event log, completion-wait semaphore.
       const devTablePa =
         mem.allocFrames(DEV_TABLE_FRAMES, FramePurpose.IOMMU_HW, DEV_TABLE_FRAMES) * 4096
@@ -693,7 +686,6 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
     dirtyOps,
   })
   identityDomain.owner = driver
-  self = driver
   testHooks.set(driver, hooks)
   return driver
 }

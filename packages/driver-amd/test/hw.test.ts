@@ -44,8 +44,7 @@ function bare(): {
   evt: number
 } {
   const m = createMachine({ iommus: [amd()] })
-  const driverUnit = m.units[0] as AmdIommuHw
-  const hw = new AmdIommuHw(m, driverUnit.driver, 'bare', {
+  const hw = new AmdIommuHw(m, 'bare', {
     walk(_root, _mode, _pfn, _access, _ad, _update, out) {
       out.fault = 1
       out.faultLevel = 0

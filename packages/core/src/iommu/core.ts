@@ -25,7 +25,7 @@ import {
   type IommuResvRegion,
   type UserData,
 } from '../domain.ts'
-import type { Driver, IommuOps } from '../driver.ts'
+import { type Driver, type IommuOps, unitOfDriver } from '../driver.ts'
 import { IommuError, toIommuError } from '../errno.ts'
 import { IotlbGather } from '../gather.ts'
 import type { DevIommu, PciDevice } from '../machine/pci.ts'
@@ -101,7 +101,8 @@ export class IommuCore {
   probeDevice(dev: PciDevice): void {
     if (dev.iommu?.group) return
     if (dev.unit === null) throw new IommuError('ENODEV', `${dev.name} is behind no IOMMU`)
-    const ops = dev.unit.driver.ops
+    const driver = dev.unit.driver
+    const ops = driver.ops
     // dev->iommu exists before probe_device so that the driver can set its private data.
     const iommu: DevIommu = {
       unit: dev.unit,
@@ -114,8 +115,9 @@ export class IommuCore {
     dev.iommu = iommu
     let group: IommuGroup
     try {
-      iommu.unit = ops.probeDevice(dev)
+      const hw = ops.probeDevice(dev)
       try {
+        iommu.unit = unitOfDriver(hw, driver)
         group = ops.deviceGroup(dev)
       } catch (e) {
         ops.releaseDevice?.(dev)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { defineDriver, type IommuUnit } from '../driver.ts'
+import { defineDriver, type IommuHardware, type IommuUnit } from '../driver.ts'
 import { DmaFault, type DmaTransaction } from './dma.ts'
 import { createMachine } from './machine.ts'
 import { PciDevice } from './pci.ts'
@@ -8,8 +8,7 @@ import { PciDevice } from './pci.ts'
 function shiftingDriver(
   seen: { pfn: number; off: number; pasid: number | null; write: boolean }[],
 ) {
-  let self: unknown = null
-  const d = defineDriver({
+  return defineDriver({
     name: 'shift',
     apiVersion: 1,
     capabilities: {
@@ -20,10 +19,9 @@ function shiftingDriver(
       deferredFlush: false,
       iopf: false,
     },
-    createUnit(): IommuUnit {
+    createUnit(): IommuHardware {
       return {
         name: 'shift0',
-        driver: self as never,
         maxPasids: 0,
         translate(txn: DmaTransaction) {
           seen.push({
@@ -51,8 +49,6 @@ function shiftingDriver(
     },
     domainOps: { attachDev() {} },
   })
-  self = d
-  return d
 }
 
 function setup() {

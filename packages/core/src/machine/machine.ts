@@ -5,7 +5,8 @@
  * @module
  */
 
-import { type Driver, DriverRegistry, type IommuUnit } from '../driver.ts'
+import { bindUnit, type Driver, DriverRegistry, type IommuUnit } from '../driver.ts'
+import { IommuError } from '../errno.ts'
 import { IommuCore } from '../iommu/core.ts'
 import { FaultInjector } from './fault-inject.ts'
 import { PhysicalMemory } from './memory.ts'
@@ -62,16 +63,22 @@ export class Machine {
   }
 
   /**
-   * Register the driver (if not yet) and build one more unit of it.
+   * Register the driver (if not yet), build one more unit of it with its `createUnit`,
+   * and bind the unit to the driver: the returned unit's `driver` is `driver` itself
+   * (the machine records which driver created each unit; see {@link IommuUnit}).
    *
-   * @throws EINVAL - not a valid driver; EEXIST - another driver has the same name
+   * @throws EINVAL - not a valid driver, or `createUnit` returned something that cannot be
+   *   bound (frozen, another driver's, or a unit already in the machine); EEXIST - another
+   *   driver has the same name
    */
   addIommu(spec: Driver | IommuSpec): IommuUnit {
     const { driver, config } = 'kind' in spec ? { driver: spec, config: undefined } : spec
     this.registry.register(driver)
-    const unit = driver.createUnit({ machine: this, index: this.units.length, config })
-    if (unit.driver !== driver)
-      throw new Error(`${driver.name}: createUnit returned a foreign unit`)
+    const hw = driver.createUnit({ machine: this, index: this.units.length, config })
+    if (this.units.includes(hw as IommuUnit)) {
+      throw new IommuError('EINVAL', `${driver.name}: createUnit returned an existing unit`)
+    }
+    const unit = bindUnit(hw, driver)
     this.units.push(unit)
     return unit
   }

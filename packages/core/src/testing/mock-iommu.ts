@@ -348,10 +348,14 @@ export interface MockViommu {
   readonly s2Parent: MockDomain
 }
 
-/** The mock IOMMU unit: its "hardware" is the RID/PASID → domain table. */
+/**
+ * The mock IOMMU unit: its "hardware" is the RID/PASID → domain table. The machine binds
+ * it to its driver (`unit.driver`) when it is added.
+ */
 export class MockIommuUnit implements IommuUnit {
   readonly name: string
-  readonly driver: Driver
+  /** Bound by the machine when the unit is added (never assigned here; see `IommuUnit`). */
+  declare readonly driver: Driver
   readonly maxPasids: number
   readonly #byRid = new Map<number, MockDev>()
   /** DMA translations performed. */
@@ -369,14 +373,8 @@ export class MockIommuUnit implements IommuUnit {
   /** The driver's interrupt thread, set by the driver: handles the fault log. */
   irqHandler: ((unit: MockIommuUnit) => void) | null = null
 
-  constructor(
-    name: string,
-    driver: Driver,
-    maxPasids: number,
-    memory: PhysicalMemory | null = null,
-  ) {
+  constructor(name: string, maxPasids: number, memory: PhysicalMemory | null = null) {
     this.name = name
-    this.driver = driver
     this.maxPasids = maxPasids
     this.#memory = memory
   }
@@ -950,8 +948,7 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
     }
   }
 
-  let self: Driver | null = null
-  const driver = defineDriver({
+  return defineDriver({
     name,
     apiVersion: 1,
     capabilities: {
@@ -962,11 +959,10 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
       deferredFlush: false,
       iopf: true,
     },
-    createUnit(ctx: UnitContext): IommuUnit {
+    createUnit(ctx: UnitContext): MockIommuUnit {
       machineRef = ctx.machine
       const unit = new MockIommuUnit(
         `${name}-iommu${units.length}`,
-        self as Driver,
         options.maxPasids ?? 2 ** MOCK_PASID_WIDTH,
         ctx.machine.memory,
       )
@@ -1066,7 +1062,4 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
       },
     },
   })
-  // Units point back at their driver; createUnit only runs after this assignment.
-  self = driver
-  return driver
 }

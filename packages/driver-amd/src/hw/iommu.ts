@@ -184,7 +184,8 @@ export interface AmdHwStats {
 /** One AMD IOMMU instance. */
 export class AmdIommuHw implements IommuUnit {
   readonly name: string
-  readonly driver: Driver
+  /** Bound by the machine when the unit is added (never assigned here; see `IommuUnit`). */
+  declare readonly driver: Driver
   readonly maxPasids: number
   readonly memory: PhysicalMemory
   /** The translation cache. */
@@ -218,13 +219,11 @@ export class AmdIommuHw implements IommuUnit {
 
   constructor(
     machine: Machine,
-    driver: Driver,
     name: string,
     walker: HostTableWalker,
     config: AmdIommuHwConfig = {},
   ) {
     this.name = name
-    this.driver = driver
     this.memory = machine.memory
     this.#walker = walker
     const efr = config.efr ?? DEFAULT_EFR
