@@ -6,8 +6,10 @@
 
 export {
   DOCUMENTED_ERRNO,
+  type DriverConformanceCase,
   type DriverConformanceOptions,
   describeDriverConformance,
+  driverConformanceCases,
 } from './conformance.ts'
 export {
   IOMMU_HW_INFO_SELFTEST_REGVAL,
