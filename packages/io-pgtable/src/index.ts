@@ -41,4 +41,9 @@ export { VTDSS_PTE, type VtdSsConfig, type VtdSsParams, vtdss } from './formats/
 export { X86_64_PTE, type X86_64Config, x86_64 } from './formats/x86-64.ts'
 export { type AnyPageTable, PageTable, type PageTableRoot } from './page-table.ts'
 export type { PageTableHooks, PageTableOptions } from './table.ts'
-export { PageTableWalker, type TableTranslator, type WalkResult } from './walk.ts'
+export {
+  type AnyPageTableWalker,
+  PageTableWalker,
+  type TableTranslator,
+  type WalkResult,
+} from './walk.ts'

@@ -67,6 +67,13 @@ const MAX_LEVELS = 8
 export type TableTranslator = (tablePfn: number) => number
 
 /**
+ * A walker of any format, for a hardware model that holds one without spelling the
+ * format's configuration and parameter types (`#walker: AnyPageTableWalker`).
+ */
+// biome-ignore lint/suspicious/noExplicitAny: the configuration and parameter types vary per format
+export type AnyPageTableWalker = PageTableWalker<any, any>
+
+/**
  * The hardware view of a page-table format: walks tables in `PhysicalMemory` from a root
  * page and level, as the IOMMU does, and performs the hardware's accessed/dirty update in
  * the entries. It reads nothing but memory (no `PageTable` object), so it also walks tables
