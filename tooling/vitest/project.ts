@@ -7,12 +7,15 @@ import { defineProject } from 'vitest/config'
 
 export const TEST_BUDGET_MS = 120_000
 
-export function iommuProject(): ReturnType<typeof defineProject> {
+/** @param extraInclude - test globs beyond `src/` and `test/` (e.g. a template's tests) */
+export function iommuProject(
+  extraInclude: readonly string[] = [],
+): ReturnType<typeof defineProject> {
   return defineProject({
     resolve: { conditions: ['@iommu/source'] },
     ssr: { resolve: { conditions: ['@iommu/source'] } },
     test: {
-      include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+      include: ['src/**/*.test.ts', 'test/**/*.test.ts', ...extraInclude],
       typecheck: { enabled: true, include: ['src/**/*.test-d.ts'], tsconfig: './tsconfig.json' },
       testTimeout: TEST_BUDGET_MS,
       hookTimeout: TEST_BUDGET_MS,

@@ -1,0 +1,13 @@
+/**
+ * @iommu/create-driver — scaffold an IOMMU driver plugin package (`npm init @iommu/driver`).
+ *
+ * @module
+ */
+
+export {
+  type CreateDriverOptions,
+  createDriverPackage,
+  isPackageName,
+  TEMPLATE_DIR,
+} from './create.ts'
+export { main } from './cli.ts'
