@@ -10,8 +10,8 @@ import cliProgress from 'cli-progress'
 import {
   defaultOptions,
   IOMMU_MODELS,
-  type IommuModel,
   type IopteMode,
+  isIommuModel,
   type MigrateOptions,
   migrate,
 } from './migrate.ts'
@@ -24,7 +24,7 @@ IOMMU_HWPT_GET_DIRTY_BITMAP, then stop-and-copy, then a page-for-page verificati
 Exits 0 when the destination equals the source, 1 when it does not, 2 on bad options.
 
 Options:
-  --iommu MODEL         IOMMU model: ${IOMMU_MODELS.join(', ')} (default amd)
+  --iommu MODEL         IOMMU model: ${IOMMU_MODELS.join(' | ')} (default amd)
   --memory SIZE         guest RAM, e.g. 4G, 64G (default 4G)
   --dimm SIZE           IOAS area size; guest RAM is whole DIMMs (default min(1G, memory))
   --iopte MODE          4k | 2m | split (2M mapped, split to 4K while tracking, merged after)
@@ -106,9 +106,12 @@ export function optionsFromArgs(args: string[]): {
       'no-progress': { type: 'boolean' },
     },
   })
-  const iommu = (values.iommu ?? 'amd') as IommuModel
-  if (!IOMMU_MODELS.includes(iommu))
-    throw new RangeError(`--iommu must be one of ${IOMMU_MODELS.join(', ')}`)
+  const iommu = values.iommu ?? 'amd'
+  if (!isIommuModel(iommu)) {
+    throw new RangeError(
+      `--iommu: unknown IOMMU model '${iommu}' (models: ${IOMMU_MODELS.join(', ')})`,
+    )
+  }
   const iopte = (values.iopte ?? '4k') as IopteMode
   if (!['4k', '2m', 'split'].includes(iopte))
     throw new RangeError('--iopte must be 4k, 2m or split')

@@ -4,6 +4,7 @@
  * @module
  */
 
+export { migrationChart, wantsLogScale } from './chart.ts'
 export { main, optionsFromArgs, parseRate, parseSize } from './cli.ts'
 export {
   type Breakage,
@@ -11,6 +12,7 @@ export {
   IOMMU_MODELS,
   type IommuModel,
   type IopteMode,
+  isIommuModel,
   type MigrateOptions,
   migrate,
 } from './migrate.ts'
@@ -18,6 +20,7 @@ export {
   formatBytes,
   formatRounds,
   formatTotals,
+  type MigrationConfig,
   type MigrationReport,
   type RoundReport,
   toJson,

@@ -14,6 +14,7 @@ import {
   type Driver,
   type IommuDomain,
   IommuError,
+  type IommuSpec,
   IotlbGather,
   type Machine,
   type PciDevice,
@@ -50,10 +51,15 @@ const GIB = 1024 * MIB
 /** Guest RAM starts at 4 GiB of IOVA, above the x86 MSI window (as guest physical memory does). */
 const GUEST_IOVA = 0x1_0000_0000
 
-/** The IOMMU models the simulator can run on. */
+/** The IOMMU models the simulator has by name. */
 export const IOMMU_MODELS = ['amd', 'mock'] as const
 /** One of {@link IOMMU_MODELS}. */
 export type IommuModel = (typeof IOMMU_MODELS)[number]
+
+/** Whether `name` is one of {@link IOMMU_MODELS}. */
+export function isIommuModel(name: string): name is IommuModel {
+  return (IOMMU_MODELS as readonly string[]).includes(name)
+}
 
 /** IOPTE size policy. */
 export type IopteMode = '4k' | '2m' | 'split'
@@ -63,7 +69,14 @@ export type Breakage = 'none' | 'tracking-never-enabled'
 
 /** Options of {@link migrate}. */
 export interface MigrateOptions {
-  readonly iommu: IommuModel
+  /**
+   * The IOMMU: a model by name (`'amd'`, `'mock'`), or any driver — a `Driver` made by
+   * `defineDriver` (e.g. a third-party plugin), or `{ driver, config }` to give its unit a
+   * hardware configuration. A driver object runs as given: `iopte` then only chooses how
+   * the VMM maps (the driver's page sizes decide the IOPTEs), and `detector` applies to the
+   * named `'amd'` model only.
+   */
+  readonly iommu: IommuModel | Driver | IommuSpec
   /** Guest RAM in bytes (a multiple of the DIMM size). */
   readonly memoryBytes: number
   /** Guest RAM is mapped into the IOAS in areas (DIMMs) of this size. */
@@ -125,6 +138,30 @@ export function defaultOptions(o: Partial<MigrateOptions> = {}): MigrateOptions 
   }
 }
 
+/**
+ * The machine's IOMMU entry for the options.
+ *
+ * @throws EINVAL - an unknown model name
+ */
+function iommuFor(o: MigrateOptions): Driver | IommuSpec {
+  const iommu = o.iommu
+  if (typeof iommu !== 'string') return iommu
+  if (!isIommuModel(iommu)) {
+    throw new IommuError(
+      'EINVAL',
+      `unknown IOMMU model '${String(iommu)}' (models: ${IOMMU_MODELS.join(', ')}; or pass a Driver)`,
+    )
+  }
+  const driver = driverFor(iommu, o.iopte)
+  return iommu === 'amd' ? { driver, config: { detectStale: o.detector } } : driver
+}
+
+/** The name a report gives the IOMMU. */
+function iommuName(iommu: MigrateOptions['iommu']): string {
+  if (typeof iommu === 'string') return iommu
+  return 'kind' in iommu ? iommu.name : iommu.driver.name
+}
+
 function driverFor(model: IommuModel, iopte: IopteMode): Driver {
   if (model === 'mock') {
     return iopte === '4k'
@@ -174,11 +211,7 @@ function setup(o: MigrateOptions): Rig {
   const pages = o.memoryBytes / PAGE
   // RAM for the source guest, the destination, tables and hardware structures.
   const ram = Math.min(2 ** 43, 2 ** Math.ceil(Math.log2(o.memoryBytes * 2 + 2 * GIB)))
-  const driver = driverFor(o.iommu, o.iopte)
-  const m = createMachine({
-    memorySize: ram,
-    iommus: [o.iommu === 'amd' ? { driver, config: { detectStale: o.detector } } : driver],
-  })
+  const m = createMachine({ memorySize: ram, iommus: [iommuFor(o)] })
   const vmm = m.createProcess()
   const fd = openIommufd(m, vmm)
   const alloc = { size: 12, flags: 0, out_ioas_id: 0 }
@@ -256,7 +289,7 @@ function resizeIoptes(r: Rig, mode: 'split' | 'merge', o: MigrateOptions): numbe
   const domain = r.dev.group?.domain
   const pt = domain ? pageTableOf(domain) : null
   if (!domain || pt === null) {
-    throw new RangeError(`--iopte split needs a page-table driver; ${o.iommu} has none`)
+    throw new RangeError(`--iopte split needs a page-table driver; ${iommuName(o.iommu)} has none`)
   }
   const gather = new IotlbGather()
   let changed = 0
@@ -465,7 +498,7 @@ export function migrate(o: MigrateOptions): MigrationReport {
   const wallSeconds = (performance.now() - wall0) / 1000
   return {
     config: {
-      iommu: o.iommu,
+      iommu: iommuName(o.iommu),
       memoryBytes: o.memoryBytes,
       dimmBytes: o.dimmBytes,
       iopte: o.iopte,
@@ -478,6 +511,7 @@ export function migrate(o: MigrateOptions): MigrationReport {
       breakage: o.breakage,
       detector: o.detector,
     },
+    thresholdPages: threshold,
     rounds,
     converged,
     downtimeSeconds: downtime,

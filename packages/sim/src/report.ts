@@ -1,9 +1,10 @@
 /**
- * Migration reports: the per-round table, the totals, `--json` and the `--svg` chart of
- * dirty pages per round.
+ * Migration reports: the per-round table, the totals, `--json` and the `--svg` figure.
  *
  * @module
  */
+
+import { migrationChart } from './chart.ts'
 
 /** One pre-copy round (round 0 copies everything) or the final stop-and-copy. */
 export interface RoundReport {
@@ -24,9 +25,33 @@ export interface RoundReport {
   readonly bitmapMs: number
 }
 
+/** The parameters of a run, as reported. */
+export interface MigrationConfig {
+  /** The IOMMU driver's name. */
+  readonly iommu: string
+  readonly memoryBytes: number
+  readonly dimmBytes: number
+  readonly iopte: string
+  readonly seed: number
+  /** Link bandwidth in bytes per simulated second. */
+  readonly bandwidth: number
+  readonly maxRounds: number
+  /** Allowed downtime in seconds. */
+  readonly maxDowntime: number
+  readonly workload: Readonly<Record<string, number>>
+  readonly unplugRound: number | null
+  readonly breakage: string
+  readonly detector: boolean
+}
+
 /** Everything a migration run reports. */
 export interface MigrationReport {
-  readonly config: Readonly<Record<string, unknown>>
+  readonly config: MigrationConfig
+  /**
+   * The downtime budget in pages: what the link sends within the allowed downtime
+   * (`bandwidth × maxDowntime / 4096`). Pre-copy stops once the dirty set is this small.
+   */
+  readonly thresholdPages: number
   readonly rounds: readonly RoundReport[]
   /** Did the dirty set fall under the threshold before the round limit? */
   readonly converged: boolean
@@ -129,43 +154,11 @@ export function toJson(r: MigrationReport): string {
   return `${JSON.stringify({ ...r, verified: verified(r) }, null, 2)}\n`
 }
 
-/** An SVG bar chart of dirty pages per round (`--svg`), self-contained. */
-export function toSvg(r: MigrationReport, title = 'Dirty pages per round'): string {
-  const rounds = r.rounds
-  const W = 720
-  const H = 360
-  const left = 70
-  const right = 20
-  const top = 40
-  const bottom = 50
-  const max = Math.max(1, ...rounds.map((x) => x.dirtyPages))
-  const log = max / Math.max(1, Math.min(...rounds.map((x) => x.dirtyPages || max))) > 100
-  const scale = (v: number): number => {
-    const h = H - top - bottom
-    if (!log) return (v / max) * h
-    return v <= 0 ? 0 : (Math.log10(v + 1) / Math.log10(max + 1)) * h
-  }
-  const bw = (W - left - right) / Math.max(1, rounds.length)
-  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;')
-  const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(title)}${log ? ' (log scale)' : ''}</text>`,
-    `<line x1="${left}" y1="${H - bottom}" x2="${W - right}" y2="${H - bottom}" stroke="black"/>`,
-    `<line x1="${left}" y1="${top}" x2="${left}" y2="${H - bottom}" stroke="black"/>`,
-    `<text x="${left - 8}" y="${top + 4}" text-anchor="end">${max.toLocaleString('en-US')}</text>`,
-    `<text x="${left - 8}" y="${H - bottom + 4}" text-anchor="end">0</text>`,
-    `<text x="${(left + W - right) / 2}" y="${H - 10}" text-anchor="middle">round</text>`,
-  ]
-  rounds.forEach((x, i) => {
-    const h = scale(x.dirtyPages)
-    const xPos = left + i * bw + bw * 0.15
-    const colour = x.stopAndCopy ? '#d62728' : i === 0 ? '#7f7f7f' : '#1f77b4'
-    parts.push(
-      `<rect x="${xPos.toFixed(1)}" y="${(H - bottom - h).toFixed(1)}" width="${(bw * 0.7).toFixed(1)}" height="${h.toFixed(1)}" fill="${colour}"><title>${x.stopAndCopy ? 'stop-and-copy' : `round ${x.round}`}: ${x.dirtyPages} pages</title></rect>`,
-      `<text x="${(xPos + bw * 0.35).toFixed(1)}" y="${H - bottom + 16}" text-anchor="middle">${x.stopAndCopy ? 'S&amp;C' : x.round}</text>`,
-    )
-  })
-  parts.push('</svg>\n')
-  return parts.join('\n')
+/**
+ * The figure of a run (`--svg`): dirty pages and bytes sent per round, with the run's
+ * parameters, a legend, axes with units, the downtime budget, and a log scale when the
+ * rounds span orders of magnitude. Self-contained SVG.
+ */
+export function toSvg(r: MigrationReport, title?: string): string {
+  return migrationChart(r, title)
 }

@@ -1,6 +1,8 @@
 import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { mockIommu } from '@iommu/core/testing'
+import { amd, DEFAULT_EFR, Efr } from '@iommu/driver-amd'
 import { describe, expect, it } from 'vitest'
 import { defaultOptions, type MigrateOptions, main, migrate, verified } from '../src/index.ts'
 
@@ -110,6 +112,37 @@ describe('iommu-sim migrate', () => {
   it('runs on the mock IOMMU as well', () => {
     expect(verified(migrate(small({ iommu: 'mock' })))).toBe(true)
   })
+
+  it('takes any driver object, and reports it by its name', () => {
+    const plugin = mockIommu({
+      name: 'third-party',
+      ioPageSize: 4096,
+      aperture: { start: 0n, end: 2n ** 48n - 1n },
+    })
+    const r = migrate(small({ iommu: plugin }))
+    expect(verified(r)).toBe(true)
+    expect(r.config.iommu).toBe('third-party')
+    // With a unit configuration, as createMachine takes it: the AMD model without HDSup
+    // cannot allocate the dirty-tracking HWPT the migration needs.
+    const noHd = { driver: amd(), config: { efr: DEFAULT_EFR & ~Efr.HDSUP } }
+    expect(() => migrate(small({ iommu: noHd }))).toThrow(
+      expect.objectContaining({ code: 'EOPNOTSUPP' }),
+    )
+    const withAmd = migrate(small({ iommu: { driver: amd(), config: {} } }))
+    expect(withAmd.config.iommu).toBe('amd')
+    expect(withAmd.rounds.map((x) => x.dirtyPages)).toEqual(
+      migrate(small()).rounds.map((x) => x.dirtyPages),
+    )
+  })
+
+  it('EINVAL for an IOMMU model it does not have (no silent fallback)', () => {
+    expect(() => migrate(small({ iommu: 'toy' as never }))).toThrow(
+      expect.objectContaining({
+        code: 'EINVAL',
+        message: expect.stringMatching(/'toy'.*amd, mock/),
+      }),
+    )
+  })
 })
 
 describe('iommu-sim command line', () => {
@@ -152,7 +185,10 @@ describe('iommu-sim command line', () => {
     )
     const chart = readFileSync(svg, 'utf8')
     expect(chart.startsWith('<svg')).toBe(true)
-    expect(chart.match(/<rect x=/g)?.length).toBe(report.rounds.length)
+    // Two panels (dirty pages, bytes sent), one bar per round in each.
+    expect(chart.match(/<rect class="bar"/g)?.length).toBe(2 * report.rounds.length)
+    expect(chart).toContain('256 MiB guest · amd IOMMU · 4k IOPTEs · 10 Gbit/s link · seed 1')
+    expect(report.thresholdPages).toBe(Math.floor(((10e9 / 8) * 0.1) / 4096))
   })
 
   it('exits 1 when verification fails and 2 on bad options', () => {
@@ -172,6 +208,20 @@ describe('iommu-sim command line', () => {
       quiet(['migrate', '--memory', '256M', '--dimm', '64M', '--break-tracker', '--no-progress']),
     ).toBe(1)
     expect(quiet(['migrate', '--iommu', 'nope'])).toBe(2)
+    const errors: string[] = []
+    const e = process.stderr.write
+    process.stderr.write = ((s: string) => {
+      errors.push(s)
+      return true
+    }) as typeof process.stderr.write
+    try {
+      expect(main(['migrate', '--iommu', 'toy'])).toBe(2)
+    } finally {
+      process.stderr.write = e
+    }
+    expect(errors.join('')).toBe(
+      "iommu-sim: --iommu: unknown IOMMU model 'toy' (models: amd, mock)\n",
+    )
     expect(quiet(['migrate', '--memory', 'lots'])).toBe(2)
     expect(quiet(['migrate', '--locality', '2'])).toBe(2)
     expect(quiet(['fly'])).toBe(2)
