@@ -45,7 +45,7 @@ export class IotlbGather {
   /** Last gathered unit (inclusive); `-1` when empty. */
   endUnit = -1
   /**
-   * Flush interval in bytes recorded by {@link iommuIotlbGatherAddPage} (0 = none).
+   * Flush interval in bytes recorded by `IommuCore.iommuIotlbGatherAddPage` (0 = none).
    * Only the page-based drivers use it (arm-smmu-v3).
    */
   pgsize = 0

@@ -4,10 +4,10 @@
  * @module
  */
 
+export { main } from './cli.ts'
 export {
   type CreateDriverOptions,
   createDriverPackage,
   isPackageName,
   TEMPLATE_DIR,
 } from './create.ts'
-export { main } from './cli.ts'

@@ -20,6 +20,7 @@ import {
   type Machine,
   type PciDevice,
   type UnitContext,
+  type UserData,
 } from '@iommu/core'
 import {
   PageTable,
@@ -101,8 +102,8 @@ export function toy(options: ToyOptions = {}): Driver<ToyCaps> {
   const invalidate = (iommu: ToyIommu) => iommu.hw.writeReg(ToyReg.INVALIDATE, 1)
 
   /**
-   * Write a device-table entry, then invalidate. The root goes in before the word with V
-   * and MODE, so the hardware never sees a valid entry with a stale root.
+   * Write a device-table entry, then invalidate. Root first, then the word with V and
+   * MODE: an entry that becomes valid never points at a stale root.
    */
   const writeDte = (td: ToyDev, mode: number, d: ToyDomain | null) => {
     const mem = td.iommu.machine.memory
@@ -196,9 +197,11 @@ export function toy(options: ToyOptions = {}): Driver<ToyCaps> {
       for (const td of domain.devices) writeDte(td, DteMode.TRANSLATE, domain)
     },
   } satisfies DirtyOps<ToyDomain>
+  // #endregion dirty
 
+  // #region alloc
   /** `domain_alloc_paging_flags`: a VT-d second-stage table, with dirty ops on request. */
-  const allocPaging = (dev: PciDevice, flags: number, data: unknown): ToyDomain => {
+  const allocPaging = (dev: PciDevice, flags: number, data: UserData | null): ToyDomain => {
     if (data !== null || (flags & ~HwptAllocFlags.DIRTY_TRACKING) !== 0) {
       throw new IommuError('EOPNOTSUPP', `toy: flags 0x${flags.toString(16)} or user data`)
     }
@@ -215,7 +218,7 @@ export function toy(options: ToyOptions = {}): Driver<ToyCaps> {
     Object.assign(d.geometry, d.pt.geometry)
     return d
   }
-  // #endregion dirty
+  // #endregion alloc
 
   // #region descriptor
   return defineDriver({

@@ -27,6 +27,7 @@ const IOVA = 0x4000_0000n
 const PAGES = 64
 const PAGES_N = BigInt(PAGES)
 
+// #region iommufd
 function setup() {
   const m = createMachine({ iommus: [toy()] })
   const vmm = m.createProcess()
@@ -47,6 +48,7 @@ function setup() {
   const idev = fd.bindDevice(dev)
   return { m, vmm, fd, ioas: ioas.out_ioas_id, buf, dev, idev }
 }
+// #endregion iommufd
 
 describe('the toy IOMMU through iommufd', () => {
   it('binds a device, attaches it to an IOAS and moves data both ways by DMA', () => {

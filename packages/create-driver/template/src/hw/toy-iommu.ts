@@ -56,6 +56,7 @@ const T_WRITE = Access.WRITE
 /** The leaf was dirty in memory when cached (a write through it needs no update). */
 const T_DIRTY = 4
 
+// #region unit
 /** One toy IOMMU instance. */
 export class ToyIommuHw implements IommuUnit {
   readonly name: string
@@ -80,6 +81,7 @@ export class ToyIommuHw implements IommuUnit {
     this.#memory = machine.memory
     this.#walker = new PageTableWalker(machine.memory, vtdss, TOY_PT_CONFIG)
   }
+  // #endregion unit
 
   /** Write a register, with the hardware's side effects. */
   writeReg(offset: number, value: number): void {
@@ -103,6 +105,7 @@ export class ToyIommuHw implements IommuUnit {
     return 0
   }
 
+  // #region translate
   /** Translate one DMA access (`IommuHardware.translate`). */
   translate(txn: DmaTransaction): boolean {
     if ((this.#control & CONTROL_EN) === 0 || txn.hasPasid) return this.#fault(txn, 'blocked', -1)
@@ -144,6 +147,7 @@ export class ToyIommuHw implements IommuUnit {
     txn.len = 4096 - txn.offset
     return true
   }
+  // #endregion translate
 
   #fault(txn: DmaTransaction, why: NonNullable<DmaTransaction['fault']>, level: number): false {
     txn.fault = why
