@@ -92,3 +92,34 @@ export function syncExcerpts(root: string, readmes: readonly string[]): Excerpt[
   }
   return changed
 }
+
+/** Names exported by a package entry point (`export { a, type B } from`, `export function c`). */
+export function entryExports(text: string): Set<string> {
+  const out = new Set<string>()
+  for (const m of text.matchAll(/export\s+(?:type\s+)?\{([^}]*)\}/g)) {
+    for (const part of (m[1] as string).split(',')) {
+      const name = part
+        .trim()
+        .replace(/^type\s+/, '')
+        .split(/\s+as\s+/)
+        .pop()
+        ?.trim()
+      if (name) out.add(name)
+    }
+  }
+  for (const m of text.matchAll(
+    /export\s+(?:declare\s+)?(?:function|const|class|interface|type|enum)\s+(\w+)/g,
+  )) {
+    out.add(m[1] as string)
+  }
+  return out
+}
+
+/** Backticked identifiers of a Markdown text (`name`, `name()`, `Name.member`: the first part). */
+export function mentionedNames(markdown: string): Set<string> {
+  const out = new Set<string>()
+  for (const m of markdown.matchAll(/`([A-Za-z_$][\w$]*)(?:\.[\w$]+)*(?:\(\))?`/g)) {
+    out.add(m[1] as string)
+  }
+  return out
+}

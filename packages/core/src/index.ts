@@ -46,6 +46,7 @@ export {
   type DriverSpec,
   defineDriver,
   type HwInfo,
+  type IommuHardware,
   type IommuOps,
   type IommuOpsFor,
   type IommuUnit,

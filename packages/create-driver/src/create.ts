@@ -52,8 +52,10 @@ export function createDriverPackage(o: CreateDriverOptions): { dir: string; file
     recursive: true,
     filter: (src) => !/[\\/](node_modules|dist)([\\/]|$)/.test(relative(TEMPLATE_DIR, src)),
   })
-  // npm drops .gitignore from published packages: the template ships it as `gitignore`.
+  // npm drops .gitignore from published packages, and a package.json inside a package is
+  // taken for a nested package: the template ships them as `gitignore` and `_package.json`.
   renameSync(join(dir, 'gitignore'), join(dir, '.gitignore'))
+  renameSync(join(dir, '_package.json'), join(dir, 'package.json'))
   const pkgPath = join(dir, 'package.json')
   const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as Record<string, unknown>
   pkg.name = name

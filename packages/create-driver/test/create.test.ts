@@ -75,7 +75,7 @@ describe('create-iommu-driver', () => {
   })
 
   it('pins the @iommu packages to ranges the workspace versions satisfy', () => {
-    const pkg = JSON.parse(readFileSync(join(TEMPLATE_DIR, 'package.json'), 'utf8'))
+    const pkg = JSON.parse(readFileSync(join(TEMPLATE_DIR, '_package.json'), 'utf8'))
     const ranges = { ...pkg.peerDependencies, ...pkg.devDependencies } as Record<string, string>
     for (const [name, dir] of [
       ['@iommu/core', 'core'],
