@@ -12,7 +12,15 @@
  * processes run at the lowest CPU priority so that the other tests keep theirs.
  */
 import { spawn } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
 import { createRequire } from 'node:module'
 import { setPriority, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -20,7 +28,10 @@ import { gunzipSync } from 'node:zlib'
 import { afterAll, describe, expect, it } from 'vitest'
 
 const ROOT = resolve(import.meta.dirname, '../../..')
-const PACKAGES = ['core', 'io-pgtable', 'iommufd', 'driver-amd', 'sim', 'create-driver']
+/** Every package of the workspace: each tarball must ship its README. */
+const PACKAGES = readdirSync(join(ROOT, 'packages')).filter((p) =>
+  existsSync(join(ROOT, 'packages', p, 'package.json')),
+)
 /** The packages the generated driver installs, and the generator itself: built first. */
 const BUILT = ['core', 'io-pgtable', 'iommufd', 'create-driver']
 const BUDGET_MS = 15 * 60_000
