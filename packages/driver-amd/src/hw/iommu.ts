@@ -472,6 +472,19 @@ export class AmdIommuHw implements IommuUnit {
     return dte
   }
 
+  /**
+   * The DTE cache's entries, for tools: each cached DeviceID with the DomainID it was
+   * cached with and a copy of the eight 32-bit words as the hardware read them (compare
+   * with memory to see a missing INVALIDATE_DEVTAB_ENTRY).
+   */
+  cachedDtes(): { readonly devid: number; readonly domid: number; readonly raw: Uint32Array }[] {
+    const out: { devid: number; domid: number; raw: Uint32Array }[] = []
+    this.#dteCache.forEach((d) => {
+      if (d !== undefined) out.push({ devid: d.devid, domid: d.domid, raw: d.raw.slice() })
+    })
+    return out
+  }
+
   // ------------------------------------------------------------------ translation
 
   translate(txn: DmaTransaction): boolean {

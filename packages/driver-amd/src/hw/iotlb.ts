@@ -124,6 +124,11 @@ export class Iotlb {
     return this.#domid[index] as number
   }
 
+  /** PASID an entry is tagged with ({@link NO_PASID} for host translations). */
+  pasid(index: number): number {
+    return this.#pasid[index] as number
+  }
+
   /**
    * Cache a leaf of `2^sizeLg2` bytes whose IOVA starts at page `vpn` and output at page
    * `pa` (both aligned to the leaf). Replaces an entry for the same leaf, else evicts

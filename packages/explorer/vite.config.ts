@@ -1,0 +1,119 @@
+/**
+ * The explorer's build. The workspace packages are compiled from their TypeScript sources
+ * (the `@iommu/source` condition), so `pnpm explore` needs no prior build.
+ *
+ * The static build is one self-contained `dist/index.html` (script and styles inlined):
+ * any web server hosts it and it also opens from a `file://` URL, where browsers refuse to
+ * load module scripts from separate files.
+ *
+ * @module
+ */
+
+import { builtinModules } from 'node:module'
+import { defaultClientConditions, defineConfig, type Plugin } from 'vite'
+
+const NODE_BUILTINS = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)])
+
+/**
+ * The browser bundle must not reach a Node built-in: a second guard, behind the Biome rule
+ * on the packages' sources, over everything the page actually imports.
+ */
+function noNodeBuiltins(): Plugin {
+  return {
+    name: 'iommu:no-node-builtins',
+    enforce: 'pre',
+    resolveId(id, importer) {
+      if (NODE_BUILTINS.has(id)) {
+        this.error(
+          `${importer ?? '?'} imports the Node built-in '${id}': runtime code reachable from the explorer must be browser-safe`,
+        )
+      }
+      return null
+    },
+  }
+}
+
+/**
+ * vitest and fast-check are optional peers that the packages' `/testing` entries import
+ * dynamically (inside try/catch) for their conformance kits. In the browser they resolve
+ * to a module that fails to load, so those kits report "needs vitest" as they would
+ * without the peer installed.
+ */
+function stubTestPeers(): Plugin {
+  const STUB = '\0iommu:test-peer-stub'
+  return {
+    name: 'iommu:stub-test-peers',
+    enforce: 'pre',
+    resolveId(id) {
+      return id === 'vitest' || id === 'fast-check' ? STUB : null
+    },
+    load(id) {
+      return id === STUB ? 'throw new Error("not available in the browser")' : null
+    },
+  }
+}
+
+/** Inline the entry chunk and the CSS into index.html (build only). */
+function singleFile(): Plugin {
+  return {
+    name: 'iommu:single-file',
+    apply: 'build',
+    enforce: 'post',
+    generateBundle(_options, bundle) {
+      const html = bundle['index.html']
+      if (html === undefined || html.type !== 'asset') return
+      let text = String(html.source)
+      for (const [name, out] of Object.entries(bundle)) {
+        if (out.type === 'chunk' && out.isEntry) {
+          // `</script` inside the code would end the element: escape it.
+          const code = out.code.replaceAll('</script', '<\\/script')
+          text = text.replace(
+            new RegExp(`<script type="module" crossorigin src="[^"]*${escapeRe(name)}"></script>`),
+            () => `<script type="module">${code}</script>`,
+          )
+          delete bundle[name]
+        } else if (out.type === 'asset' && name.endsWith('.css')) {
+          text = text.replace(
+            new RegExp(`<link rel="stylesheet" crossorigin href="[^"]*${escapeRe(name)}">`),
+            () => `<style>${String(out.source)}</style>`,
+          )
+          delete bundle[name]
+        }
+      }
+      if (/<script[^>]+src=|<link[^>]+stylesheet/.test(text)) {
+        this.error('single-file: an asset was left outside index.html')
+      }
+      html.source = text
+    },
+  }
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+}
+
+export default defineConfig({
+  base: './',
+  plugins: [noNodeBuiltins(), stubTestPeers(), singleFile()],
+  resolve: {
+    conditions: ['@iommu/source', ...defaultClientConditions],
+  },
+  oxc: {
+    jsx: { runtime: 'automatic', importSource: 'preact' },
+  },
+  build: {
+    // Top-level await (the optional-peer probes) needs ES2022 modules.
+    target: 'es2022',
+    outDir: 'dist',
+    emptyOutDir: true,
+    assetsInlineLimit: Number.MAX_SAFE_INTEGER,
+    modulePreload: false,
+    cssCodeSplit: false,
+    chunkSizeWarningLimit: 4096,
+    rolldownOptions: {
+      output: { codeSplitting: false },
+    },
+  },
+  server: { host: '127.0.0.1', port: 5173 },
+  preview: { host: '127.0.0.1', port: 4173 },
+})
