@@ -33,6 +33,7 @@ import {
   decodeEvent,
   Event,
   EventFlag,
+  NO_PASID,
 } from '../src/index.ts'
 
 const PAGE = 4096
@@ -260,6 +261,34 @@ describe('the missing-invalidation detector', () => {
     // The DTE in memory now blocks DMA; the cached copy still translates.
     expect(v.dev.dma.read(IOVA, 1)).toHaveLength(1)
     expect(v.unit.staleUses[0]).toMatchObject({ cache: 'dte', missing: 'INVALIDATE_DEVTAB_ENTRY' })
+  })
+})
+
+describe('cache views for tools', () => {
+  it('list the cached DTE and IOTLB entries with their tags, and what an invalidation drops', () => {
+    const v = vm({ hugePages: false, pages: 16 })
+    const idev = v.fd.bindDevice(v.dev)
+    const hwpt = { size: 48, flags: 0, dev_id: idev.id, pt_id: v.ioas, out_hwpt_id: 0 }
+    v.fd.ioctl(IOMMU_HWPT_ALLOC, hwpt)
+    idev.attach(hwpt.out_hwpt_id)
+    v.dev.dma.read(IOVA + 3n * BigInt(PAGE), 1)
+    const domain = domainOf(v)
+    const [dte] = v.unit.cachedDtes().filter((c) => c.devid === v.dev.rid)
+    expect(dte?.domid).toBe(domain.id)
+    // The cached words are the DTE as it sits in the device table.
+    const base = Number(v.unit.readMmio(0) & 0x000f_ffff_ffff_f000n) + v.dev.rid * 32
+    expect(Array.from(dte?.raw ?? [])).toEqual(
+      [0, 4, 8, 12, 16, 20, 24, 28].map((o) => v.unit.memory.read32(base + o)),
+    )
+    const tlb = v.unit.iotlb
+    const entries = tlb.validEntries()
+    expect(entries.map((i) => [tlb.domid(i), tlb.pasid(i), tlb.vpn(i), tlb.sizeLg2(i)])).toEqual([
+      [domain.id, NO_PASID, Number(IOVA / BigInt(PAGE)) + 3, 12],
+    ])
+    // Detaching invalidates the DTE and flushes the domain: both views empty out.
+    idev.detach()
+    expect(v.unit.cachedDtes().filter((c) => c.devid === v.dev.rid)).toEqual([])
+    expect(tlb.validEntries()).toEqual([])
   })
 })
 

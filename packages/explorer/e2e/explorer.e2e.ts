@@ -2,8 +2,8 @@
  * The explorer in a real browser, against the model computed here in Node through the
  * same packages: build an AMD machine from the page, map, attach, DMA, and compare the
  * PTE and DTE the page decodes with what the model holds; reload the permalink from a
- * web server and from file://; run a short migration and check the verification line and
- * the heatmap against the sim's own run. Screenshots at 1280×800 go to test-results/.
+ * web server and from file://; run a short migration and check the verification line, the
+ * rounds and the heatmap against the sim's own run of the same options. Screenshots at 1280×800 go to test-results/.
  */
 
 import { mkdirSync } from 'node:fs'
@@ -26,10 +26,12 @@ import {
   IOMMU_OPTION_OP_SET,
   openIommufd,
 } from '@iommu/iommufd'
+import { migration } from '@iommu/sim/engine'
 import type { BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { hex, hex64 } from '../src/decode/bitfield.ts'
-import { decodePermalink } from '../src/model/scenario.ts'
+import { migrateOptions } from '../src/model/migration.ts'
+import { decodePermalink, MigrationSpec } from '../src/model/scenario.ts'
 import { DIST_DIR, launch, RESULTS_DIR, serve } from './harness.ts'
 
 const GUEST_MIB = 16
@@ -252,6 +254,56 @@ describe('explorer in Chromium', () => {
       expect(await page.locator('.log li.failed').count(), base).toBe(1)
       await page.close()
     }
+  })
+
+  it('runs a short migration: the verification line, the rounds and the heatmap match the sim', async () => {
+    const spec = MigrationSpec.parse({ guestMiB: 64 })
+    // The same run in Node, through the sim's own engine: the pages each round sent.
+    const sent: number[][] = []
+    const dirtyPages: number[] = []
+    const run = migration(migrateOptions(spec, 'amd', 1))
+    for (let r = run.next(); !r.done; r = run.next()) {
+      sent.push(Array.from(r.value.sent))
+      dirtyPages.push(r.value.report.dirtyPages)
+    }
+    expect(sent.length).toBeGreaterThan(2)
+
+    const page = await open(server.url)
+    await page.click('[data-tab=migration]')
+    await page.fill('input[name=mig-guest]', '64')
+    await page.press('input[name=mig-guest]', 'Enter')
+    await page.click('button[name=mig-play]')
+    const verdict = page.locator('[data-testid=verification]')
+    await verdict.waitFor({ timeout: 120_000 })
+    expect(await verdict.textContent()).toBe(
+      'verification: OK — destination equals source, 16,384 pages compared',
+    )
+    expect(await verdict.getAttribute('class')).toBe('verify ok')
+    const shown = await page.$$eval('.rounds-table tbody tr td:nth-child(2)', (c) =>
+      c.map((x) => Number((x.textContent ?? '').replaceAll(',', ''))),
+    )
+    expect(shown).toEqual(dirtyPages)
+
+    // Round 1 on the map, one page per cell: exactly the pages the sim sent are lit.
+    await page.click('.rounds-table tbody tr:nth-child(2)')
+    await page.selectOption('select[name=mig-ppc]', '1')
+    const canvas = page.locator('[data-testid=heatmap]')
+    await expect.poll(() => canvas.getAttribute('data-round')).toBe('1')
+    const lit = await canvas.evaluate((c: HTMLCanvasElement) => {
+      const ctx = c.getContext('2d') as CanvasRenderingContext2D
+      const d = ctx.getImageData(0, 0, c.width, c.height).data
+      const out: number[] = []
+      for (let i = 0; i < c.width * c.height; i++) {
+        // Grey (232, 235, 240) is "not sent".
+        if (!(d[4 * i] === 232 && d[4 * i + 1] === 235 && d[4 * i + 2] === 240)) out.push(i)
+      }
+      return out
+    })
+    const round1 = [...(sent[1] ?? [])].sort((a, b) => a - b)
+    expect(round1.length).toBeGreaterThan(0)
+    expect(lit).toEqual(round1)
+    await page.screenshot({ path: join(RESULTS_DIR, 'explorer-migration.png') })
+    await page.close()
   })
 
   it('raised no page errors', () => {

@@ -15,6 +15,8 @@ export {
   isIommuModel,
   type MigrateOptions,
   migrate,
+  migration,
+  type RoundStep,
 } from './migrate.ts'
 export {
   formatBytes,

@@ -349,8 +349,18 @@ function readDirty(r: Rig, out: Int32Array, flags = 0, only?: Dimm): number {
   return n
 }
 
+/** Peak RSS in bytes where the runtime can tell (Node), else 0 (a browser). */
 function peakRss(): number {
-  return process.resourceUsage().maxRSS * 1024
+  const p = (globalThis as { process?: { resourceUsage?: () => { maxRSS: number } } }).process
+  return p?.resourceUsage ? p.resourceUsage().maxRSS * 1024 : 0
+}
+
+/** What {@link migration} yields after each round. */
+export interface RoundStep {
+  /** The round that just ended (the last step is the stop-and-copy round). */
+  readonly report: RoundReport
+  /** Guest page indices the round sent; valid until the next step. */
+  readonly sent: Int32Array
 }
 
 /**
@@ -359,6 +369,18 @@ function peakRss(): number {
  * @returns the report; `verified(report)` tells whether the destination equals the source
  */
 export function migrate(o: MigrateOptions): MigrationReport {
+  const run = migration(o)
+  for (;;) {
+    const step = run.next()
+    if (step.done) return step.value
+  }
+}
+
+/**
+ * {@link migrate}, a round at a time: yields after every pre-copy round and after
+ * stop-and-copy, and returns the report. A caller that stops iterating abandons the run.
+ */
+export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationReport, void> {
   const wall0 = performance.now()
   const r = setup(o)
   const pages = o.memoryBytes / PAGE
@@ -392,7 +414,10 @@ export function migrate(o: MigrateOptions): MigrationReport {
   }
 
   const rounds: RoundReport[] = []
-  const dirty = new Int32Array(pages)
+  // This round's pages and the next round's (swapped each round); the spare one is also
+  // the unplug scratch and, at the end, the stop-and-copy read.
+  let dirty = new Int32Array(pages)
+  let spare = new Int32Array(pages)
   let toSend = pages
   for (let i = 0; i < pages; i++) dirty[i] = i
   let converged = false
@@ -423,10 +448,10 @@ export function migrate(o: MigrateOptions): MigrationReport {
       o.onProgress?.({ round, phase: 'pre-copy', fraction: (s + 1) / steps })
     }
     if (o.unplugRound === round && r.dimms.length > 1) {
-      unplug = hotUnplug(r, dirty, unplugged, noteMismatch)
+      unplug = hotUnplug(r, spare, unplugged, noteMismatch)
     }
     const b0 = performance.now()
-    const next = readDirty(r, dirty)
+    const next = readDirty(r, spare)
     const bitmapMs = performance.now() - b0
     rounds.push({
       round,
@@ -438,6 +463,8 @@ export function migrate(o: MigrateOptions): MigrationReport {
       wallMs: performance.now() - t0,
       bitmapMs,
     })
+    yield { report: rounds[rounds.length - 1] as RoundReport, sent: dirty.subarray(0, toSend) }
+    ;[dirty, spare] = [spare, dirty]
     simTime += seconds
     totalBytes += toSend * PAGE
     toSend = next
@@ -450,7 +477,7 @@ export function migrate(o: MigrateOptions): MigrationReport {
   // Stop-and-copy: the device is quiesced; send what the last bitmap (plus a final read) holds.
   const t0 = performance.now()
   const b0 = performance.now()
-  const extra = new Int32Array(pages)
+  const extra = spare
   const late = readDirty(r, extra)
   const bitmapMs = performance.now() - b0
   const seen = new Uint8Array(pages)
@@ -477,6 +504,7 @@ export function migrate(o: MigrateOptions): MigrationReport {
     wallMs: performance.now() - t0,
     bitmapMs,
   })
+  yield { report: rounds[rounds.length - 1] as RoundReport, sent: dirty.subarray(0, toSend) }
   simTime += downtime
   totalBytes += toSend * PAGE
   if (o.iopte === 'split') resizeIoptes(r, 'merge', o)

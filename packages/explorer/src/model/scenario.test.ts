@@ -41,9 +41,9 @@ describe('scenario', () => {
     expect(s.migration).toEqual({
       guestMiB: 256,
       iopte: '4k',
-      linkMbps: 1000,
+      linkMbps: 5000,
       maxRounds: 12,
-      downtimeMs: 100,
+      downtimeMs: 20,
       breakTracker: false,
     })
   })

@@ -119,10 +119,10 @@ export const MigrationSpec = z.object({
   guestMiB: z.number().int().min(2).max(2048).default(256),
   iopte: z.enum(['4k', '2m', 'split']).default('4k'),
   /** Link rate in Mbit/s. */
-  linkMbps: z.number().int().min(10).max(400_000).default(1000),
+  linkMbps: z.number().int().min(10).max(400_000).default(5000),
   maxRounds: z.number().int().min(1).max(100).default(12),
   /** Downtime budget in milliseconds. */
-  downtimeMs: z.number().int().min(1).max(10_000).default(100),
+  downtimeMs: z.number().int().min(1).max(10_000).default(20),
   breakTracker: z.boolean().default(false),
 })
 export type MigrationSpec = z.infer<typeof MigrationSpec>

@@ -1,0 +1,37 @@
+/**
+ * @iommu/sim/engine — the migration engine without the command line: `migrate`, the
+ * round-by-round `migration` generator, the reports and the workload. Browser-safe (the
+ * explorer runs it); `@iommu/sim` adds the CLI, which needs Node.
+ *
+ * @module
+ */
+
+export {
+  type Breakage,
+  defaultOptions,
+  IOMMU_MODELS,
+  type IommuModel,
+  type IopteMode,
+  type MigrateOptions,
+  migrate,
+  migration,
+  type RoundStep,
+} from '../migrate.ts'
+export {
+  formatBytes,
+  formatRounds,
+  formatTotals,
+  type MigrationReport,
+  type RoundReport,
+  toJson,
+  toSvg,
+  verified,
+} from '../report.ts'
+export {
+  type DmaWrite,
+  type ExcludedRanges,
+  Rng,
+  stampBytes,
+  Workload,
+  type WorkloadConfig,
+} from '../workload.ts'
