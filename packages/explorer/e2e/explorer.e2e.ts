@@ -306,6 +306,48 @@ describe('explorer in Chromium', () => {
     await page.close()
   })
 
+  it('shows each vendor’s structures: VT-d context/PASID entries, SMMUv3 STE/CD, the mock’s IOPTEs', async () => {
+    const cases = [
+      {
+        vendor: 'intel',
+        cards: [
+          'VT-d scalable-mode root entry',
+          'VT-d scalable-mode context entry',
+          'VT-d scalable-mode PASID directory entry',
+          'VT-d scalable-mode PASID table entry',
+        ],
+        format: 'vtdss',
+      },
+      { vendor: 'smmuv3', cards: ['SMMUv3 STE', 'SMMUv3 CD'], format: 'arm-lpae' },
+      { vendor: 'mock', cards: [], format: null },
+    ]
+    for (const c of cases) {
+      const page = await open(server.url)
+      await page.click('button[name=edit-machine]')
+      await page.selectOption('select[name=vendor]', c.vendor)
+      await page.click('button[name=build]')
+      await page.click('button[name=demo]')
+      await expect.poll(() => page.locator('.log li').count()).toBeGreaterThan(10)
+      expect(await page.locator('.log li.failed').count(), c.vendor).toBe(0)
+      if (c.format !== null) {
+        expect(await page.textContent('[data-testid=pt-summary]'), c.vendor).toContain(c.format)
+      } else {
+        expect(
+          await page.locator('.list[data-list^="Mock IOPTEs"] tbody tr').count(),
+        ).toBeGreaterThan(0)
+      }
+      await page.click('[data-tab=device]')
+      const layouts = await page.$$eval('.device-view .struct', (e) =>
+        e.map((x) => x.getAttribute('data-layout')),
+      )
+      expect(layouts, c.vendor).toEqual(c.cards)
+      await page.screenshot({ path: join(RESULTS_DIR, `explorer-${c.vendor}-device.png`) })
+      await page.click('[data-tab=queues]')
+      await page.screenshot({ path: join(RESULTS_DIR, `explorer-${c.vendor}-queues.png`) })
+      await page.close()
+    }
+  })
+
   it('raised no page errors', () => {
     expect(pageErrors).toEqual([])
   })

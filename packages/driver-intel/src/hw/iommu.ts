@@ -639,6 +639,36 @@ export class VtdIommuHw implements IommuUnit {
     this.irq.fault?.()
   }
 
+  /**
+   * The context cache, for tools: each cached source ID with the words the hardware read
+   * (the root-entry qword, then the context entry). Reading it changes nothing.
+   */
+  cachedContexts(): { readonly sid: number; readonly raw: Uint32Array }[] {
+    const out: { sid: number; raw: Uint32Array }[] = []
+    this.#ctxCache.forEach((c, sid) => {
+      if (c !== undefined) out.push({ sid, raw: c.raw.slice() })
+    })
+    return out
+  }
+
+  /**
+   * The PASID cache, for tools: each cached (source ID, PASID) with its DID and the words the
+   * hardware read (the directory entry, then the PASID entry). Reading it changes nothing.
+   */
+  cachedPasidEntries(): {
+    readonly sid: number
+    readonly pasid: number
+    readonly did: number
+    readonly raw: Uint32Array
+  }[] {
+    return [...this.#peCache.values()].map((p) => ({
+      sid: p.sid,
+      pasid: p.pasid,
+      did: p.did,
+      raw: p.raw.slice(),
+    }))
+  }
+
   /** Decode the fault records that hold a fault, oldest first (tests, tools). */
   pendingFaults(): VtdFault[] {
     const out: VtdFault[] = []

@@ -152,6 +152,18 @@ export class TranslationCache {
     return this.#tag[i] as number
   }
 
+  /** PASID an entry is tagged with. */
+  pasid(i: number): number {
+    return this.#pasid[i] as number
+  }
+
+  /** Entry indices currently valid, for tools and tests. */
+  validEntries(): number[] {
+    const out: number[] = []
+    for (let i = 0; i < this.#valid.length; i++) if (this.#valid[i] === 1) out.push(i)
+    return out
+  }
+
   /**
    * Cache a leaf of 2^sizeLg2 bytes starting at IOVA page `vpn` and output page `pa`,
    * replacing an entry for the same leaf, else a free way, else round-robin in the set.

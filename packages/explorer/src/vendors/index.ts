@@ -5,11 +5,18 @@
  */
 
 import { amdVendor } from './amd.ts'
+import { intelVendor } from './intel.ts'
 import { mockVendor } from './mock.ts'
+import { smmuv3Vendor } from './smmuv3.ts'
 import type { VendorDescriptor } from './types.ts'
 
 /** Every vendor, in the order the machine builder lists them. */
-export const VENDORS: readonly VendorDescriptor[] = [amdVendor, mockVendor]
+export const VENDORS: readonly VendorDescriptor[] = [
+  amdVendor,
+  intelVendor,
+  smmuv3Vendor,
+  mockVendor,
+]
 
 /** The vendor with this ID. @throws Error for an unknown ID */
 export function vendorById(id: string): VendorDescriptor {
