@@ -426,3 +426,33 @@ describe('faulting DMA on VT-d', () => {
     expect(intelFaultLog(v.dev).at(-1)).toMatchObject({ reason: Fr.PASID_NOT_PRESENT, read: true })
   })
 })
+
+describe('cache views for tools', () => {
+  it('list the cached context and PASID entries and the IOTLB with their tags', () => {
+    const v = vm({ hugePages: false, pages: 16 })
+    dirtyHwpt(v)
+    v.dev.dma.read(IOVA + 5n * BigInt(PAGE), 1)
+    const sid = v.dev.rid
+    const [ctx] = v.unit.cachedContexts().filter((c) => c.sid === sid)
+    // The root-entry qword, then the context entry as it sits in memory.
+    const mem = v.m.memory
+    const { rootTable } = v.unit.translationMode
+    const rootQ = mem.read64(rootTable + v.dev.bus * 16 + (v.dev.devfn >= 0x80 ? 8 : 0))
+    const ctxPa = Number(rootQ & ~0xfffn) + (v.dev.devfn & 0x7f) * 32
+    expect(Array.from(ctx?.raw.subarray(2) ?? [])).toEqual(
+      [0, 4, 8, 12, 16, 20, 24, 28].map((o) => mem.read32(ctxPa + o)),
+    )
+    const domain = domainOf(v)
+    const [tag] = domain.iommus.values()
+    const pes = v.unit.cachedPasidEntries().filter((p) => p.sid === sid)
+    expect(pes.map((p) => [p.pasid, p.did])).toEqual([[0, tag?.did]])
+    const pe = pasid0Entry(v)
+    expect(Array.from(pes[0]?.raw.subarray(2, 6) ?? [])).toEqual(
+      [0, 4, 8, 12].map((o) => mem.read32(pe + o)),
+    )
+    const tlb = v.unit.iotlb
+    expect(tlb.validEntries().map((i) => [tlb.tag(i), tlb.pasid(i), tlb.vpn(i)])).toEqual([
+      [tag?.did, 0, Number(IOVA / BigInt(PAGE)) + 5],
+    ])
+  })
+})
