@@ -179,7 +179,7 @@ function Chart({
                 Number.isInteger(t) ? (run.rounds[t]?.report.stopAndCopy ? 'S&C' : String(t)) : '',
               ),
           },
-          { scale: 'pages', label: 'dirty pages', size: 56 },
+          { scale: 'pages', label: 'dirty pages', size: 66 },
           { scale: 'mib', label: 'MiB sent', side: 1, size: 48, grid: { show: false } },
         ],
         series: [
