@@ -8,7 +8,7 @@
 import type { Command, CommandInput } from './scenario.ts'
 
 /** How a field is edited. */
-export type FieldKind = 'u64' | 'int' | 'bool' | 'dev' | 'id' | 'hook'
+export type FieldKind = 'u64' | 'int' | 'bool' | 'dev' | 'id' | 'hook' | 'viommuType'
 
 /** One field of a command form. */
 export interface FieldDef {
@@ -35,6 +35,8 @@ export const OPS: readonly {
   { op: 'DETACH', label: 'VFIO_DEVICE_DETACH_IOMMUFD_PT', group: 'Device' },
   { op: 'SET_DIRTY_TRACKING', label: 'IOMMU_HWPT_SET_DIRTY_TRACKING', group: 'Dirty tracking' },
   { op: 'GET_DIRTY_BITMAP', label: 'IOMMU_HWPT_GET_DIRTY_BITMAP', group: 'Dirty tracking' },
+  { op: 'VIOMMU_ALLOC', label: 'IOMMU_VIOMMU_ALLOC', group: 'vIOMMU' },
+  { op: 'VDEVICE_ALLOC', label: 'IOMMU_VDEVICE_ALLOC', group: 'vIOMMU' },
   { op: 'DMA_WRITE', label: 'DMA write', group: 'DMA' },
   { op: 'DMA_READ', label: 'DMA read', group: 'DMA' },
   { op: 'HOOK', label: 'Driver fault injection', group: 'Fault injection' },
@@ -79,6 +81,16 @@ export const FIELDS: Readonly<Record<Command['op'], readonly FieldDef[]>> = {
     iova,
     length,
     { key: 'noClear', label: 'NO_CLEAR', kind: 'bool' },
+  ],
+  VIOMMU_ALLOC: [
+    dev,
+    { key: 'hwpt', label: 'hwpt_id (nest parent)', kind: 'id' },
+    { key: 'type', label: 'type', kind: 'viommuType' },
+  ],
+  VDEVICE_ALLOC: [
+    { key: 'viommu', label: 'viommu_id', kind: 'id' },
+    dev,
+    { key: 'virtId', label: 'virt_id', kind: 'u64' },
   ],
   DMA_WRITE: [dev, iova, { key: 'length', label: 'bytes', kind: 'int' }],
   DMA_READ: [dev, iova, { key: 'length', label: 'bytes', kind: 'int' }],

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { IOMMU_HWPT_ALLOC_NEST_PARENT } from '@iommu/iommufd'
 import { hex } from '../decode/bitfield.ts'
 import {
   Command,
@@ -162,6 +163,14 @@ function rawSuggestion(s: Session, op: Command['op']): CommandInput {
       }
     case 'GET_HW_INFO':
       return { op, dev: 0 }
+    case 'VIOMMU_ALLOC': {
+      const parent = s.hwpts.find((h) => h.flags & IOMMU_HWPT_ALLOC_NEST_PARENT)
+      const type =
+        s.vendor.id === 'smmuv3' ? 'arm-smmuv3' : s.vendor.id === 'mock' ? 'selftest' : 'default'
+      return { op, dev: 0, hwpt: parent?.id ?? hwpt, type }
+    }
+    case 'VDEVICE_ALLOC':
+      return { op, viommu: s.viommus[s.viommus.length - 1]?.id ?? 0, dev: 0, virtId: '0x1' }
     case 'DESTROY':
       return { op, id: lastHwpt?.id ?? ioas }
     case 'DMA_WRITE':

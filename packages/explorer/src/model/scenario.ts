@@ -22,6 +22,9 @@ export const U64 = z
   .transform((s) => s.toLowerCase())
 
 const Index = z.number().int().min(0).max(63)
+
+/** The vIOMMU types the panel offers (`IOMMU_VIOMMU_TYPE_*`). */
+export const VIOMMU_TYPES = ['default', 'arm-smmuv3', 'selftest'] as const
 const ObjId = z.number().int().min(0).max(0xffff_ffff)
 
 /** A device of the machine (a PCI function behind the vendor's IOMMU unit). */
@@ -86,6 +89,15 @@ export const Command = z.discriminatedUnion('op', [
     noClear: z.boolean().default(false),
   }),
   z.object({ op: z.literal('GET_HW_INFO'), dev: Index }),
+  /** IOMMU_VIOMMU_ALLOC over a NEST_PARENT HWPT. */
+  z.object({
+    op: z.literal('VIOMMU_ALLOC'),
+    dev: Index,
+    hwpt: ObjId,
+    type: z.enum(VIOMMU_TYPES).default('default'),
+  }),
+  /** IOMMU_VDEVICE_ALLOC: the device's ID in the guest (`virt_id`, e.g. a vSID or vRID). */
+  z.object({ op: z.literal('VDEVICE_ALLOC'), viommu: ObjId, dev: Index, virtId: U64 }),
   z.object({ op: z.literal('DESTROY'), id: ObjId }),
   z.object({
     op: z.literal('DMA_WRITE'),

@@ -161,6 +161,33 @@ describe('DMA and views', () => {
     })
   })
 
+  it('allocates a vIOMMU and a vDEVICE over a nest parent where the driver has one', () => {
+    const viommu = (vendor: string, type: string) =>
+      replay({
+        ...machine(vendor),
+        commands: [
+          cmd({ op: 'IOAS_ALLOC' }),
+          cmd({ op: 'HWPT_ALLOC', dev: 0, pt: 3, nestParent: true }),
+          cmd({ op: 'VIOMMU_ALLOC', dev: 0, hwpt: 4, type }),
+          cmd({ op: 'VDEVICE_ALLOC', viommu: 5, dev: 0, virtId: '0x10' }),
+          cmd({ op: 'DESTROY', id: 5 }),
+        ],
+      })
+    const s = viommu('smmuv3', 'arm-smmuv3')
+    expect(s.log.slice(-4).map((e) => [e.call, e.result])).toEqual([
+      ['IOMMU_HWPT_ALLOC', 'hwpt_id 4'],
+      ['IOMMU_VIOMMU_ALLOC', 'viommu_id 5'],
+      ['IOMMU_VDEVICE_ALLOC', 'vdevice_id 6'],
+      // The vDEVICE holds the vIOMMU.
+      ['IOMMU_DESTROY', 'EBUSY (-16)'],
+    ])
+    expect(s.viommus).toEqual([{ id: 5, dev: 0, hwpt: 4 }])
+    expect(viommu('mock', 'selftest').log.at(-2)?.result).toBe('vdevice_id 6')
+    // VT-d has no vIOMMU of the default type (7.2): EOPNOTSUPP.
+    const vtd = viommu('intel', 'default').log.find((e) => e.call === 'IOMMU_VIOMMU_ALLOC')
+    expect([vtd?.error?.code, vtd?.error?.errno]).toEqual(['EOPNOTSUPP', -95])
+  })
+
   it('keeps the IOAS and HWPT lists in step with destroy and auto HWPTs', () => {
     const s = new Session(machine('amd').machine, 1)
     s.run(cmd({ op: 'IOAS_ALLOC' }))

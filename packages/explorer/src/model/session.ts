@@ -39,12 +39,16 @@ import {
   IOMMU_OPTION,
   IOMMU_OPTION_HUGE_PAGES,
   IOMMU_OPTION_OP_SET,
+  IOMMU_VDEVICE_ALLOC,
+  IOMMU_VIOMMU_ALLOC,
+  IOMMU_VIOMMU_TYPE_DEFAULT,
   type Iommufd,
   type IommufdDevice,
   ObjType,
   openIommufd,
   UAPI_STRUCTS,
 } from '@iommu/iommufd'
+import { IOMMU_VIOMMU_TYPE_ARM_SMMUV3, IOMMU_VIOMMU_TYPE_SELFTEST } from '@iommu/iommufd/uapi'
 import { hex } from '../decode/bitfield.ts'
 import { vendorById } from '../vendors/index.ts'
 import {
@@ -54,7 +58,7 @@ import {
   type VendorOptions,
   vendorOptions,
 } from '../vendors/types.ts'
-import type { Command, ExplorerState, MachineSpec } from './scenario.ts'
+import type { Command, ExplorerState, MachineSpec, VIOMMU_TYPES } from './scenario.ts'
 
 const PAGE = 4096
 const MIB = 1024 * 1024
@@ -70,6 +74,15 @@ const IOCTL_NAMES: Readonly<Record<number, string>> = {
   [IOMMU_HWPT_GET_DIRTY_BITMAP]: 'IOMMU_HWPT_GET_DIRTY_BITMAP',
   [IOMMU_GET_HW_INFO]: 'IOMMU_GET_HW_INFO',
   [IOMMU_DESTROY]: 'IOMMU_DESTROY',
+  [IOMMU_VIOMMU_ALLOC]: 'IOMMU_VIOMMU_ALLOC',
+  [IOMMU_VDEVICE_ALLOC]: 'IOMMU_VDEVICE_ALLOC',
+}
+
+/** `IOMMU_VIOMMU_TYPE_*` of the panel's type names. */
+const VIOMMU_TYPE: Readonly<Record<(typeof VIOMMU_TYPES)[number], number>> = {
+  default: IOMMU_VIOMMU_TYPE_DEFAULT,
+  'arm-smmuv3': IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
+  selftest: IOMMU_VIOMMU_TYPE_SELFTEST,
 }
 
 /** An error a call returned. */
@@ -196,6 +209,8 @@ export class Session {
   readonly ioas: number[] = []
   /** HWPTs allocated or created by attach. */
   readonly hwpts: HwptInfo[] = []
+  /** vIOMMUs allocated: ID, the device index and the nest-parent HWPT. */
+  readonly viommus: { readonly id: number; readonly dev: number; readonly hwpt: number }[] = []
   /** Mapped IOVA ranges per IOAS (from successful MAP / UNMAP). */
   readonly mapped: Map<number, MappedRange[]> = new Map()
   /** Hook switches currently on. */
@@ -373,6 +388,13 @@ export class Session {
       } catch {
         this.ioas.splice(i, 1)
         this.mapped.delete(id)
+      }
+    }
+    for (let i = this.viommus.length - 1; i >= 0; i--) {
+      try {
+        this.fd.ctx.get((this.viommus[i] as { id: number }).id, ObjType.VIOMMU)
+      } catch {
+        this.viommus.splice(i, 1)
       }
     }
   }
@@ -693,6 +715,58 @@ export class Session {
           },
         )
         this.vmm.munmap(buf, PAGE)
+        return
+      }
+      case 'VIOMMU_ALLOC': {
+        const d = this.#dev(cmd.dev)
+        const arg = {
+          size: sizeofStruct('iommu_viommu_alloc'),
+          flags: 0,
+          type: VIOMMU_TYPE[cmd.type],
+          dev_id: d.idev.id,
+          hwpt_id: cmd.hwpt,
+          out_viommu_id: 0,
+          data_len: 0,
+          __reserved: 0,
+          data_uptr: 0n,
+        }
+        const show = (k: string, v: number | bigint) =>
+          k === 'type'
+            ? `IOMMU_VIOMMU_TYPE_${cmd.type.toUpperCase().replace('-', '_')}`
+            : plain(k, v)
+        if (
+          this.#ioctl(
+            index,
+            IOMMU_VIOMMU_ALLOC,
+            'iommu_viommu_alloc',
+            arg,
+            show,
+            ['out_viommu_id'],
+            () => `viommu_id ${arg.out_viommu_id}`,
+          )
+        ) {
+          this.viommus.push({ id: arg.out_viommu_id, dev: cmd.dev, hwpt: cmd.hwpt })
+        }
+        return
+      }
+      case 'VDEVICE_ALLOC': {
+        const d = this.#dev(cmd.dev)
+        const arg = {
+          size: sizeofStruct('iommu_vdevice_alloc'),
+          viommu_id: cmd.viommu,
+          dev_id: d.idev.id,
+          out_vdevice_id: 0,
+          virt_id: u64(cmd.virtId),
+        }
+        this.#ioctl(
+          index,
+          IOMMU_VDEVICE_ALLOC,
+          'iommu_vdevice_alloc',
+          arg,
+          plain,
+          ['out_vdevice_id'],
+          () => `vdevice_id ${arg.out_vdevice_id}`,
+        )
         return
       }
       case 'DESTROY': {

@@ -8,7 +8,7 @@
 import { useEffect, useReducer, useState } from 'preact/hooks'
 import { FIELDS, formReducer, OPS } from '../model/form.ts'
 import { buildCommand, suggest } from '../model/reducer.ts'
-import type { Command } from '../model/scenario.ts'
+import { type Command, VIOMMU_TYPES } from '../model/scenario.ts'
 import type { Session } from '../model/session.ts'
 
 interface Props {
@@ -94,6 +94,24 @@ export function CommandPanel({ session, version, onIssue }: Props) {
             </label>
           )
         }
+        if (f.kind === 'viommuType') {
+          return (
+            <label class="row" key={f.key}>
+              <span>{f.label}</span>
+              <select
+                name={f.key}
+                value={String(v)}
+                onChange={(e) => set((e.target as HTMLSelectElement).value)}
+              >
+                {VIOMMU_TYPES.map((t) => (
+                  <option key={t} value={t}>
+                    IOMMU_VIOMMU_TYPE_{t.toUpperCase().replace('-', '_')}
+                  </option>
+                ))}
+              </select>
+            </label>
+          )
+        }
         if (f.kind === 'hook') {
           return (
             <label class="row" key={f.key}>
@@ -137,6 +155,7 @@ export function CommandPanel({ session, version, onIssue }: Props) {
         <span class="note">
           IDs: IOAS {session.ioas.join(', ') || '—'} · HWPT{' '}
           {session.hwpts.map((h) => h.id).join(', ') || '—'}
+          {session.viommus.length ? ` · vIOMMU ${session.viommus.map((x) => x.id).join(', ')}` : ''}
         </span>
       </div>
     </form>
