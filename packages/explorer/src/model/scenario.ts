@@ -25,6 +25,8 @@ const Index = z.number().int().min(0).max(63)
 
 /** The vIOMMU types the panel offers (`IOMMU_VIOMMU_TYPE_*`). */
 export const VIOMMU_TYPES = ['default', 'arm-smmuv3', 'selftest'] as const
+/** One of {@link VIOMMU_TYPES}. */
+export type ViommuType = (typeof VIOMMU_TYPES)[number]
 const ObjId = z.number().int().min(0).max(0xffff_ffff)
 
 /** A device of the machine (a PCI function behind the vendor's IOMMU unit). */

@@ -12,6 +12,7 @@ import {
   type CommandInput,
   Command as CommandSchema,
   parseState,
+  type ViommuType,
 } from './scenario.ts'
 import { dmaPattern, replay, Session } from './session.ts'
 
@@ -162,7 +163,7 @@ describe('DMA and views', () => {
   })
 
   it('allocates a vIOMMU and a vDEVICE over a nest parent where the driver has one', () => {
-    const viommu = (vendor: string, type: string) =>
+    const viommu = (vendor: string, type: ViommuType) =>
       replay({
         ...machine(vendor),
         commands: [

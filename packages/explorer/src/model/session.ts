@@ -58,7 +58,7 @@ import {
   type VendorOptions,
   vendorOptions,
 } from '../vendors/types.ts'
-import type { Command, ExplorerState, MachineSpec, VIOMMU_TYPES } from './scenario.ts'
+import type { Command, ExplorerState, MachineSpec, ViommuType } from './scenario.ts'
 
 const PAGE = 4096
 const MIB = 1024 * 1024
@@ -79,7 +79,7 @@ const IOCTL_NAMES: Readonly<Record<number, string>> = {
 }
 
 /** `IOMMU_VIOMMU_TYPE_*` of the panel's type names. */
-const VIOMMU_TYPE: Readonly<Record<(typeof VIOMMU_TYPES)[number], number>> = {
+const VIOMMU_TYPE: Readonly<Record<ViommuType, number>> = {
   default: IOMMU_VIOMMU_TYPE_DEFAULT,
   'arm-smmuv3': IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
   selftest: IOMMU_VIOMMU_TYPE_SELFTEST,
