@@ -7,11 +7,12 @@
  * @module
  */
 
+import type { IommuSpec } from '@iommu/core'
 import {
   defaultOptions,
   formatTotals,
-  IOMMU_MODELS,
   type IommuModel,
+  isIommuModel,
   type MigrateOptions,
   type MigrationReport,
   migration,
@@ -19,20 +20,29 @@ import {
   type RoundStep,
   verified,
 } from '@iommu/sim/engine'
+import type { VendorDescriptor, VendorOptions } from '../vendors/types.ts'
 import type { MigrationSpec } from './scenario.ts'
 
 const MIB = 1024 * 1024
 const PAGE = 4096
 
-/** Whether the sim can migrate over this IOMMU model. */
-export function simSupports(model: string | null): model is IommuModel {
-  return model !== null && (IOMMU_MODELS as readonly string[]).includes(model)
+/**
+ * What the sim migrates over for a vendor: its named model when it has one (the sim then
+ * also narrows the IOPTE sizes for `2m` and runs AMD's detector), else the vendor's own unit
+ * (`createIommu`), which the sim takes as any driver.
+ */
+export function simIommu(
+  vendor: Pick<VendorDescriptor, 'simModel' | 'createIommu'>,
+  options: VendorOptions,
+): IommuModel | IommuSpec {
+  const m = vendor.simModel
+  return m !== null && isIommuModel(m) ? m : vendor.createIommu(options)
 }
 
 /** The sim's options for a view spec (guest RAM in 2 MiB multiples, DIMMs of up to 64 MiB). */
 export function migrateOptions(
   spec: MigrationSpec,
-  model: IommuModel,
+  iommu: IommuModel | IommuSpec,
   seed: number,
 ): MigrateOptions {
   const memoryBytes = Math.max(2, spec.guestMiB - (spec.guestMiB % 2)) * MIB
@@ -40,7 +50,7 @@ export function migrateOptions(
   while (memoryBytes % dimm !== 0) dimm -= 2 * MIB
   return {
     ...defaultOptions({ memoryBytes, dimmBytes: dimm }),
-    iommu: model,
+    iommu,
     iopte: spec.iopte,
     seed,
     bandwidth: (spec.linkMbps * 1e6) / 8,

@@ -223,6 +223,7 @@ export function App() {
             ) : (
               <MigrationView
                 vendor={session.vendor}
+                options={session.options}
                 seed={state.seed}
                 spec={state.migration}
                 onSpec={(migration) => dispatch({ type: 'setMigration', migration })}

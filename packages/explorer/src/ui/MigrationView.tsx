@@ -18,13 +18,15 @@ import {
   heatGeometry,
   MigrationRun,
   migrateOptions,
-  simSupports,
+  simIommu,
 } from '../model/migration.ts'
 import { MigrationSpec } from '../model/scenario.ts'
-import type { VendorDescriptor } from '../vendors/types.ts'
+import type { VendorDescriptor, VendorOptions } from '../vendors/types.ts'
 
 interface Props {
   readonly vendor: VendorDescriptor
+  /** The machine's vendor options: the migration's unit is built with them. */
+  readonly options: VendorOptions
   readonly seed: number
   readonly spec: MigrationSpec
   readonly onSpec: (m: MigrationSpec) => void
@@ -75,6 +77,11 @@ function Heatmap({
       img.data[4 * i + 1] = cg
       img.data[4 * i + 2] = cb
       img.data[4 * i + 3] = 255
+    }
+    // Pages the verification found different (the report keeps the first 16): black.
+    for (const off of run.report?.firstMismatches ?? []) {
+      const c = Math.floor(off / 4096 / ppc)
+      if (c < g.cells) img.data.set([0, 0, 0, 255], 4 * c)
     }
     ctx.putImageData(img, 0, 0)
   })
@@ -127,6 +134,12 @@ function Heatmap({
               <i style={{ background: 'rgb(232,235,240)' }} />
               not sent
             </span>
+            {run.report?.firstMismatches.length ? (
+              <span>
+                <i style={{ background: '#000' }} />
+                differs at the end (first {run.report.firstMismatches.length})
+              </span>
+            ) : null}
           </>
         ) : (
           <span>
@@ -238,7 +251,7 @@ function Chart({
   )
 }
 
-export function MigrationView({ vendor, seed, spec, onSpec }: Props) {
+export function MigrationView({ vendor, options, seed, spec, onSpec }: Props) {
   const [run, setRun] = useState<MigrationRun | null>(null)
   const [round, setRound] = useState(0)
   const [playing, setPlaying] = useState(false)
@@ -248,12 +261,10 @@ export function MigrationView({ vendor, seed, spec, onSpec }: Props) {
   const [, redraw] = useState(0)
   const timer = useRef<ReturnType<typeof setTimeout> | null>(null)
 
-  const model = vendor.simModel
-  const supported = simSupports(model)
+  const model = vendor.simModel ?? vendor.id
 
-  const start = (): MigrationRun | null => {
-    if (!simSupports(model)) return null
-    const r = new MigrationRun(migrateOptions(spec, model, seed))
+  const start = (): MigrationRun => {
+    const r = new MigrationRun(migrateOptions(spec, simIommu(vendor, options), seed))
     setRun(r)
     setRound(0)
     return r
@@ -292,20 +303,11 @@ export function MigrationView({ vendor, seed, spec, onSpec }: Props) {
   useEffect(() => {
     setPlaying(false)
     setRun(null)
-  }, [model, seed, JSON.stringify(spec)])
+  }, [model, seed, JSON.stringify(spec), JSON.stringify(options)])
 
   const set = (patch: Partial<MigrationSpec>) => {
     const r = MigrationSpec.safeParse({ ...spec, ...patch })
     if (r.success) onSpec(r.data)
-  }
-
-  if (!supported) {
-    return (
-      <div class="empty">
-        The migration engine (`@iommu/sim`) has no {vendor.label} model yet; build an AMD-Vi or mock
-        machine to run one.
-      </div>
-    )
   }
 
   const ppc = ppcChoice || (run ? autoPagesPerCell(run.pages) : 1)

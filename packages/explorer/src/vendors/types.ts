@@ -132,7 +132,10 @@ export interface VendorDescriptor {
   domainEntries?(domain: IommuDomain, ranges: readonly MappedRange[]): DomainEntriesView
   /** Fault-injection switches (issued as `HOOK` commands, so permalinks replay them). */
   readonly hooks: readonly VendorHook[]
-  /** The `@iommu/sim` IOMMU model for the migration view, or null if the sim has none. */
+  /**
+   * The `@iommu/sim` model name for the migration view (`'amd'`, `'mock'`); null runs the sim
+   * over this descriptor's own unit (`createIommu`), which it takes as any driver.
+   */
   readonly simModel: string | null
 }
 

@@ -6,12 +6,14 @@
  * @module
  */
 
+export { migrationChart, wantsLogScale } from '../chart.ts'
 export {
   type Breakage,
   defaultOptions,
   IOMMU_MODELS,
   type IommuModel,
   type IopteMode,
+  isIommuModel,
   type MigrateOptions,
   migrate,
   migration,
@@ -21,6 +23,7 @@ export {
   formatBytes,
   formatRounds,
   formatTotals,
+  type MigrationConfig,
   type MigrationReport,
   type RoundReport,
   toJson,
