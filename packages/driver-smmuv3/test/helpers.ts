@@ -41,6 +41,8 @@ export interface GuestS1 {
   readonly asid: number
   /** Write CD 0 again with another ASID (what a guest does before CFGI_CD). */
   setAsid(asid: number): void
+  /** Point the level-3 entry of `va` (a page inside the level-3 table of `VA`) at `ipa`. */
+  setLeaf(va: number, ipa: number): void
 }
 
 const PAGE_ATTRS = 0xf43n // page, AF, SH inner, AttrIndx 1, nG
@@ -71,5 +73,9 @@ export function buildGuestS1(put: (ipa: number, v: bigint) => void, G: number, a
     for (let i = 0; i < 8; i++) put(cdTable + 8 * i, cd[i] as bigint)
   }
   writeCd(asid)
-  return { G, VA, dataIpa, strayIpa, tables, cdTable, asid, setAsid: writeCd }
+  const setLeaf = (va: number, ipa: number) => {
+    const i = Math.floor(va / 4096) % 512
+    put(tables[3] + i * 8, BigInt(ipa) | PAGE_ATTRS)
+  }
+  return { G, VA, dataIpa, strayIpa, tables, cdTable, asid, setAsid: writeCd, setLeaf }
 }
