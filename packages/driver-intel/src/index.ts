@@ -34,6 +34,7 @@ export {
   type PageRequestRecord,
   type StaleCache,
   type StaleUse,
+  type TracedDescriptor,
   type VtdFault,
   type VtdHwStats,
   VtdIommuHw,

@@ -5,13 +5,27 @@
  * with `iommu_hwpt_vtd_s1_invalidate` entries, parent unmap flushes and dirty tracking on
  * the parent reaching the nested PASID entries.
  */
-import { createMachine, DmaFault, type Machine, type PciDevice, type Process } from '@iommu/core'
 import {
+  createMachine,
+  DmaFault,
+  IOMMU_FAULT_PAGE_RESPONSE_NEEDS_PASID,
+  type Machine,
+  type PciDevice,
+  type PciDeviceOptions,
+  type Process,
+} from '@iommu/core'
+import {
+  fdPoll,
+  fdRead,
+  fdWrite,
+  type HwptNested,
+  IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_ALLOC_PASID,
   IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+  IOMMU_HWPT_FAULT_ID_VALID,
   IOMMU_HWPT_GET_DIRTY_BITMAP,
   IOMMU_HWPT_INVALIDATE,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
@@ -24,16 +38,29 @@ import {
   IOMMU_OPTION,
   IOMMU_OPTION_HUGE_PAGES,
   IOMMU_OPTION_OP_SET,
+  IOMMU_PGFAULT_FLAGS_LAST_PAGE,
+  IOMMU_PGFAULT_FLAGS_PASID_VALID,
+  IOMMU_PGFAULT_PERM_READ,
+  IOMMU_PGFAULT_PERM_WRITE,
+  IOMMU_VIOMMU_ALLOC,
+  IOMMUFD_PAGE_RESP_INVALID,
+  IOMMUFD_PAGE_RESP_SUCCESS,
   type Iommufd,
   type IommufdDevice,
+  ObjType,
   openIommufd,
+  POLLIN,
 } from '@iommu/iommufd'
+import { IOMMU_VIOMMU_TYPE_ARM_SMMUV3, IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV } from '@iommu/iommufd/uapi'
 import { describe, expect, it } from 'vitest'
 import {
+  Fr,
   IOMMU_VTD_INV_FLAGS_LEAF,
   intel,
+  intelFaultLog,
   Pe,
   Pgtt,
+  RespCode,
   type VtdDomain,
   type VtdIommuHw,
 } from '../src/index.ts'
@@ -59,7 +86,7 @@ interface Vm {
 }
 
 /** A VM whose guest RAM is mapped with 4 KiB IOPTEs unless `huge`. */
-function vm(huge = true): Vm {
+function vm(huge = true, devOpts: PciDeviceOptions = {}): Vm {
   const m = createMachine({ iommus: [intel()] })
   const unit = m.units[0] as VtdIommuHw
   const vmm = m.createProcess()
@@ -86,7 +113,7 @@ function vm(huge = true): Vm {
     length: BigInt(GUEST_PAGES * PAGE),
     iova: 0n,
   })
-  const dev = m.addPciDevice({ pasidBits: 20 })
+  const dev = m.addPciDevice({ pasidBits: 20, ...devOpts })
   const idev = fd.bindDevice(dev)
   const v = { m, unit, vmm, fd, dev, idev, ioas: alloc.out_ioas_id, guest }
   guestTables(v, GIOVA, GPA_DATA, 4)
@@ -112,7 +139,14 @@ function guestTables(v: Vm, giova: bigint, gpa: number, pages: number): void {
   }
 }
 
-function hwptAlloc(v: Vm, ptId: number, flags: number, data?: Uint8Array, dataType = 1) {
+function hwptAlloc(
+  v: Vm,
+  ptId: number,
+  flags: number,
+  data?: Uint8Array,
+  dataType = 1,
+  faultId = 0,
+) {
   let uptr = 0n
   if (data !== undefined) {
     const buf = v.vmm.mmap(PAGE)
@@ -120,7 +154,7 @@ function hwptAlloc(v: Vm, ptId: number, flags: number, data?: Uint8Array, dataTy
     uptr = BigInt(buf)
   }
   const cmd = {
-    size: 48,
+    size: 56,
     flags,
     dev_id: v.idev.id,
     pt_id: ptId,
@@ -128,6 +162,7 @@ function hwptAlloc(v: Vm, ptId: number, flags: number, data?: Uint8Array, dataTy
     data_type: data === undefined ? 0 : dataType,
     data_len: data?.length ?? 0,
     data_uptr: uptr,
+    fault_id: faultId,
     out_hwpt_id: 0,
   }
   v.fd.ioctl(IOMMU_HWPT_ALLOC, cmd)
@@ -367,5 +402,242 @@ describe('VT-d nested HWPTs through iommufd', () => {
     })
     expect(ssade()).toEqual([false, false])
     expect(v.unit.staleUses).toEqual([])
+  })
+})
+
+/** The nested domain behind a HWPT ID. */
+function nestedDomain(v: Vm, hwpt: number): VtdDomain {
+  return v.fd.ctx.get<HwptNested>(hwpt, ObjType.HWPT_NESTED).domain as VtdDomain
+}
+
+/** Run `fn` and return the invalidation descriptors the unit executed, waits left out. */
+function descriptors(v: Vm, fn: () => void): { q0: bigint; q1: bigint }[] {
+  v.unit.descriptorTrace.length = 0
+  v.unit.traceDescriptors = true
+  try {
+    fn()
+  } finally {
+    v.unit.traceDescriptors = false
+  }
+  return v.unit.descriptorTrace.filter((d) => (d.q0 & 0xfn) !== 0x5n)
+}
+
+/** `qi_desc_piotlb` / `qi_desc_piotlb_all`: PASID-based IOTLB invalidation (type 6). */
+function piotlb(did: number, pasid: number, addr: bigint | null, am = 0, ih = false) {
+  const q0 = (BigInt(pasid) << 32n) | (BigInt(did) << 16n) | 0x6n
+  if (addr === null) return { q0: q0 | (2n << 4n), q1: 0n }
+  return { q0: q0 | (3n << 4n), q1: addr | (ih ? 1n << 6n : 0n) | BigInt(am) }
+}
+
+describe('VT-d has no vIOMMU', () => {
+  it('answers IOMMU_VIOMMU_ALLOC with EOPNOTSUPP whatever the type (no get_viommu_size)', () => {
+    const v = vm()
+    const parent = hwptAlloc(v, v.ioas, IOMMU_HWPT_ALLOC_NEST_PARENT)
+    for (const type of [IOMMU_VIOMMU_TYPE_ARM_SMMUV3, IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV, 0x77]) {
+      const cmd = { size: 40, flags: 0, type, dev_id: v.idev.id, hwpt_id: parent, out_viommu_id: 0 }
+      expect(errno(() => v.fd.ioctl(IOMMU_VIOMMU_ALLOC, cmd))).toBe('EOPNOTSUPP')
+    }
+  })
+})
+
+describe('VT-d nested invalidation granularities', () => {
+  it('sends one PASID-based IOTLB descriptor per cache tag, sized as calculate_psi_aligned_address()', () => {
+    const v = vm()
+    const parent = hwptAlloc(v, v.ioas, IOMMU_HWPT_ALLOC_NEST_PARENT)
+    const nested = hwptAlloc(v, parent, IOMMU_HWPT_ALLOC_PASID, s1Data())
+    v.idev.attach(nested)
+    v.idev.attach(nested, 5)
+    const did = nestedDomain(v, nested).didOn(v.unit)
+    // A PASID's nested attach may not take a HWPT allocated without IOMMU_HWPT_ALLOC_PASID.
+    const ridOnly = hwptAlloc(v, parent, 0, s1Data())
+    expect(errno(() => v.idev.attach(ridOnly, 6))).toBe('EINVAL')
+    const tags = (addr: bigint | null, am = 0, ih = false) => [
+      piotlb(did, 0, addr, am, ih),
+      piotlb(did, 5, addr, am, ih),
+    ]
+    const cases: [{ addr: bigint; npages: bigint; flags?: number }, ReturnType<typeof tags>][] = [
+      // One page, leaf only: IH = 1, AM = 0.
+      [{ addr: GIOVA, npages: 1n, flags: IOMMU_VTD_INV_FLAGS_LEAF }, tags(GIOVA, 0, true)],
+      // Four aligned pages: AM = 2.
+      [{ addr: GIOVA, npages: 4n }, tags(GIOVA, 2)],
+      // Pages 1..2 straddle a 4-page boundary: the aligned range that holds them is AM = 2.
+      [{ addr: GIOVA + BigInt(PAGE), npages: 2n }, tags(GIOVA, 2)],
+      // Pages 3..4: the smallest aligned range holding both is 8 pages from GIOVA.
+      [{ addr: GIOVA + BigInt(3 * PAGE), npages: 2n }, tags(GIOVA, 3)],
+      // Everything: all within PASID.
+      [{ addr: 0n, npages: 0xffff_ffff_ffff_ffffn }, tags(null)],
+    ]
+    for (const [entry, want] of cases) {
+      expect(
+        descriptors(v, () => expect(invalidate(v, nested, [entry])).toEqual([null, 1])),
+      ).toEqual(want)
+    }
+    // entry_num back on a partial failure; the entries before it were flushed.
+    const got = descriptors(v, () =>
+      expect(
+        invalidate(v, nested, [
+          { addr: GIOVA, npages: 1n },
+          { addr: GIOVA, npages: 1n },
+          { addr: GIOVA + 8n, npages: 1n },
+          { addr: GIOVA, npages: 1n },
+        ]),
+      ).toEqual(['EINVAL', 2]),
+    )
+    expect(got).toEqual([...tags(GIOVA), ...tags(GIOVA)])
+  })
+})
+
+describe('IOPF of a nested HWPT through the fault queue', () => {
+  /** A PRS device with a fault-capable nested HWPT on its RID and on PASID 5. */
+  function iopfVm() {
+    const v = vm(true, { ats: true, pri: true })
+    const parent = hwptAlloc(v, v.ioas, IOMMU_HWPT_ALLOC_NEST_PARENT)
+    const fault = { size: 16, flags: 0, out_fault_id: 0, out_fault_fd: 0 }
+    v.fd.ioctl(IOMMU_FAULT_QUEUE_ALLOC, fault)
+    const nested = hwptAlloc(
+      v,
+      parent,
+      IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID,
+      s1Data(),
+      1,
+      fault.out_fault_id,
+    )
+    v.idev.attach(nested)
+    v.idev.attach(nested, 5)
+    return { ...v, nested, faultFd: fault.out_fault_fd }
+  }
+
+  /** read(2) of the fault fd: `struct iommu_hwpt_pgfault` records. */
+  function readFaults(v: Vm, fd: number, max = 4) {
+    const buf = v.vmm.mmap(PAGE)
+    const n = fdRead(v.vmm, fd, buf, max * 40)
+    const dv = new DataView(v.vmm.read(buf, n).buffer)
+    const out = []
+    for (let o = 0; o < n; o += 40) {
+      out.push({
+        flags: dv.getUint32(o, true),
+        dev_id: dv.getUint32(o + 4, true),
+        pasid: dv.getUint32(o + 8, true),
+        grpid: dv.getUint32(o + 12, true),
+        perm: dv.getUint32(o + 16, true),
+        addr: dv.getBigUint64(o + 24, true),
+        length: dv.getUint32(o + 32, true),
+        cookie: dv.getUint32(o + 36, true),
+      })
+    }
+    return out
+  }
+
+  /** write(2) of `struct iommu_hwpt_page_response { cookie, code }`. */
+  function respond(v: Vm, fd: number, cookie: number, code: number): number {
+    const buf = v.vmm.mmap(PAGE)
+    const b = new Uint8Array(8)
+    new DataView(b.buffer).setUint32(0, cookie, true)
+    new DataView(b.buffer).setUint32(4, code, true)
+    v.vmm.write(buf, b)
+    return fdWrite(v.vmm, fd, buf, 8)
+  }
+
+  it('a page request goes PRQ → core → fault fd; the response goes out as a page group response descriptor', () => {
+    const v = iopfVm()
+    const missing = GIOVA + BigInt(8 * PAGE)
+    // The guest has not mapped the page: the DMA faults in the first stage.
+    expect(() => v.dev.dma.read(missing, 4, { pasid: 5 })).toThrow(DmaFault)
+    expect(intelFaultLog(v.dev).at(-1)).toMatchObject({ reason: Fr.FS_NOT_PRESENT, pasid: 5 })
+    // The device asks for two pages in one group (PRG index 9), the last one with LPIG.
+    const rid = v.dev.rid
+    const req = { rid, pasid: 5, read: true, write: true, prgIndex: 9 }
+    expect(v.unit.pageRequest({ ...req, addr: missing, lpig: false })).toBe(true)
+    expect(fdPoll(v.vmm, v.faultFd) & POLLIN).toBe(0)
+    expect(v.unit.pageRequest({ ...req, addr: missing + BigInt(PAGE), lpig: true })).toBe(true)
+    expect(fdPoll(v.vmm, v.faultFd) & POLLIN).toBe(POLLIN)
+    const faults = readFaults(v, v.faultFd)
+    // iommufd_compose_fault_message() copies the core's flags as they are (so VT-d's
+    // RESPONSE_NEEDS_PASID, bit 2, reaches user space) and reports length 0.
+    const common = {
+      dev_id: v.idev.id,
+      pasid: 5,
+      grpid: 9,
+      perm: IOMMU_PGFAULT_PERM_READ | IOMMU_PGFAULT_PERM_WRITE,
+      length: 0,
+    }
+    const flags = IOMMU_PGFAULT_FLAGS_PASID_VALID | IOMMU_FAULT_PAGE_RESPONSE_NEEDS_PASID
+    expect(faults).toEqual([
+      { ...common, flags, addr: missing, cookie: faults[0]?.cookie },
+      {
+        ...common,
+        flags: flags | IOMMU_PGFAULT_FLAGS_LAST_PAGE,
+        addr: missing + BigInt(PAGE),
+        cookie: faults[0]?.cookie,
+      },
+    ])
+    expect(v.unit.groupPending(rid, 5, 9)).toBe(true)
+    // The guest maps both pages and invalidates, then answers the group.
+    guestTables(v, missing, GPA_DATA + 8 * PAGE, 2)
+    v.vmm.write(v.guest + GPA_DATA + 8 * PAGE, new Uint8Array([0x5e, 0x11]))
+    expect(invalidate(v, v.nested, [{ addr: missing, npages: 2n }])).toEqual([null, 1])
+    const sent = descriptors(v, () =>
+      expect(respond(v, v.faultFd, faults[0]?.cookie ?? -1, IOMMUFD_PAGE_RESP_SUCCESS)).toBe(8),
+    )
+    // QI_PGRP: PASID present, response code, the requester ID, the PASID; the PRG index.
+    expect(sent).toEqual([
+      {
+        q0:
+          0x9n |
+          (1n << 4n) |
+          (BigInt(RespCode.SUCCESS) << 12n) |
+          (BigInt(rid) << 16n) |
+          (5n << 32n),
+        q1: 9n << 3n,
+      },
+    ])
+    expect(v.unit.pageResponses.at(-1)).toEqual({
+      rid,
+      pasid: 5,
+      prgIndex: 9,
+      code: RespCode.SUCCESS,
+      auto: false,
+    })
+    expect(v.unit.groupPending(rid, 5, 9)).toBe(false)
+    // The device retries: through the guest's new first-stage entry and the second stage.
+    expect([...v.dev.dma.read(missing, 2, { pasid: 5 })]).toEqual([0x5e, 0x11])
+    expect(v.unit.staleUses).toEqual([])
+  })
+
+  it('requests without a PASID go to the RID attachment; INVALID answers and detach auto-answers reach the device', () => {
+    const v = iopfVm()
+    const rid = v.dev.rid
+    const r = { rid, addr: GIOVA + BigInt(16 * PAGE), read: true, write: false, lpig: true }
+    expect(v.unit.pageRequest({ ...r, prgIndex: 3 })).toBe(true)
+    const [f] = readFaults(v, v.faultFd)
+    expect(f).toMatchObject({
+      flags: IOMMU_PGFAULT_FLAGS_LAST_PAGE,
+      pasid: 0,
+      grpid: 3,
+      perm: IOMMU_PGFAULT_PERM_READ,
+    })
+    respond(v, v.faultFd, f?.cookie ?? -1, IOMMUFD_PAGE_RESP_INVALID)
+    expect(v.unit.pageResponses.at(-1)).toEqual({
+      rid,
+      pasid: null,
+      prgIndex: 3,
+      code: RespCode.INVALID,
+      auto: false,
+    })
+    // A PASID-5 group nobody answers: detaching PASID 5 answers it INVALID.
+    expect(v.unit.pageRequest({ ...r, pasid: 5, prgIndex: 4 })).toBe(true)
+    expect(readFaults(v, v.faultFd)).toHaveLength(1)
+    v.idev.detach(5)
+    expect(v.unit.pageResponses.at(-1)).toMatchObject({
+      pasid: 5,
+      prgIndex: 4,
+      code: RespCode.INVALID,
+    })
+    expect(v.unit.groupPending(rid, 5, 4)).toBe(false)
+    // The RID attachment still takes requests; detaching the last fault-capable domain
+    // takes the device off the IOPF queue.
+    expect(v.dev.iommu?.faultParam).toBeTruthy()
+    v.idev.detach()
+    expect(v.dev.iommu?.faultParam ?? null).toBeNull()
   })
 })

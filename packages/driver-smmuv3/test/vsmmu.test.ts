@@ -59,8 +59,8 @@ import {
 } from '@iommu/iommufd/uapi'
 import { describe, expect, it } from 'vitest'
 import {
-  type Command,
   Cmd,
+  type Command,
   cmdAtcInvAll,
   cmdCfgiCd,
   cmdCfgiSte,
@@ -379,9 +379,9 @@ describe('the VMM sets up a vSMMU', () => {
     expect(ioctlErr(() => viommuAlloc(v, id, IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV))).toBe('EOPNOTSUPP')
     const plain = { size: 48, flags: 0, dev_id: id, pt_id: v.ioas, out_hwpt_id: 0 }
     v.fd.ioctl(IOMMU_HWPT_ALLOC, plain)
-    expect(ioctlErr(() => viommuAlloc(v, id, IOMMU_VIOMMU_TYPE_ARM_SMMUV3, plain.out_hwpt_id))).toBe(
-      'EINVAL',
-    )
+    expect(
+      ioctlErr(() => viommuAlloc(v, id, IOMMU_VIOMMU_TYPE_ARM_SMMUV3, plain.out_hwpt_id)),
+    ).toBe('EINVAL')
     const viommu = viommuAlloc(v, id)
     vdeviceAlloc(v, viommu, id)
     v.idev.replace(nestedHwpt(v, id, viommu, guestVste(v)))
@@ -402,7 +402,7 @@ describe('the VMM sets up a vSMMU', () => {
     expect(viommuAlloc(v, coherent.idev.id)).toBeGreaterThan(0)
   })
 
-  it("refuses a parent of another SMMU (arm_vsmmu_init: EINVAL)", () => {
+  it('refuses a parent of another SMMU (arm_vsmmu_init: EINVAL)', () => {
     const driver = smmuv3()
     const m = createMachine({ iommus: [driver, driver] })
     const vmm = m.createProcess()
@@ -455,7 +455,8 @@ describe("the guest's vSTE through IOMMU_HWPT_ALLOC on the vIOMMU", () => {
     const viommu = viommuAlloc(v, v.idev.id)
     const id = v.idev.id
     const good = guestVste(v)
-    const alloc = (ste: [bigint, bigint], o = {}) => ioctlErr(() => nestedHwpt(v, id, viommu, ste, o))
+    const alloc = (ste: [bigint, bigint], o = {}) =>
+      ioctlErr(() => nestedHwpt(v, id, viommu, ste, o))
     expect(alloc(good, { flags: IOMMU_HWPT_ALLOC_PASID })).toBe('EOPNOTSUPP')
     expect(alloc(good, { type: IOMMU_HWPT_DATA_VTD_S1 })).toBe('EINVAL')
     expect(alloc(good, { len: 8 })).toBe('EINVAL')
@@ -587,7 +588,11 @@ describe('guest invalidation through IOMMU_HWPT_INVALIDATE on the vIOMMU', () =>
     const seq = trace(v, () =>
       expect(invalidate(v, v.viommu, [cmdOp(Op.TLBI_NSNH_ALL)])).toEqual([null, 1]),
     )
-    expect(seq[0]).toEqual({ op: 'TLBI_NH_ALL', dw0: BigInt(Op.TLBI_NH_ALL) | (vmid << 32n), dw1: 0n })
+    expect(seq[0]).toEqual({
+      op: 'TLBI_NH_ALL',
+      dw0: BigInt(Op.TLBI_NH_ALL) | (vmid << 32n),
+      dw1: 0n,
+    })
     const asid = cmdTlbi(Op.TLBI_NH_ASID, 1, 0)
     expect(invalidate(v, v.viommu, [asid, cmdCfgiCd(0x99, 0, true)])).toEqual(['EIO', 1])
     for (const forbidden of [
@@ -633,16 +638,18 @@ describe('guest invalidation through IOMMU_HWPT_INVALIDATE on the vIOMMU', () =>
     const v = nestedVm()
     // 8-byte entries: the second qword reads as zero (TLBI_NH_ASID needs none).
     const seq = trace(v, () =>
-      expect(
-        invalidate(v, v.viommu, [cmdTlbi(Op.TLBI_NH_ASID, 9, 0)], { entryLen: 8 }),
-      ).toEqual([null, 1]),
+      expect(invalidate(v, v.viommu, [cmdTlbi(Op.TLBI_NH_ASID, 9, 0)], { entryLen: 8 })).toEqual([
+        null,
+        1,
+      ]),
     )
     expect(seq.map((c) => c.op)).toEqual(['TLBI_NH_ASID', 'CMD_SYNC'])
     // Longer entries: zero extra bytes are fine, anything else is E2BIG with entry_num 0.
     expect(invalidate(v, v.viommu, [cmdOp(Op.TLBI_NSNH_ALL)], { entryLen: 24 })).toEqual([null, 1])
-    expect(
-      invalidate(v, v.viommu, [cmdOp(Op.TLBI_NSNH_ALL)], { entryLen: 24, tail: 1 }),
-    ).toEqual(['E2BIG', 0])
+    expect(invalidate(v, v.viommu, [cmdOp(Op.TLBI_NSNH_ALL)], { entryLen: 24, tail: 1 })).toEqual([
+      'E2BIG',
+      0,
+    ])
   })
 
   it('forwards the guest ATC_INV with the physical StreamID when the guest enabled ATS', () => {

@@ -197,6 +197,12 @@ export interface PageRequest {
   readonly prgIndex: number
 }
 
+/** An invalidation-queue descriptor the unit executed (its first two qwords). */
+export interface TracedDescriptor {
+  readonly q0: bigint
+  readonly q1: bigint
+}
+
 /** A page request as decoded from the page request queue. */
 export interface PageRequestRecord extends PageRequest {
   readonly pasidPresent: boolean
@@ -315,6 +321,10 @@ export class VtdIommuHw implements IommuUnit {
   readonly pageResponses: PageGroupResponse[] = []
   /** Register-programming errors the model noticed (e.g. two GCMD commands at once). */
   readonly diagnostics: string[] = []
+  /** Every descriptor executed, in order, while {@link traceDescriptors} is on (tests, tools). */
+  readonly descriptorTrace: TracedDescriptor[] = []
+  /** Record executed descriptors in {@link descriptorTrace}. */
+  traceDescriptors = false
   readonly irq: VtdIrq = { fault: null, pageRequest: null, invalidation: null }
   readonly stats: VtdHwStats = {
     translations: 0,
@@ -1288,6 +1298,7 @@ export class VtdIommuHw implements IommuUnit {
     const q1 = mem.read64(pa + 8)
     const hi = dw ? mem.read64(pa + 16) | mem.read64(pa + 24) : 0n
     this.stats.descriptors++
+    if (this.traceDescriptors) this.descriptorTrace.push({ q0, q1 })
     const type = Number(q0 & 0xfn)
     // Type bits [11:9] extend the type field; no descriptor uses them.
     if (q0 & 0xe00n) return false
