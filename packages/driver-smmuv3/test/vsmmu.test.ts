@@ -125,7 +125,7 @@ function ioctlErr(fn: () => unknown): string | null {
 function le64(...v: bigint[]): Uint8Array {
   const b = new Uint8Array(8 * v.length)
   const dv = new DataView(b.buffer)
-  v.forEach((x, i) => dv.setBigUint64(8 * i, BigInt.asUintN(64, x), true))
+  for (const [i, x] of v.entries()) dv.setBigUint64(8 * i, BigInt.asUintN(64, x), true)
   return b
 }
 
