@@ -418,7 +418,7 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
     const d = domain as AmdDomain
     if (dd.domain === d) return
     // Dirty tracking is enforced at attach: the device's IOMMU must support it (EINVAL).
-    if (domain.dirtyOps !== null && !(hdSupport(dd.iommu) && dev.dirtyTracking)) {
+    if (domain.dirtyOps !== null && !hdSupport(dd.iommu)) {
       throw new IommuError('EINVAL', `${dev.name}: no hardware dirty tracking`)
     }
     if (dd.domain !== null) detachDevice(dd)
@@ -592,7 +592,7 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
           case IommuCap.ENFORCE_CACHE_COHERENCY:
             return true
           case IommuCap.DIRTY_TRACKING:
-            return hdSupport(stateOf(dev).iommu) && dev.dirtyTracking
+            return hdSupport(stateOf(dev).iommu)
           case IommuCap.PCI_ATS_SUPPORTED:
             return dev.ats
           default:
@@ -624,7 +624,7 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
         if (flags & HwptAllocFlags.PASID) {
           throw new IommuError('EOPNOTSUPP', 'amd: v2 (PASID) page tables are not modelled')
         }
-        if (wantDirty && !(hdSupport(iommu) && dev.dirtyTracking)) {
+        if (wantDirty && !hdSupport(iommu)) {
           throw new IommuError('EOPNOTSUPP', 'amd: no HDSup')
         }
         const efr = iommu.hw.efr

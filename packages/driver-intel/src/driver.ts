@@ -396,8 +396,6 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     smSupported(iommu) && (iommu.ecap & Ecap.SSADS) !== 0n && (iommu.ecap & Ecap.SMPWC) !== 0n
   const nestedSupported = (iommu: IntelIommu) =>
     smSupported(iommu) && (iommu.ecap & Ecap.NEST) !== 0n
-  /** The model's per-device path flag narrows SSADS (as the AMD model does with HDSup). */
-  const dirtyCapable = (info: DevInfo) => ssadsSupported(info.iommu) && info.dev.dirtyTracking
 
   // ---------------------------------------------------------------- queued invalidation
 
@@ -1168,7 +1166,7 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
       return
     }
     const pt = d.sspt as PageTable<VtdSsConfig, VtdSsParams>
-    if (d.dirtyOps !== null && !dirtyCapable(info)) bad('no second-stage dirty tracking')
+    if (d.dirtyOps !== null && !ssadsSupported(iommu)) bad('no second-stage dirty tracking')
     if (d.nestedParent && !nestedSupported(iommu)) bad('no nesting')
     if (!(iommu.ecap & Ecap.SSTS)) bad('no second-stage translation')
     if (capMgaw(iommu.cap) < pt.params.vaBits) bad('address width beyond MGAW')
@@ -1559,7 +1557,7 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     if (flags & HwptAllocFlags.NEST_PARENT && !nestedSupported(iommu)) {
       throw new IommuError('EOPNOTSUPP', 'no nesting')
     }
-    if (flags & HwptAllocFlags.DIRTY_TRACKING && !dirtyCapable(info)) {
+    if (flags & HwptAllocFlags.DIRTY_TRACKING && !ssadsSupported(iommu)) {
       throw new IommuError('EOPNOTSUPP', 'no second-stage A/D (SSADS, SMPWC)')
     }
     if (smSupported(iommu) && !(iommu.ecap & Ecap.SSTS)) {
@@ -1686,7 +1684,8 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
           case IommuCap.ENFORCE_CACHE_COHERENCY:
             return (info.iommu.ecap & Ecap.SC) !== 0n
           case IommuCap.DIRTY_TRACKING:
-            return dirtyCapable(info)
+            // ssads_supported(): the unit's, whatever the device.
+            return ssadsSupported(info.iommu)
           case IommuCap.PCI_ATS_SUPPORTED:
             return info.atsSupported
           default:

@@ -1089,9 +1089,12 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
 
   const canwbs = (master: Master) => master.dev.data.canwbs === true
 
-  /** arm_smmu_dbm_capable(): HTTU dirty and coherency; and the model's per-device path. */
-  const dbmCapable = (smmu: SmmuDevice, dev: PciDevice) =>
-    (smmu.features & Feat.HD) !== 0 && (smmu.features & Feat.COHERENCY) !== 0 && dev.dirtyTracking
+  /**
+   * arm_smmu_dbm_capable(): HTTU dirty and coherency — a property of the SMMU, whatever the
+   * device (the core's per-device `dirtyTracking` flag is the selftest mock's, not read here).
+   */
+  const dbmCapable = (smmu: SmmuDevice) =>
+    (smmu.features & Feat.HD) !== 0 && (smmu.features & Feat.COHERENCY) !== 0
 
   /**
    * arm_smmu_attach_prepare(): decide ATS, prepare both invalidation arrays, put the master
@@ -1162,11 +1165,9 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
   const attachDev = (domain: IommuDomain, dev: PciDevice, old: IommuDomain | null): void => {
     const d = domain as SmmuDomain
     const master = masterOf(dev)
+    // A dirty-tracking domain needs no check of its own: its SMMU must be the master's,
+    // and iommufd allocated it only if that SMMU is DBM-capable.
     if (d.smmu !== master.smmu) throw new IommuError('EINVAL', 'domain of another SMMU')
-    // The model's per-device dirty-tracking path (the selftest mock's NO_DIRTY device).
-    if (d.dirtyOps !== null && !dev.dirtyTracking) {
-      throw new IommuError('EINVAL', `${dev.name}: no dirty tracking on its path`)
-    }
     let cdPa = -1
     if (d.stage === DomainStage.S1) cdPa = allocCdPtr(master, 0)
     else if (master.cdTable.usedSsids > 0) {
@@ -1926,7 +1927,7 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
           case IommuCap.DEFERRED_FLUSH:
             return true
           case IommuCap.DIRTY_TRACKING:
-            return dbmCapable(master.smmu, dev)
+            return dbmCapable(master.smmu)
           case IommuCap.PCI_ATS_SUPPORTED:
             return atsSupported(master)
           default:
@@ -1975,11 +1976,8 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
           case HwptAllocFlags.DIRTY_TRACKING | HwptAllocFlags.PASID:
           case HwptAllocFlags.PASID:
             if (!(smmu.features & Feat.TRANS_S1)) throw new IommuError('EOPNOTSUPP', 'no stage 1')
-            // The kernel leaves this check to iommufd (IOMMU_CAP_DIRTY_TRACKING first); the
-            // model makes it here so that kernel-API callers get the same answer.
-            if (flags & HwptAllocFlags.DIRTY_TRACKING && !dbmCapable(smmu, dev)) {
-              throw new IommuError('EOPNOTSUPP', 'no hardware dirty tracking')
-            }
+            // Whether the SMMU can track is not checked: iommufd asks IOMMU_CAP_DIRTY_TRACKING
+            // before it allocates (EOPNOTSUPP), as 7.2's driver relies on.
             d.stage = DomainStage.S1
             break
           default:

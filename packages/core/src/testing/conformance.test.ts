@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest'
-import { IommuCap } from '../constants.ts'
+import { HwptAllocFlags, IommuCap } from '../constants.ts'
 import { IommuDomain } from '../domain.ts'
 import { type Driver, defineDriver } from '../driver.ts'
+import { IommuError } from '../errno.ts'
 import { driverConformanceCases } from './conformance.ts'
 import { mockIommu } from './mock-iommu.ts'
 
@@ -64,6 +65,26 @@ const incoherent = () =>
       cap === IommuCap.CACHE_COHERENCY ? false : (base.ops.capable?.(dev, cap) ?? false),
   }))
 
+/** It claims dirty tracking for a device whose path cannot track, and attaches it anyway. */
+const dirtyEverywhere = () =>
+  patchedMock('dirty-everywhere', (base) => ({
+    capable: (dev, cap) =>
+      cap === IommuCap.DIRTY_TRACKING ? true : (base.ops.capable?.(dev, cap) ?? false),
+  }))
+
+/** It refuses DIRTY_TRACKING on an incapable device with EINVAL instead of EOPNOTSUPP. */
+const dirtyEinval = () =>
+  patchedMock('dirty-einval', (base) => ({
+    domainAllocPagingFlags(dev, flags, data) {
+      if (flags & HwptAllocFlags.DIRTY_TRACKING && !dev.dirtyTracking) {
+        throw new IommuError('EINVAL', 'no dirty tracking')
+      }
+      return (
+        base.ops.domainAllocPagingFlags as NonNullable<Driver['ops']['domainAllocPagingFlags']>
+      )(dev, flags, data)
+    },
+  }))
+
 describe('the driver conformance kit catches broken drivers', () => {
   it('passes the mock driver on every case', () => {
     expect(failures(() => mockIommu())).toEqual([])
@@ -83,6 +104,20 @@ describe('the driver conformance kit catches broken drivers', () => {
       'passes DMA through on the identity domain (IOVA == PA), both ways',
     ])
     expect(f[0]?.message).toMatch(/identity domain must reach PA == IOVA/)
+  })
+
+  it('fails a driver that reports dirty tracking where the hardware cannot track', () => {
+    expect(failures(dirtyEverywhere).map((x) => x.name)).toEqual([
+      'refuses a dirty-tracking domain on a device without dirty tracking (EINVAL)',
+    ])
+  })
+
+  it('fails a driver that refuses DIRTY_TRACKING with another errno than EOPNOTSUPP', () => {
+    const f = failures(dirtyEinval)
+    expect(f.map((x) => x.name)).toEqual([
+      'refuses a dirty-tracking domain on a device without dirty tracking (EINVAL)',
+    ])
+    expect(f[0]?.message).toMatch(/EINVAL.*EOPNOTSUPP|EOPNOTSUPP.*EINVAL/s)
   })
 
   it('fails a driver iommufd cannot bind, saying why', () => {

@@ -61,6 +61,16 @@ export interface DriverConformanceOptions {
    * Set false only for a configuration iommufd must refuse (e.g. non-coherent table walks).
    */
   readonly iommufd?: boolean
+  /**
+   * Hardware configuration of a unit of this driver that cannot track dirty IOPTEs. On real
+   * hardware dirty tracking is a property of the IOMMU instance (SMMUv3 IDR0.HTTU without
+   * dirty, VT-d ECAP without SSADS, AMD EFR without HDSup), never of a PCI function; a driver
+   * that answers `IOMMU_CAP_DIRTY_TRACKING` per unit passes this and the kit's dirty-refusal
+   * case puts the unrelated device behind a second unit of the driver built with it. Without
+   * it the kit uses a device added with `dirtyTracking: false` on the unit under test (the
+   * selftest mock's `MOCK_FLAGS_DEVICE_NO_DIRTY`, a per-device property only the mock has).
+   */
+  readonly noDirtyUnitConfig?: unknown
 }
 
 /** One case of the kit: what `describeDriverConformance` registers as an `it`. */
@@ -236,12 +246,23 @@ export function driverConformanceCases(
   const caps = probe.capabilities
   const rigs: Rig[] = []
 
-  const setup = (machineOptions: Omit<MachineOptions, 'iommus'> = {}): Rig => {
+  /**
+   * A fresh machine: the unit under test (index 0), a foreign mock unit (index 1), and one
+   * more unit of the driver per entry of `extraUnits` (indexes 2, 3, ...).
+   */
+  const setup = (
+    machineOptions: Omit<MachineOptions, 'iommus'> = {},
+    extraUnits: readonly unknown[] = [],
+  ): Rig => {
     const driver = makeDriver()
     const foreign = mockIommu({ name: `${driver.name}-conformance-foreign` })
     const machine = createMachine({
       ...machineOptions,
-      iommus: [{ driver, config: options.unitConfig }, foreign],
+      iommus: [
+        { driver, config: options.unitConfig },
+        foreign,
+        ...extraUnits.map((config) => ({ driver, config })),
+      ],
     })
     const proc = machine.createProcess()
     const rig: Rig = {
@@ -279,6 +300,24 @@ export function driverConformanceCases(
       rig.machine.iommu.iommuAttachGroupHandle(d, group, handle),
     )
     return handle
+  }
+
+  /**
+   * DIRTY_TRACKING for a device whose IOMMU cannot track: iommufd refuses it with EOPNOTSUPP
+   * before the driver is asked (IOMMU_CAP_DIRTY_TRACKING, hw_pagetable.c), so a driver may
+   * refuse it too (AMD, VT-d: EOPNOTSUPP) or leave the check to iommufd and allocate
+   * (arm-smmu-v3); any other answer is wrong.
+   */
+  const allocDirtyIncapable = (rig: Rig, dev: PciDevice) => {
+    let d: IommuDomain | null = null
+    try {
+      d = documented(DOCUMENTED_ERRNO.domainAllocPagingFlags, () =>
+        rig.machine.iommu.iommuDomainAllocPagingUser(dev, HwptAllocFlags.DIRTY_TRACKING, null),
+      )
+    } catch (e) {
+      expect((e as IommuError).code).toBe('EOPNOTSUPP')
+    }
+    if (d !== null) rig.machine.iommu.iommuDomainFree(d)
   }
 
   const cases: DriverConformanceCase[] = []
@@ -326,9 +365,7 @@ export function driverConformanceCases(
       expect(d.dirtyOps).not.toBeNull()
       iommu.iommuDomainFree(d)
     } else {
-      expectErrno('EOPNOTSUPP', DOCUMENTED_ERRNO.domainAllocPagingFlags, () =>
-        alloc(rig, dev, HwptAllocFlags.DIRTY_TRACKING),
-      )
+      allocDirtyIncapable(rig, dev)
     }
     if (iommu.deviceIommuCapable(dev, IommuCap.ENFORCE_CACHE_COHERENCY)) {
       expect(caps.enforceCacheCoherency).toBe(true)
@@ -588,17 +625,19 @@ export function driverConformanceCases(
 
   if (caps.dirtyTracking) {
     it('refuses a dirty-tracking domain on a device without dirty tracking (EINVAL)', () => {
-      const rig = setup()
+      const perUnit = options.noDirtyUnitConfig !== undefined
+      const rig = perUnit ? setup({}, [options.noDirtyUnitConfig]) : setup()
       const good = rig.addDevice()
-      const bad = rig.addDevice({ dirtyTracking: false })
+      // Behind a unit that cannot track (index 2), or the mock's per-device flag.
+      const bad = perUnit
+        ? rig.machine.addPciDevice({ ...options.device, iommu: 2 })
+        : rig.addDevice({ dirtyTracking: false })
       if (!rig.machine.iommu.deviceIommuCapable(good, IommuCap.DIRTY_TRACKING)) return
       expect(rig.machine.iommu.deviceIommuCapable(bad, IommuCap.DIRTY_TRACKING)).toBe(false)
       const d = alloc(rig, good, HwptAllocFlags.DIRTY_TRACKING)
       claim(rig, bad)
       expectErrno('EINVAL', DOCUMENTED_ERRNO.attachDev, () => attach(rig, d, bad))
-      expectErrno('EOPNOTSUPP', DOCUMENTED_ERRNO.domainAllocPagingFlags, () =>
-        alloc(rig, bad, HwptAllocFlags.DIRTY_TRACKING),
-      )
+      allocDirtyIncapable(rig, bad)
     })
 
     it('sets dirty on DMA write, reports it once, and keeps it with NO_CLEAR', () => {
