@@ -61,6 +61,7 @@ import { describe, expect, it } from 'vitest'
 import {
   Cmd,
   type Command,
+  Cr0,
   cmdAtcInvAll,
   cmdCfgiCd,
   cmdCfgiSte,
@@ -632,6 +633,23 @@ describe('guest invalidation through IOMMU_HWPT_INVALIDATE on the vIOMMU', () =>
     many[70] = cmdCfgiSte(0, true)
     const cut = trace(v, () => expect(invalidate(v, v.viommu, many)).toEqual(['EIO', 70]))
     expect(cut.filter((c) => c.op === 'TLBI_NH_ASID')).toHaveLength(63)
+  })
+
+  it('a CMD_SYNC that never completes is ETIMEDOUT, entry_num counting all but the last command of the block', () => {
+    const v = nestedVm()
+    // The SMMU stops consuming commands (its command queue disabled under the driver).
+    const cr0 = v.unit.readReg(Mmio.CR0)
+    v.unit.writeReg(Mmio.CR0, cr0 & ~Cr0.CMDQEN)
+    const asid = cmdTlbi(Op.TLBI_NH_ASID, 5, 0)
+    expect(invalidate(v, v.viommu, [asid, asid, asid])).toEqual(['ETIMEDOUT', 2])
+    // 70 commands: the first block (63) fails, so entry_num is 62.
+    expect(
+      invalidate(
+        v,
+        v.viommu,
+        Array.from({ length: 70 }, () => asid),
+      ),
+    ).toEqual(['ETIMEDOUT', 62])
   })
 
   it('copies entries of other lengths as copy_struct_from_user does', () => {
