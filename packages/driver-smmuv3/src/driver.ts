@@ -31,17 +31,28 @@ import {
   HwInfoType,
   HwptAllocFlags,
   HwptDataType,
+  IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE,
+  IOMMU_FAULT_PAGE_REQUEST_PASID_VALID,
+  IOMMU_FAULT_PERM_EXEC,
+  IOMMU_FAULT_PERM_PRIV,
+  IOMMU_FAULT_PERM_READ,
+  IOMMU_FAULT_PERM_WRITE,
   IommuCap,
   IommuDomain,
   IommuError,
   type IommufdVdevice,
   type IommufdViommu,
+  IommuPageResponseCode,
   type IommuResvRegion,
+  type IopfFault,
+  IopfQueue,
   type IotlbGather,
   iommufdViommuFindDev,
   iommufdViommuGetVdevId,
   iommufdViommuReportEvent,
+  iopfFault,
   type Machine,
+  type PageResponse,
   type PciDevice,
   Prot,
   ResvType,
@@ -69,6 +80,7 @@ import {
   cmdOp,
   cmdPrefetchCfg,
   cmdPriResp,
+  cmdResume,
   cmdSync,
   cmdTlbi,
   writeCommand,
@@ -116,6 +128,7 @@ import {
   type PriRequest,
   PriResp,
   Queue,
+  Resume,
   S1Dss,
   S1Fmt,
   type SmmuEvent,
@@ -239,6 +252,8 @@ interface SmmuDevice {
   readonly streams: Map<number, Master>
   readonly eventLog: SmmuEventRecord[]
   readonly priLog: PriRequest[]
+  /** `smmu->evtq.iopf`: the IOPF queue of stalled faults (SMMUs that can stall). */
+  readonly iopfQueue: IopfQueue | null
   cmdqTimeouts: number
   cmdqSkipped: number
   evtqOverflows: number
@@ -268,6 +283,8 @@ interface Master {
   atsEnabled: boolean
   steAtsEnabled: boolean
   readonly stallEnabled: boolean
+  /** Domains with a fault handler attached (`iopf_refcount`). */
+  iopfRefcount: number
   readonly atsAlwaysOn: boolean
   ssidBits: number
   /** The vIOMMU and vSID of a nested master, for event forwarding (`master->vmaster`). */
@@ -295,6 +312,8 @@ interface MasterDomain {
   readonly domain: IommuDomain
   readonly ssid: number
   readonly nestedAtsFlush: boolean
+  /** This attachment took an IOPF reference (`using_iopf`). */
+  usingIopf: boolean
 }
 
 /** The domain stages (`enum arm_smmu_domain_stage`). */
@@ -356,7 +375,7 @@ interface SmmuCaps {
   readonly pasid: true
   readonly enforceCacheCoherency: true
   readonly deferredFlush: true
-  readonly iopf: false
+  readonly iopf: true
 }
 
 const testHooks = new WeakMap<Driver, SmmuV3TestHooks>()
@@ -597,9 +616,27 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
     }
     const master = smmu.streams.get(evt.sid)
     if (master === undefined) return false
-    // Stalls (IOPF) are not modelled. A nested master's guest-stage events go to its vIOMMU.
-    if (evt.stall || master.vmaster === null || evt.s2) return false
     try {
+      if (evt.stall) {
+        // A stalled transaction is an I/O page fault: STAG is the group, the access the perm.
+        let perm = evt.read ? IOMMU_FAULT_PERM_READ : IOMMU_FAULT_PERM_WRITE
+        if (evt.instruction) perm |= IOMMU_FAULT_PERM_EXEC
+        if (evt.privileged) perm |= IOMMU_FAULT_PERM_PRIV
+        const fault = iopfFault({
+          flags:
+            IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE |
+            (evt.ssv ? IOMMU_FAULT_PAGE_REQUEST_PASID_VALID : 0),
+          grpid: evt.stag,
+          perm,
+          addr: evt.addr,
+          pasid: evt.ssv ? evt.ssid : 0,
+        })
+        if (machineRef === null) return false
+        machineRef.iommu.iommuReportDeviceFault(master.dev, fault)
+        return true
+      }
+      // A nested master's guest-stage events go to its vIOMMU; the rest are the host's.
+      if (master.vmaster === null || evt.s2) return false
       reportVmasterEvent(master.vmaster, evt.raw)
       return true
     } catch {
@@ -1111,16 +1148,20 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
     prepareInvs(state, newDomain)
     if (d !== null) {
       if (newDomain instanceof SmmuNestedDomain) prepareVmaster(state, newDomain)
-      if (d.enforceCoherency && !canwbs(master)) {
-        throw new IommuError('EINVAL', `${master.dev.name} cannot keep cache coherency`)
-      }
-      if (state.atsEnabled) d.nrAtsMasters++
-      d.devices.unshift({
+      const md: MasterDomain = {
         master,
         domain: newDomain,
         ssid: state.ssid,
         nestedAtsFlush: newDomain instanceof SmmuNestedDomain && newDomain.enableAts,
-      })
+        usingIopf: false,
+      }
+      if (newDomain.iopfHandler) enableIopf(master, md)
+      if (d.enforceCoherency && !canwbs(master)) {
+        disableIopf(master, md)
+        throw new IommuError('EINVAL', `${master.dev.name} cannot keep cache coherency`)
+      }
+      if (state.atsEnabled) d.nrAtsMasters++
+      d.devices.unshift(md)
       installNewDomainInvs(state)
     }
     if (!state.atsEnabled && master.atsEnabled) pciDisableAts(master)
@@ -1139,9 +1180,56 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
         md.nestedAtsFlush === flush,
     )
     if (i >= 0) {
-      d.devices.splice(i, 1)
+      const [md] = d.devices.splice(i, 1)
       if (master.atsEnabled) d.nrAtsMasters--
+      if (md !== undefined) disableIopf(master, md)
     }
+  }
+
+  /**
+   * arm_smmu_enable_iopf(): a domain with a fault handler puts a master that can stall on
+   * the SMMU's IOPF queue (others have nothing to do: PCI PRI is not served, see
+   * `priqThread`).
+   */
+  const enableIopf = (master: Master, md: MasterDomain) => {
+    if (!master.stallEnabled) return
+    // Fault events carry one StreamID: a master with several is not tracked.
+    if (master.streams.length !== 1) throw new IommuError('EOPNOTSUPP', 'several StreamIDs')
+    const queue = master.smmu.iopfQueue
+    if (queue === null) throw new IommuError('EOPNOTSUPP', 'no IOPF queue')
+    if (master.iopfRefcount === 0) queue.addDevice(master.dev)
+    master.iopfRefcount++
+    md.usingIopf = true
+  }
+
+  /** arm_smmu_disable_iopf(). */
+  const disableIopf = (master: Master, md: MasterDomain) => {
+    if (!md.usingIopf) return
+    md.usingIopf = false
+    if (--master.iopfRefcount === 0) master.smmu.iopfQueue?.removeDevice(master.dev)
+  }
+
+  /**
+   * arm_smmu_page_response(): RESUME the stalled transaction (STAG = the group): retry on
+   * success, abort on INVALID/FAILURE, terminate for anything else; no CMD_SYNC.
+   */
+  const pageResponse = (dev: PciDevice, _evt: IopfFault, resp: PageResponse) => {
+    const master = masterOf(dev)
+    // The kernel WARNs: only stalls are reported.
+    if (!master.stallEnabled) return
+    let action: number
+    switch (resp.code) {
+      case IommuPageResponseCode.INVALID:
+      case IommuPageResponseCode.FAILURE:
+        action = Resume.ABORT
+        break
+      case IommuPageResponseCode.SUCCESS:
+        action = Resume.RETRY
+        break
+      default:
+        action = Resume.TERM
+    }
+    issueCmd(master.smmu, cmdResume(master.streams[0] as number, resp.grpid, action))
   }
 
   /**
@@ -1629,7 +1717,7 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
   /** arm_smmu_device_hw_probe(): features from the ID registers. */
   const hwProbe = (
     hw: SmmuV3Hw,
-  ): Omit<SmmuDevice, 'cmdq' | 'evtq' | 'priq' | 'strtab'> & {
+  ): Omit<SmmuDevice, 'cmdq' | 'evtq' | 'priq' | 'strtab' | 'iopfQueue'> & {
     cmdqShift: number
     evtqShift: number
     priqShift: number
@@ -1871,7 +1959,7 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
       pasid: true,
       enforceCacheCoherency: true,
       deferredFlush: true,
-      iopf: false,
+      iopf: true,
     },
     createUnit(ctx: UnitContext) {
       machineRef = ctx.machine
@@ -1908,12 +1996,16 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
             ? initQueue(hw, priqShift, 16)
             : { pa: 0, shift: 0, entryBytes: 16, prod: 0, cons: 0 },
         strtab,
+        // The kernel also needs FEAT_SVA (CONFIG_ARM_SMMU_V3_SVA and a CPU the SMMU can
+        // share tables with); the model assumes both.
+        iopfQueue: dev.features & Feat.STALLS ? new IopfQueue(`smmu${ctx.index}-iopfq`) : null,
       }
       smmus.push(smmu)
       deviceReset(smmu)
       return hw
     },
     ops: {
+      pageResponse,
       /** arm_smmu_capable(). */
       capable(dev, cap) {
         const master = masterOf(dev)
@@ -2026,6 +2118,7 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
           stallEnabled: stallForce,
           atsAlwaysOn: false,
           vmaster: null,
+          iopfRefcount: 0,
           // arm_smmu_enable_pasid(): the PCI PASID width, capped by the SMMU's.
           ssidBits: Math.min(dev.pasidBits, smmu.ssidBits),
         }

@@ -95,6 +95,7 @@ export {
   type PriRequest,
   PriResp,
   Queue,
+  Resume,
   readQwords,
   S1Cache,
   S1Dss,
@@ -126,6 +127,7 @@ export {
   type SmmuV3HwConfig,
   type SmmuV3HwStats,
   type StaleUse,
+  type StallResume,
   type TracedCommand,
 } from './hw/smmu.ts'
 export { KINDS_ALL, KINDS_S1_AND_NESTED, POW2, Tlb, TlbKind, type TlbStats } from './hw/tlb.ts'

@@ -47,8 +47,13 @@ export interface GuestS1 {
 
 const PAGE_ATTRS = 0xf43n // page, AF, SH inner, AttrIndx 1, nG
 
-/** Build the guest's tables and CD 0 (ASID `asid`, TTB0 = G) in guest RAM at `G`. */
-export function buildGuestS1(put: (ipa: number, v: bigint) => void, G: number, asid = 77): GuestS1 {
+/** Build the guest's tables and CD 0 (ASID `asid`, TTB0 = G, S = `stall`) in guest RAM at `G`. */
+export function buildGuestS1(
+  put: (ipa: number, v: bigint) => void,
+  G: number,
+  asid = 77,
+  stall = false,
+): GuestS1 {
   const VA = 0x1234_5000
   const idx = (lvl: number) => Math.floor(VA / 2 ** (12 + 9 * (3 - lvl))) % 512
   const tables = [G, G + 0x1000, G + 0x2000, G + 0x3000] as const
@@ -61,7 +66,8 @@ export function buildGuestS1(put: (ipa: number, v: bigint) => void, G: number, a
   const cdTable = G + 0x4000
   const writeCd = (a: number) => {
     const cd: Entry = makeS1Cd(
-      { stallEnabled: false },
+      // CD.S: the guest asks for stalls (an SMMU whose IDR0.STALL_MODEL allows them).
+      { stallEnabled: stall },
       {
         ttbr: BigInt(G),
         tcr: { tsz: 16, tg: 0, irgn: 1, orgn: 1, sh: 3, ips: 5 },

@@ -21,6 +21,7 @@ import {
   fdClose,
   fdPoll,
   fdRead,
+  fdWrite,
   type HwptPaging,
   IOMMU_DESTROY,
   IOMMU_FAULT_QUEUE_ALLOC,
@@ -37,10 +38,15 @@ import {
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
+  IOMMU_PGFAULT_FLAGS_LAST_PAGE,
+  IOMMU_PGFAULT_PERM_READ,
+  IOMMU_PGFAULT_PERM_WRITE,
   IOMMU_VDEVICE_ALLOC,
   IOMMU_VEVENTQ_ALLOC,
   IOMMU_VIOMMU_ALLOC,
   IOMMU_VIOMMU_TYPE_DEFAULT,
+  IOMMUFD_PAGE_RESP_INVALID,
+  IOMMUFD_PAGE_RESP_SUCCESS,
   type Iommufd,
   type IommufdDevice,
   ObjType,
@@ -67,6 +73,7 @@ import {
   cmdCfgiSte,
   cmdOp,
   cmdTlbi,
+  DEFAULT_IDR0,
   DEFAULT_IDR3,
   EvtClass,
   EvtId,
@@ -77,6 +84,7 @@ import {
   Mmio,
   Op,
   PriResp,
+  Resume,
   type SmmuDomain,
   type SmmuV3Hw,
   type SmmuV3HwConfig,
@@ -153,7 +161,9 @@ function ioasMap(v: Vm, firstPage: number, pages: number): void {
  * alone), the guest's stage-1 world written into it, and a NEST_PARENT HWPT allocated for
  * the first device.
  */
-function vm(opts: { config?: SmmuV3HwConfig; dev?: PciDeviceOptions } = {}): Vm & Dev {
+function vm(
+  opts: { config?: SmmuV3HwConfig; dev?: PciDeviceOptions; stall?: boolean } = {},
+): Vm & Dev {
   const m = createMachine({ iommus: [{ driver: smmuv3(), config: opts.config ?? {} }] })
   const unit = m.units[0] as SmmuV3Hw
   const vmm = m.createProcess()
@@ -162,7 +172,7 @@ function vm(opts: { config?: SmmuV3HwConfig; dev?: PciDeviceOptions } = {}): Vm 
   fd.ioctl(IOMMU_IOAS_ALLOC, alloc)
   const ram = vmm.mmap(GUEST_PAGES * PAGE)
   const put = (ipa: number, val: bigint) => vmm.write(ram + (ipa - G), le64(val))
-  const guest = buildGuestS1(put, G)
+  const guest = buildGuestS1(put, G, 77, opts.stall ?? false)
   const v: Vm = { m, unit, vmm, fd, ioas: alloc.out_ioas_id, ram, parent: 0, guest }
   ioasMap(v, 0, DATA_PAGE)
   ioasMap(v, DATA_PAGE, 1)
@@ -788,5 +798,140 @@ describe('the nest parent and guest events', () => {
     expect(fdPoll(v.vmm, fault.out_fault_fd) & POLLIN).toBe(0)
     const buf = v.vmm.mmap(PAGE)
     expect(fdRead(v.vmm, fault.out_fault_fd, buf, 40)).toBe(0)
+  })
+})
+
+describe('stall faults: the IOPF route 7.2 has on SMMUv3', () => {
+  /** IDR0.STALL_MODEL = stall-force: every master stalls (PCI functions included). */
+  const STALL_FORCE = {
+    idr0:
+      ((DEFAULT_IDR0 & ~(3 << Idr0.STALL_MODEL_SHIFT)) |
+        (Idr0.STALL_MODEL_FORCE << Idr0.STALL_MODEL_SHIFT)) >>>
+      0,
+  }
+
+  /** A nested master on a fault-capable HWPT, the guest's CD asking for stalls. */
+  function stallVm() {
+    const v = vm({ config: STALL_FORCE, stall: true })
+    const viommu = viommuAlloc(v, v.idev.id)
+    vdeviceAlloc(v, viommu, v.idev.id)
+    const fault = { size: 16, flags: 0, out_fault_id: 0, out_fault_fd: 0 }
+    v.fd.ioctl(IOMMU_FAULT_QUEUE_ALLOC, fault)
+    const hwpt = nestedHwpt(v, v.idev.id, viommu, guestVste(v), {
+      flags: IOMMU_HWPT_FAULT_ID_VALID,
+      faultId: fault.out_fault_id,
+    })
+    v.idev.replace(hwpt)
+    return { ...v, viommu, hwpt, faultFd: fault.out_fault_fd }
+  }
+
+  function readFaults(v: Vm, fd: number) {
+    const buf = v.vmm.mmap(PAGE)
+    const n = fdRead(v.vmm, fd, buf, 4 * 40)
+    const dv = new DataView(v.vmm.read(buf, n).buffer)
+    const out = []
+    for (let o = 0; o < n; o += 40) {
+      out.push({
+        flags: dv.getUint32(o, true),
+        dev_id: dv.getUint32(o + 4, true),
+        pasid: dv.getUint32(o + 8, true),
+        grpid: dv.getUint32(o + 12, true),
+        perm: dv.getUint32(o + 16, true),
+        addr: dv.getBigUint64(o + 24, true),
+        length: dv.getUint32(o + 32, true),
+        cookie: dv.getUint32(o + 36, true),
+      })
+    }
+    return out
+  }
+
+  function respond(v: Vm, fd: number, cookie: number, code: number): void {
+    const buf = v.vmm.mmap(PAGE)
+    const b = new Uint8Array(8)
+    new DataView(b.buffer).setUint32(0, cookie, true)
+    new DataView(b.buffer).setUint32(4, code, true)
+    v.vmm.write(buf, b)
+    expect(fdWrite(v.vmm, fd, buf, 8)).toBe(8)
+  }
+
+  it('a guest-stage stall reaches the fault fd; the response RESUMEs it and the retry goes through', () => {
+    const v = stallVm()
+    // The stream's CD and STE ask for stalls; the master is on the SMMU's IOPF queue.
+    expect(v.dev.iommu?.faultParam).toBeTruthy()
+    const q = veventqAlloc(v, v.viommu)
+    const va = v.guest.VA + 2 * PAGE
+    expect(() => v.dev.dma.read(va + 0x10, 4)).toThrow(
+      expect.objectContaining({ reason: 'translation' }),
+    )
+    const sid = v.dev.streamId
+    const [stalled] = v.unit.stalledTransactions()
+    expect(stalled?.sid).toBe(sid)
+    const ev = smmuv3EventLog(v.dev).at(-1)
+    expect(ev).toMatchObject({
+      handled: true,
+      event: { stall: true, s2: false, stag: stalled?.stag },
+    })
+    // arm_smmu_handle_event() takes a stall before the vmaster: no vEVENT.
+    expect(fdPoll(v.vmm, q.fd) & POLLIN).toBe(0)
+    const [f] = readFaults(v, v.faultFd)
+    expect(f).toEqual({
+      flags: IOMMU_PGFAULT_FLAGS_LAST_PAGE,
+      dev_id: v.idev.id,
+      pasid: 0,
+      grpid: stalled?.stag,
+      perm: IOMMU_PGFAULT_PERM_READ,
+      addr: BigInt(va + 0x10),
+      length: 0,
+      cookie: f?.cookie,
+    })
+    // The guest maps the page (no TLBI needed: nothing was cached) and answers.
+    v.vmm.write(v.ram + OTHER_PAGE * PAGE + 0x10, new Uint8Array([4, 3, 2, 1]))
+    v.guest.setLeaf(va, G + OTHER_PAGE * PAGE)
+    const seq = trace(v, () => respond(v, v.faultFd, f?.cookie ?? -1, IOMMUFD_PAGE_RESP_SUCCESS))
+    // arm_smmu_page_response(): RESUME with the STAG and RETRY, no CMD_SYNC.
+    expect(seq).toEqual([
+      {
+        op: 'RESUME',
+        dw0: BigInt(Op.RESUME) | fieldPrep(Cmd.RESUME_D0_RESP, Resume.RETRY) | (BigInt(sid) << 32n),
+        dw1: BigInt(stalled?.stag ?? -1),
+      },
+    ])
+    expect(v.unit.resumes).toEqual([{ sid, stag: stalled?.stag, action: Resume.RETRY }])
+    expect(v.unit.stalledTransactions()).toEqual([])
+    expect([...v.dev.dma.read(va + 0x10, 4)]).toEqual([4, 3, 2, 1])
+    expect(v.unit.staleUses).toEqual([])
+  })
+
+  it('INVALID aborts; a stage-2 stall goes the same way; detach answers what is left', () => {
+    const v = stallVm()
+    const sid = v.dev.streamId
+    expect(() => v.dev.dma.write(0x5000_0000, new Uint8Array([1]))).toThrow(DmaFault)
+    const [f] = readFaults(v, v.faultFd)
+    expect(f).toMatchObject({
+      flags: IOMMU_PGFAULT_FLAGS_LAST_PAGE,
+      perm: IOMMU_PGFAULT_PERM_WRITE,
+    })
+    respond(v, v.faultFd, f?.cookie ?? -1, IOMMUFD_PAGE_RESP_INVALID)
+    expect(v.unit.resumes.at(-1)).toEqual({ sid, stag: f?.grpid, action: Resume.ABORT })
+    // The stage-1 output IPA outside guest RAM: a stage-2 fault, stalled by STE.S2S, and
+    // reported as an IOPF like any stall (7.2 does not look at S2 for stalls).
+    expect(() => v.dev.dma.read(v.guest.VA + PAGE, 1)).toThrow(DmaFault)
+    expect(smmuv3EventLog(v.dev).at(-1)).toMatchObject({
+      handled: true,
+      event: { stall: true, s2: true, ipa: BigInt(v.guest.strayIpa) },
+    })
+    const [g] = readFaults(v, v.faultFd)
+    expect(g?.addr).toBe(BigInt(v.guest.VA + PAGE))
+    // Unanswered when the device leaves the HWPT: answered INVALID (RESUME abort), and the
+    // master leaves the IOPF queue with its last fault-capable domain.
+    v.idev.replace(v.parent)
+    expect(v.unit.resumes.at(-1)).toEqual({ sid, stag: g?.grpid, action: Resume.ABORT })
+    expect(v.unit.stalledTransactions()).toEqual([])
+    expect(v.dev.iommu?.faultParam ?? null).toBeNull()
+    // On a kernel domain without a fault handler the core aborts the stall itself.
+    expect(() => v.dev.dma.read(0x7000_0000_0000, 1)).toThrow(DmaFault)
+    expect(smmuv3EventLog(v.dev).at(-1)).toMatchObject({ handled: false, event: { stall: true } })
+    expect(v.unit.resumes.at(-1)?.action).toBe(Resume.ABORT)
+    expect(v.unit.stalledTransactions()).toEqual([])
   })
 })

@@ -484,6 +484,16 @@ export const SyncCs = {
 } as const
 
 /** PRI_RESP responses. */
+/** RESUME actions (`CMDQ_RESUME_0_RESP_*`). */
+export const Resume = {
+  /** Terminate the transaction (as if the fault had not stalled). */
+  TERM: 0,
+  /** Retry the translation. */
+  RETRY: 1,
+  /** Abort the transaction. */
+  ABORT: 2,
+} as const
+
 export const PriResp = {
   DENY: 0,
   FAIL: 1,

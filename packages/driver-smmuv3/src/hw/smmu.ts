@@ -170,6 +170,18 @@ export interface StaleUse {
 }
 
 /** A PRI_RESP the endpoint received. */
+/**
+ * A RESUME the SMMU applied to a stalled transaction (`unit.resumes`). The model does not
+ * hold the transaction: the DMA that stalled failed at once with its event (Stall = 1, STAG);
+ * after a RETRY the device issues the access again.
+ */
+export interface StallResume {
+  readonly sid: number
+  readonly stag: number
+  /** `Resume`: 0 terminate (STALL_TERM or RESUME with TERM), 1 retry, 2 abort. */
+  readonly action: number
+}
+
 export interface PriResponse {
   readonly sid: number
   readonly ssid: number
@@ -226,6 +238,8 @@ interface S2Cfg {
   readonly topLevel: number
   readonly oasPages: number
   readonly record: boolean
+  /** STE.S2S: stage-2 faults stall. */
+  readonly stall: boolean
 }
 
 /** A cached, decoded STE (one object per stream, not per DMA). */
@@ -275,6 +289,8 @@ interface CachedCd {
   readonly ad: number
   /** CD.R: record faults. */
   readonly record: boolean
+  /** CD.S: stage-1 faults stall (the SMMU supports stalls). */
+  readonly stall: boolean
   staleReported: boolean
 }
 
@@ -326,6 +342,8 @@ export class SmmuV3Hw implements IommuUnit {
   readonly staleUses: StaleUse[] = []
   /** PRI responses the endpoints received, in order. */
   readonly priResponses: PriResponse[] = []
+  /** RESUME / STALL_TERM commands that matched a stalled transaction, in order. */
+  readonly resumes: StallResume[] = []
   readonly stats: SmmuV3HwStats = {
     translations: 0,
     walks: 0,
@@ -388,6 +406,9 @@ export class SmmuV3Hw implements IommuUnit {
   /** The address of the last failed structure fetch. */
   #fetchAddr = 0
   readonly #evt = new Uint32Array(8)
+  /** Stalled transactions awaiting RESUME, as `sid * 65536 + stag`. */
+  readonly #stalled = new Set<number>()
+  #nextStag = 0
 
   constructor(machine: Machine, driver: Driver, name: string, config: SmmuV3HwConfig = {}) {
     this.name = name
@@ -779,9 +800,20 @@ export class SmmuV3Hw implements IommuUnit {
           resp: (w2 >>> 12) & 3,
         })
         break
-      case Op.RESUME:
+      case Op.RESUME: {
+        // A RESUME for a STAG that is not stalled is ignored (§4.7.2).
+        const key = w1 * 65536 + (w2 & 0xffff)
+        if (this.#stalled.delete(key)) {
+          this.resumes.push({ sid: w1, stag: w2 & 0xffff, action: (w0 >>> 12) & 3 })
+        }
+        break
+      }
       case Op.STALL_TERM:
-        // No stalled transactions exist in this model: nothing to resume.
+        for (const key of [...this.#stalled]) {
+          if (Math.floor(key / 65536) !== w1) continue
+          this.#stalled.delete(key)
+          this.resumes.push({ sid: w1, stag: key % 65536, action: 0 })
+        }
         break
       case Op.CMD_SYNC: {
         const cs = (w0 >>> 12) & 3
@@ -850,13 +882,14 @@ export class SmmuV3Hw implements IommuUnit {
     id: number,
     txn: DmaTransaction | null,
     sid: number,
-    opts: { s2?: boolean; cls?: number; ipa?: number; fetch?: number } = {},
+    opts: { s2?: boolean; cls?: number; ipa?: number; fetch?: number; stag?: number } = {},
   ): void {
     const e = this.#evt
     const ssv = txn?.hasPasid === true
     e[0] = (id | (ssv ? 1 << 11 : 0) | (ssv ? ((txn?.pasid ?? 0) & 0xf_ffff) << 12 : 0)) >>> 0
     e[1] = sid >>> 0
-    e[2] = 0
+    // Stall (dw1 bit 31) and STAG (dw1 [15:0]) of a stalled transaction.
+    e[2] = opts.stag === undefined ? 0 : (0x8000_0000 | (opts.stag & 0xffff)) >>> 0
     let d1hi = 0
     if (txn !== null && !txn.write) d1hi |= 1 << 3 // RnW
     if (opts.s2) d1hi |= 1 << 7
@@ -1152,6 +1185,7 @@ export class SmmuV3Hw implements IommuUnit {
       topLevel: 3 - start,
       oasPages: POW2[oas - 12] as number,
       record: (((raw[5] as number) >>> 26) & 1) !== 0,
+      stall: (((raw[5] as number) >>> 25) & 1) !== 0 && this.#stallsSupported(),
     }
   }
 
@@ -1331,6 +1365,7 @@ export class SmmuV3Hw implements IommuUnit {
       oasPages,
       ad: (ha ? HwAd.ACCESSED : 0) | (hd ? HwAd.DIRTY : 0),
       record: ((w1 >>> 13) & 1) !== 0,
+      stall: ((w1 >>> 12) & 1) !== 0,
       staleReported: false,
     }
   }
@@ -1592,9 +1627,10 @@ export class SmmuV3Hw implements IommuUnit {
               ? 'address-size'
               : 'translation'
         txn.faultLevel = r.level
-        if (s2.record) {
+        if (s2.record || s2.stall) {
           const id = r.fault === WalkFault.NONE ? EvtId.F_ADDR_SIZE : walkFaultEvent(r.fault)
-          this.#event(id, txn, sid, { s2: true, cls: EvtClass.IN, ipa: ipfn })
+          const o = { s2: true, cls: EvtClass.IN, ipa: ipfn }
+          this.#event(id, txn, sid, s2.stall ? { ...o, stag: this.#stall(sid) } : o)
         }
         return -1
       }
@@ -1631,8 +1667,28 @@ export class SmmuV3Hw implements IommuUnit {
             : 'translation'
     }
     txn.faultLevel = level
-    if (cd.record) this.#event(id, txn, ste.sid, { cls: EvtClass.IN })
+    // A stalled fault is always recorded: software must resume it.
+    if (cd.stall) this.#event(id, txn, ste.sid, { cls: EvtClass.IN, stag: this.#stall(ste.sid) })
+    else if (cd.record) this.#event(id, txn, ste.sid, { cls: EvtClass.IN })
     return -1
+  }
+
+  /** Whether IDR0.STALL_MODEL allows stalls (stall or stall-force). */
+  #stallsSupported(): boolean {
+    return ((this.#idr0 >>> Idr0.STALL_MODEL_SHIFT) & 3) !== Idr0.STALL_MODEL_TERMINATE
+  }
+
+  /** Stall a faulting transaction of `sid`: a new STAG, held until RESUME or STALL_TERM. */
+  #stall(sid: number): number {
+    const stag = this.#nextStag
+    this.#nextStag = (stag + 1) & 0xffff
+    this.#stalled.add(sid * 65536 + stag)
+    return stag
+  }
+
+  /** Stalled transactions awaiting RESUME, as `{ sid, stag }` (tests, tools). */
+  stalledTransactions(): { sid: number; stag: number }[] {
+    return [...this.#stalled].map((k) => ({ sid: Math.floor(k / 65536), stag: k % 65536 }))
   }
 
   /** Detector: does TLB entry `e` still match the tables in memory? */
