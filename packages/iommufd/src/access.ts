@@ -13,6 +13,8 @@ import { getIoas, type Ioas } from './ioas.ts'
 import { IommufdObject, ObjType } from './object.ts'
 import type { IoptPages } from './pages.ts'
 
+const PAGE = BigInt(FRAME_SIZE)
+
 /** `IOMMUFD_ACCESS_RW_WRITE`: write to the IOAS instead of reading. */
 export const IOMMUFD_ACCESS_RW_WRITE = 1 << 0
 /** `IOMMUFD_ACCESS_RW_KTHREAD`: the caller runs in a kernel thread. */
@@ -190,8 +192,8 @@ function checkRange(iova: bigint, length: bigint): bigint {
 
 /** `iopt_area_contig_is_aligned`: pins work on whole CPU pages across areas. */
 function contigAligned(area: IoptArea, cur: bigint, last: bigint): boolean {
-  if (area.startByteOf(cur) % FRAME_SIZE) return false
-  if (last > area.last && area.startByteOf(area.last) % FRAME_SIZE !== FRAME_SIZE - 1) return false
+  if (area.startByteOf(cur) % PAGE) return false
+  if (last > area.last && area.startByteOf(area.last) % PAGE !== PAGE - 1n) return false
   return true
 }
 
@@ -310,15 +312,15 @@ function areaRemoveAccess(area: IoptArea, start: number, last: number): void {
 function pagesRwAccess(
   ctx: IommufdCtx,
   pages: IoptPages,
-  startByte: number,
+  startByte: bigint,
   buf: Uint8Array,
   flags: number,
   caller: Process | null,
 ): void {
   const write = (flags & IOMMUFD_ACCESS_RW_WRITE) !== 0
   if (write && !pages.writable) throw new IommuError('EPERM', 'read-only pages')
-  const startIndex = Math.floor(startByte / FRAME_SIZE)
-  const lastIndex = Math.floor((startByte + buf.length - 1) / FRAME_SIZE)
+  const startIndex = Number(startByte / PAGE)
+  const lastIndex = Number((startByte + BigInt(buf.length) - 1n) / PAGE)
   const src = pages.source
   const changeMm = caller !== pages.proc || (flags & IOMMUFD_ACCESS_RW_SLOW_PATH) !== 0
   if (src.type === 'user' && !(changeMm && !(flags & IOMMUFD_ACCESS_RW_KTHREAD))) {
@@ -335,7 +337,7 @@ function pagesRwAccess(
   ) {
     throw new IommuError('EINVAL', 'injected rw_page failure')
   }
-  rwSlow(ctx, pages, startIndex, lastIndex, startByte % FRAME_SIZE, buf, write)
+  rwSlow(ctx, pages, startIndex, lastIndex, Number(startByte % PAGE), buf, write)
 }
 
 /** `iopt_pages_rw_slow`: pin what is not pinned, copy by physical address, unpin again. */

@@ -57,8 +57,8 @@ export class IoptArea implements Span<bigint> {
   pages: IoptPages | null = null
   /** The pages the area maps (valid during creation too). */
   readonly src: IoptPages
-  /** Byte offset of the area's first byte in the pages. */
-  readonly startByte: number
+  /** Byte offset of the area's first byte in the pages (a u64: exact for any area). */
+  readonly startByte: bigint
   /** `iommu_prot` (`Prot` bits). */
   readonly iommuProt: number
   numAccesses = 0
@@ -67,7 +67,7 @@ export class IoptArea implements Span<bigint> {
   /** The area's index range in `src.domainSpans` while it is filled into domains. */
   span: Span<number> | null = null
 
-  constructor(src: IoptPages, iova: bigint, length: bigint, startByte: number, prot: number) {
+  constructor(src: IoptPages, iova: bigint, length: bigint, startByte: bigint, prot: number) {
     this.src = src
     this.iova = iova
     this.last = iova + length - 1n
@@ -85,34 +85,34 @@ export class IoptArea implements Span<bigint> {
 
   /** `page_offset`: the sub-page offset of the first byte. */
   get pageOffset(): number {
-    return this.startByte % FRAME_SIZE
+    return Number(this.startByte % PAGE)
   }
 
-  /** First page index in the pages (`iopt_area_index`). */
+  /** First page index in the pages (`iopt_area_index`); below 2^52, exact. */
   get index(): number {
-    return Math.floor(this.startByte / FRAME_SIZE)
+    return Number(this.startByte / PAGE)
   }
 
   /** Last page index (`iopt_area_last_index`). */
   get lastIndex(): number {
-    return Math.floor((this.startByte + Number(this.length) - 1) / FRAME_SIZE)
+    return Number((this.startByte + this.length - 1n) / PAGE)
   }
 
   /** Byte offset in the pages of `iova` (`iopt_area_start_byte`). */
-  startByteOf(iova: bigint): number {
-    return this.startByte + Number(iova - this.iova)
+  startByteOf(iova: bigint): bigint {
+    return this.startByte + (iova - this.iova)
   }
 
   /** Page index of `iova` (`iopt_area_iova_to_index`). */
   indexOf(iova: bigint): number {
-    return Math.floor(this.startByteOf(iova) / FRAME_SIZE)
+    return Number(this.startByteOf(iova) / PAGE)
   }
 }
 
 /** A slice of pages to place in an IOAS (`struct iopt_pages_list`). */
 export interface PagesSlice {
   readonly pages: IoptPages
-  readonly startByte: number
+  readonly startByte: bigint
   readonly length: bigint
 }
 
@@ -457,8 +457,8 @@ export class IoPagetable {
       // The first slice's source address guides the alignment.
       const first = slices[0] as PagesSlice
       const src = first.pages.source
-      const base = src.type === 'user' ? BigInt(src.uptr) : BigInt(src.start)
-      dst = this.allocIova(base + BigInt(first.startByte), length)
+      const base = src.type === 'user' ? src.uptr : src.start
+      dst = this.allocIova(base + first.startByte, length)
     } else {
       this.checkIova(iova, length)
       dst = iova
@@ -490,7 +490,7 @@ export class IoPagetable {
   #newArea(s: PagesSlice, iova: bigint, prot: number): IoptArea {
     // IOMMU_WRITE needs pages pinned writable.
     if (prot & Prot.WRITE && !s.pages.writable) throw new IommuError('EPERM', 'read-only pages')
-    if ((s.startByte % FRAME_SIZE) & (this.iovaAlignment - 1)) {
+    if (Number(s.startByte % PAGE) & (this.iovaAlignment - 1)) {
       throw new IommuError('EINVAL', 'page offset below the IOAS alignment')
     }
     if (iova + s.length - 1n > ULONG_MAX) throw new IommuError('EOVERFLOW', 'area end')

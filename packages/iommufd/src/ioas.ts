@@ -207,7 +207,7 @@ function mapSource(
   const fixed = cmd.flags & IOMMU_IOAS_MAP_FIXED_IOVA ? cmd.iova : null
   try {
     cmd.iova = ioas.iopt.mapPages(
-      [{ pages, startByte, length: cmd.length }],
+      [{ pages, startByte: BigInt(startByte), length: cmd.length }],
       cmd.length,
       fixed,
       convIommuProt(cmd.flags),
@@ -227,7 +227,7 @@ export function iommufdIoasMap(ucmd: Ucmd<iommu_ioas_map>): void {
   // iopt_alloc_user_pages
   if (cmd.user_va + cmd.length > ULONG_MAX) throw new IommuError('EOVERFLOW', 'user_va + length')
   const startByte = Number(cmd.user_va % PAGE)
-  const uptr = Number(cmd.user_va - BigInt(startByte))
+  const uptr = cmd.user_va - BigInt(startByte)
   mapSource(ucmd, ioas, { type: 'user', proc: caller.proc, uptr }, startByte)
 }
 
@@ -244,7 +244,7 @@ export function iommufdIoasMapFile(ucmd: Ucmd<iommu_ioas_map_file>): void {
   if (file === undefined) throw new IommuError('EBADF', `fd ${cmd.fd}`)
   // Only shmem-like files can be pinned (memfd_pin_folios).
   if (!(file instanceof Memfd)) throw new IommuError('EINVAL', `fd ${cmd.fd} is not a memfd`)
-  const start = Number(cmd.start - BigInt(startByte))
+  const start = cmd.start - BigInt(startByte)
   mapSource(ucmd, ioas, { type: 'file', proc: caller.proc, file, start }, startByte)
 }
 

@@ -291,6 +291,10 @@ export function iommufdIoctl(ctx: IommufdCtx, caller: Caller, cmd: number, arg: 
   try {
     if (isUserPointer(arg)) {
       if (arg === null || arg === undefined) throw new IommuError('EFAULT', 'NULL argument')
+      // A number that is no integer address (1.5, NaN, 2^60) points nowhere mapped.
+      if (typeof arg === 'number' && !Number.isSafeInteger(arg)) {
+        throw new IommuError('EFAULT', `bad user address ${arg}`)
+      }
       return runFromMemory(ctx, caller, cmd, o, BigInt(arg))
     }
     return runFromObject(ctx, caller, cmd, o, arg as Record<string, unknown>)
@@ -331,7 +335,13 @@ function runFromObject(
     caller,
     cmd: decoded as never,
     respond(fields) {
-      for (const f of fields ?? o.out) storeField(o.layout, arg, f, valueAt(decoded, f), size)
+      try {
+        for (const f of fields ?? o.out) storeField(o.layout, arg, f, valueAt(decoded, f), size)
+      } catch (e) {
+        // A frozen or read-only argument object: copy_to_user fails (EFAULT).
+        if (e instanceof TypeError) throw new IommuError('EFAULT', 'argument is read-only')
+        throw e
+      }
     },
   }
   o.execute(ucmd)

@@ -33,10 +33,20 @@ export interface PagesAccess {
   users: number
 }
 
-/** What the pages source from: a user VA range or a memfd range. */
+/**
+ * What the pages source from: a user VA range or a memfd range. Addresses and offsets are
+ * the caller's u64 values, page aligned, kept exact (they guide the IOVA alignment).
+ */
 export type PagesSource =
-  | { readonly type: 'user'; readonly proc: Process; readonly uptr: number }
-  | { readonly type: 'file'; readonly proc: Process; readonly file: Memfd; readonly start: number }
+  | { readonly type: 'user'; readonly proc: Process; readonly uptr: bigint }
+  | { readonly type: 'file'; readonly proc: Process; readonly file: Memfd; readonly start: bigint }
+
+const PAGE = BigInt(FRAME_SIZE)
+/**
+ * Pages GUP pins per call (`TEMP_MEMORY_LIMIT / sizeof(struct page *)` of
+ * `pfn_reader_user_pin`); also how far ahead a range is faulted in before it fails.
+ */
+const PIN_CHUNK = 8192
 
 /** `struct iopt_pages`. */
 export class IoptPages {
@@ -49,7 +59,10 @@ export class IoptPages {
   readonly npages: number
   readonly writable: boolean
   accountMode: AccountMode
-  /** Pinned PFN per page index, 0 when not pinned; allocated at the first pin. */
+  /**
+   * Pinned PFN per page index, 0 when not pinned; allocated at the first pin and grown to
+   * the highest index pinned, never sized by a length nothing has pinned yet.
+   */
   pfns: Int32Array | null = null
   /** Pages currently pinned. */
   npinned = 0
@@ -118,33 +131,31 @@ export class IoptPages {
 
   #pinRange(start: number, last: number): void {
     const faults = this.#machine.faults
-    if (this.pfns === null) {
-      if (faults.shouldFail('iommufd:pfns')) throw new IommuError('ENOMEM', 'pfn array')
-      this.pfns = new Int32Array(this.npages)
+    if (this.pfns === null && faults.shouldFail('iommufd:pfns')) {
+      throw new IommuError('ENOMEM', 'pfn array')
     }
     // pfn_reader_user_pin's fault-injection point reports EFAULT.
     if (faults.shouldFail('iommufd:pin')) throw new IommuError('EFAULT', 'injected pin failure')
     const n = last - start + 1
-    const pfns = this.pfns
+    // Fail a range that cannot be pinned before sizing anything by it: the length of a MAP
+    // is the user's, not what is mapped.
+    this.#checkPinnable(start, n)
+    const pfns = this.#pfnsUpTo(last)
     const src = this.source
     if (src.type === 'user') {
       try {
-        src.proc.pinUserPages(src.uptr + start * FRAME_SIZE, n, this.writable, pfns, start)
+        src.proc.pinUserPages(src.uptr + BigInt(start) * PAGE, n, this.writable, pfns, start)
       } catch (e) {
         // The source mm is gone (mmget_not_zero fails): EFAULT.
         if (isIommuError(e, 'ESRCH')) throw new IommuError('EFAULT', 'source process exited')
         throw e
       }
     } else {
-      const first = src.start / FRAME_SIZE + start
+      const first = Number(src.start / PAGE) + start
       const mem = this.#machine.memory
       let k = 0
       try {
         for (; k < n; k++) {
-          if (first + k >= src.file.pageCount) {
-            // memfd_pin_folios beyond the end of the file.
-            throw new IommuError('EINVAL', `memfd ${src.file.name}: page ${first + k} past EOF`)
-          }
           const pfn = src.file.page(first + k, true)
           mem.pin(pfn)
           pfns[start + k] = pfn
@@ -158,6 +169,64 @@ export class IoptPages {
       }
     }
     this.npinned += n
+  }
+
+  /**
+   * Fail as the pin path does when `n` pages from index `start` cannot all be pinned,
+   * with its side effects: GUP (`pin_user_pages_fast` from `pfn_reader_user_pin`) faults
+   * in and pins chunk by chunk up to the first hole or protection mismatch, where it
+   * returns -EFAULT, and everything is unpinned again; `memfd_pin_folios` allocates the
+   * file's pages up to its end, and past it the shmem read fails -EINVAL. Neither path
+   * sizes anything by the requested length, and RLIMIT_MEMLOCK is only checked after the
+   * whole range is pinned (`pfn_reader_update_pinned`), so a huge length fails here.
+   *
+   * @throws EFAULT - unmapped, read-only for a writable map, or the source exited;
+   *   EINVAL - past the end of the memfd; ENOMEM - faulting in ran out of memory
+   */
+  #checkPinnable(start: number, n: number): void {
+    const src = this.source
+    if (src.type === 'file') {
+      const first = Number(src.start / PAGE) + start
+      const count = src.file.pageCount
+      if (first + n <= count) return
+      for (let k = first; k < count; k++) src.file.page(k, true)
+      throw new IommuError('EINVAL', `memfd ${src.file.name}: page ${Math.max(first, count)} past EOF`)
+    }
+    const va = src.uptr + BigInt(start) * PAGE
+    const bytes = n * FRAME_SIZE
+    if (va + BigInt(bytes) <= 2n ** 53n && src.proc.isMapped(Number(va), bytes, this.writable)) {
+      return
+    }
+    const scratch = new Int32Array(Math.min(n, PIN_CHUNK))
+    try {
+      for (let done = 0; done < n; done += scratch.length) {
+        const c = Math.min(scratch.length, n - done)
+        src.proc.pinUserPages(va + BigInt(done) * PAGE, c, this.writable, scratch)
+        src.proc.unpinPages(scratch, c)
+      }
+    } catch (e) {
+      if (isIommuError(e, 'ESRCH')) throw new IommuError('EFAULT', 'source process exited')
+      throw e
+    }
+    throw new IommuError('EFAULT', 'range not mapped')
+  }
+
+  /** The PFN array, grown to hold index `last`; allocated when first needed. */
+  #pfnsUpTo(last: number): Int32Array {
+    const old = this.pfns
+    if (old !== null && old.length > last) return old
+    // Grow geometrically so that access pins of ascending ranges copy little.
+    const len = Math.min(this.npages, Math.max(last + 1, (old?.length ?? 0) * 2))
+    let grown: Int32Array
+    try {
+      grown = new Int32Array(len)
+    } catch {
+      // kvcalloc failing: the host cannot hold the array.
+      throw new IommuError('ENOMEM', `pfn array of ${len} pages`)
+    }
+    if (old !== null) grown.set(old)
+    this.pfns = grown
+    return grown
   }
 
   /** Unpin the given index ranges (pages no coverage holds any more). */

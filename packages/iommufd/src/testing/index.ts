@@ -6,6 +6,9 @@
  * `iommufd_utils.h` in camelCase with the C argument order (`testIoctlIoasAlloc`,
  * `testCmdMockDomain`, `_testCmdHwptAlloc`, ...).
  *
+ * Also the uAPI robustness kit: `runUapiFuzz`, a seeded random-ioctl fuzzer that any IOMMU
+ * driver (in-tree or plugin) runs against itself.
+ *
  * Test code only: nothing in the package's runtime imports it. vitest is an optional
  * peer dependency, needed by `fixture()` alone.
  *
@@ -71,3 +74,10 @@ export {
   type TestF,
 } from './harness.ts'
 export * from './utils.ts'
+export {
+  runUapiFuzz,
+  type UapiFuzzOptions,
+  type UapiFuzzProblem,
+  type UapiFuzzReport,
+  type UapiFuzzTarget,
+} from './fuzz.ts'
