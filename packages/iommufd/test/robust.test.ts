@@ -1,0 +1,179 @@
+/**
+ * Inputs far outside what a VMM passes: a MAP whose length dwarfs the buffer behind it,
+ * u64 addresses beyond 2^53, argument values that are no struct at all. Each fails with
+ * the errno the kernel returns in the same place, and leaves nothing pinned or charged.
+ */
+import { createMachine, type Machine, type Process } from '@iommu/core'
+import { MOCK_APERTURE_START, mockIommu } from '@iommu/core/testing'
+import { describe, expect, it } from 'vitest'
+import {
+  fdInstall,
+  IOMMU_DESTROY,
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_COPY,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  type Iommufd,
+  openIommufd,
+} from '../src/index.ts'
+import { runUapiFuzz } from '../src/testing/index.ts'
+import {
+  errnoOf,
+  expectErrno,
+  hwptAlloc,
+  ioasAlloc,
+  ioasMap,
+  ioasMapFile,
+  mockDomain,
+  mockDomainReplace,
+  PAGE_SIZE,
+  RW,
+} from './helpers.ts'
+
+const U64_MAX = 0xffff_ffff_ffff_ffffn
+const HUGE = 1n << 52n
+const BUF = 16 * PAGE_SIZE
+
+/** A mock IOMMU whose domains translate every IOVA, so that a 2^52-byte map fits. */
+function world(rlimitMemlock?: number): { m: Machine; proc: Process; fd: Iommufd; buf: number } {
+  const m = createMachine({
+    iommus: [mockIommu({ aperture: { start: MOCK_APERTURE_START, end: U64_MAX } })],
+  })
+  const proc = m.createProcess(rlimitMemlock === undefined ? {} : { rlimitMemlock })
+  const fd = openIommufd(m, proc, { test: true })
+  return { m, proc, fd, buf: proc.mmap(BUF) }
+}
+
+function nothingPinned(w: { m: Machine; proc: Process }): void {
+  expect([w.m.memory.frameStats().pins, w.proc.mm.pinnedVm, w.proc.user.lockedVm]).toEqual([
+    0, 0, 0,
+  ])
+}
+
+describe('a MAP far longer than the memory behind it', () => {
+  it('fails EFAULT where GUP meets the first unmapped page, with a domain attached', () => {
+    // iopt_map_user_pages → iopt_area_fill_domains → pfn_reader_user_pin: pin_user_pages
+    // pins the buffer, then returns -EFAULT at the first address past it.
+    const w = world()
+    const ioas = ioasAlloc(w.fd)
+    mockDomain(w.fd, ioas)
+    expectErrno('EFAULT', () => ioasMap(w.fd, ioas, w.buf, HUGE, HUGE))
+    expectErrno('EFAULT', () => ioasMap(w.fd, ioas, w.buf, HUGE))
+    nothingPinned(w)
+    // GUP faulted the buffer in on the way.
+    expect(w.proc.pageFrame(w.buf + BUF - PAGE_SIZE, false)).not.toBe(0)
+    // The IOAS is still usable.
+    expect(ioasMap(w.fd, ioas, w.buf, BUF, HUGE)).toBe(HUGE)
+  })
+
+  it('is EFAULT even under a memlock limit the length exceeds: accounting comes after pinning', () => {
+    // pfn_reader_update_pinned (RLIMIT_MEMLOCK, ENOMEM) runs only once the whole area is
+    // pinned; the hole is met first.
+    const w = world(BUF)
+    const ioas = ioasAlloc(w.fd)
+    mockDomain(w.fd, ioas)
+    expectErrno('EFAULT', () => ioasMap(w.fd, ioas, w.buf, HUGE, HUGE))
+    nothingPinned(w)
+  })
+
+  it('maps without a domain (nothing is pinned) and fails EFAULT when a domain is filled', () => {
+    const w = world()
+    const ioas = ioasAlloc(w.fd)
+    expect(ioasMap(w.fd, ioas, w.buf, HUGE, HUGE)).toBe(HUGE)
+    // iopt_table_add_domain → iopt_fill_domain → iopt_area_fill_domain → the same pin.
+    expectErrno('EFAULT', () => mockDomain(w.fd, ioas))
+    nothingPinned(w)
+    // A device on another IOAS: allocating a HWPT on this one, or moving it here, fills.
+    const other = ioasAlloc(w.fd)
+    const md = mockDomain(w.fd, other)
+    expectErrno('EFAULT', () => hwptAlloc(w.fd, md.idevId, ioas, 0))
+    expectErrno('EFAULT', () => mockDomainReplace(w.fd, md.stdevId, ioas))
+    nothingPinned(w)
+    w.fd.close()
+    nothingPinned(w)
+  })
+
+  it('MAP_FILE past the end of the memfd fails EINVAL (the shmem read past EOF)', () => {
+    const w = world()
+    const memfd = w.proc.memfdCreate('guest')
+    memfd.ftruncate(BUF)
+    const mfd = fdInstall(w.proc, memfd)
+    const ioas = ioasAlloc(w.fd)
+    mockDomain(w.fd, ioas)
+    expectErrno('EINVAL', () => ioasMapFile(w.fd, ioas, mfd, 0, Number(HUGE), HUGE))
+    nothingPinned(w)
+    // memfd_pin_folios allocated the file's pages up to its end.
+    expect(w.proc.pageFrame(w.proc.mmap(BUF, { file: memfd }) + BUF - PAGE_SIZE, false)).not.toBe(
+      0,
+    )
+  })
+})
+
+describe('u64 values are exact', () => {
+  it('COPY from 2^54 + 2 bytes into an area keeps the exact sub-page offset', () => {
+    // Without a domain the IOAS alignment is 1 and nothing is pinned, so a 2^60-byte area
+    // over a 64 KiB buffer is valid. COPY's automatic IOVA keeps the source's offset in
+    // its page (iopt_alloc_iova: page_offset = (uptr + start_byte) % PAGE_SIZE), which a
+    // byte offset rounded to a double (2^54 + 2 → 2^54) would lose.
+    const w = world()
+    const src = ioasAlloc(w.fd)
+    const dst = ioasAlloc(w.fd)
+    const iova = ioasMap(w.fd, src, w.buf + 1, 1n << 60n, HUGE)
+    const cmd = {
+      size: 40,
+      flags: RW,
+      dst_ioas_id: dst,
+      src_ioas_id: src,
+      length: BigInt(PAGE_SIZE),
+      dst_iova: 0n,
+      src_iova: iova + (1n << 54n) + 1n,
+    }
+    w.fd.ioctl(IOMMU_IOAS_COPY, cmd)
+    expect(cmd.dst_iova % BigInt(PAGE_SIZE)).toBe(2n)
+  })
+})
+
+describe('arguments that are no struct', () => {
+  it('a user pointer that is no integer is EFAULT', () => {
+    const w = world()
+    for (const arg of [1.5, Number.NaN, Number.POSITIVE_INFINITY, -1, 2 ** 60]) {
+      expect(errnoOf(() => w.fd.ioctl(IOMMU_IOAS_ALLOC, arg))).toBe('EFAULT')
+    }
+  })
+
+  it('outputs into a frozen object are EFAULT, and the new object is gone', () => {
+    const w = world()
+    const cmd = Object.freeze({ size: 12, flags: 0, out_ioas_id: 0 })
+    expectErrno('EFAULT', () => w.fd.ioctl(IOMMU_IOAS_ALLOC, cmd))
+    // iommufd_ioas_alloc_ioctl aborts the IOAS when copy_to_user fails: id 1 is unused.
+    expectErrno('ENOENT', () => w.fd.ioctl(IOMMU_DESTROY, { size: 8, id: 1 }))
+    const map = Object.freeze({
+      size: 40,
+      flags: RW | IOMMU_IOAS_MAP_FIXED_IOVA,
+      ioas_id: ioasAlloc(w.fd),
+      user_va: BigInt(w.buf),
+      length: BigInt(BUF),
+      iova: MOCK_APERTURE_START,
+    })
+    // IOAS_MAP writes the IOVA back after mapping: the kernel keeps the mapping.
+    expectErrno('EFAULT', () => w.fd.ioctl(IOMMU_IOAS_MAP, map))
+    expectErrno('EEXIST', () => w.fd.ioctl(IOMMU_IOAS_MAP, { ...map }))
+  })
+})
+
+describe('random ioctls on the mock IOMMU', () => {
+  it('fail only with errno, leak nothing and lose no dirty page (seed 1)', () => {
+    const r = runUapiFuzz(
+      { name: 'mock', machine: () => createMachine({ iommus: [mockIommu()] }) },
+      { seed: 1, ops: 5000, opsPerWorld: 250 },
+    )
+    expect(r.problems).toEqual([])
+    expect(r.dirty.falseNegativesWellFormed).toBe(0)
+    // The run reached what it checks: successes, many errnos, DMA, dirty pages.
+    expect(r.succeeded).toBeGreaterThan(500)
+    expect(Object.keys(r.errnos).length).toBeGreaterThan(10)
+    expect(r.dmaWrites).toBeGreaterThan(50)
+    expect(r.dirty.wellFormedReads).toBeGreaterThan(20)
+    expect(r.dirty.expected).toBeGreaterThan(10)
+  })
+})
