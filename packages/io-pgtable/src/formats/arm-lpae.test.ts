@@ -282,6 +282,31 @@ describe('§4.2 ARM LPAE stage 1, 16K and 64K granules, 52-bit PA', () => {
     expect(h.finish()).toBe(0)
   })
 
+  it('B6b 64K with oas <= 48 has no 4T block, from the shorthand and the explicit bitmap alike', () => {
+    // arm_lpae_restrict_pgsizes adds 1 << 42 only when cfg->oas > 48.
+    const all = (1n << 16n) | (1n << 29n) | (1n << 42n)
+    for (const oas of [40, 44, 48]) {
+      const short = armLpae.init({ stage: 1, granule: 65536, ias: 48, oas })
+      const explicit = armLpae.init({ stage: 1, pgsizeBitmap: all, ias: 48, oas })
+      expect(short.pgsizeBitmap).toBe((1n << 16n) | (1n << 29n))
+      expect(explicit).toEqual(short)
+    }
+    for (const oas of [52, 56]) {
+      const short = armLpae.init({ stage: 2, granule: 65536, ias: 52, oas })
+      expect(short.pgsizeBitmap).toBe(all)
+      expect(armLpae.init({ stage: 2, pgsizeBitmap: all, ias: 52, oas })).toEqual(short)
+    }
+    // The 4K and 16K shorthands equal their explicit bitmaps too.
+    const b4k = (1n << 12n) | (1n << 21n) | (1n << 30n)
+    const b16k = (1n << 14n) | (1n << 25n)
+    expect(armLpae.init({ stage: 1, granule: 4096, ias: 48, oas: 48 })).toEqual(
+      armLpae.init({ stage: 1, pgsizeBitmap: b4k, ias: 48, oas: 48 }),
+    )
+    expect(armLpae.init({ stage: 1, granule: 16384, ias: 48, oas: 48 })).toEqual(
+      armLpae.init({ stage: 1, pgsizeBitmap: b16k, ias: 48, oas: 48 }),
+    )
+  })
+
   it('B7 the granule follows the CPU page: 4K|16K|2M|32M|1G from the SMMU gives 4K|2M|1G', () => {
     const bitmap = (1n << 12n) | (1n << 14n) | (1n << 21n) | (1n << 25n) | (1n << 30n)
     const h = table({ stage: 1, pgsizeBitmap: bitmap, ias: 48, oas: 48 })

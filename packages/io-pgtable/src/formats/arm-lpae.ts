@@ -56,7 +56,10 @@ export interface ArmLpaeConfig {
    * sizes.
    */
   readonly pgsizeBitmap?: bigint
-  /** Shorthand for a bitmap of one granule's sizes: 4096, 16384 or 65536. Default 4096. */
+  /**
+   * Shorthand for a bitmap of all of one granule's sizes (4K|2M|1G, 16K|32M or
+   * 64K|512M|4T): 4096, 16384 or 65536. Default 4096.
+   */
   readonly granule?: 4096 | 16384 | 65536
   /** Input address size in bits (clamped to 48, 52 with 64K). */
   readonly ias: number
@@ -146,11 +149,15 @@ function lowestBit(x: bigint): bigint {
   return x & -x
 }
 
-/** The granule's page sizes. */
-function granuleSizes(granule: bigint): bigint {
+/**
+ * The page sizes `arm_lpae_restrict_pgsizes` keeps for a granule: 4K|2M|1G, 16K|32M, and
+ * 64K|512M plus the 4T level-1 block only when the output size exceeds 48 bits.
+ */
+function granuleSizes(granule: bigint, oas: number): bigint {
   if (granule === SZ_16K) return SZ_16K | (1n << 25n)
-  if (granule === SZ_64K) return SZ_64K | (1n << 29n) | (1n << 42n)
-  return SZ_4K | (1n << 21n) | (1n << 30n)
+  if (granule === SZ_64K) return SZ_64K | (1n << 29n) | (oas > 48 ? 1n << 42n : 0n)
+  if (granule === SZ_4K) return SZ_4K | (1n << 21n) | (1n << 30n)
+  return 0n
 }
 
 /** arm_lpae_concat_mandatory (Arm ARM R_DXBSH and R_SRKBC a-d). */
@@ -200,22 +207,19 @@ export const armLpae: PageTableFormat<ArmLpaeConfig, ArmLpaeParams> = definePage
     if ((quirks & ~(stage === 1 ? S1_QUIRKS : S2_QUIRKS)) !== 0) {
       fail(`quirks 0x${quirks.toString(16)} not allowed at stage ${stage}`)
     }
+    // The shorthand offers every size of the granule; the restriction below then treats
+    // it exactly as the same explicit bitmap.
+    let bitmap = cfg.pgsizeBitmap ?? granuleSizes(BigInt(cfg.granule ?? 4096), 52)
     // arm_lpae_restrict_pgsizes: the CPU page size if offered, else the largest smaller
     // size, else the smallest larger one.
-    let bitmap = cfg.pgsizeBitmap ?? granuleSizes(BigInt(cfg.granule ?? 4096))
     let granule = 0n
     if ((bitmap & SZ_4K) !== 0n) granule = SZ_4K
     else if ((bitmap & (SZ_4K - 1n)) !== 0n) {
       granule = 1n << BigInt((bitmap & (SZ_4K - 1n)).toString(2).length - 1)
     } else if ((bitmap & ~(SZ_4K - 1n)) !== 0n) granule = lowestBit(bitmap & ~(SZ_4K - 1n))
-    let maxBits = 48
-    let sizes = 0n
-    if (granule === SZ_4K || granule === SZ_16K) sizes = granuleSizes(granule)
-    else if (granule === SZ_64K) {
-      maxBits = 52
-      sizes = granuleSizes(granule) | (cfg.oas > 48 ? 1n << 42n : 0n)
-    }
-    bitmap &= sizes
+    // The 52-bit limit and the 4T block depend on the oas asked for, before clamping.
+    const maxBits = granule === SZ_64K ? 52 : 48
+    bitmap &= granuleSizes(granule, cfg.oas)
     const ias = Math.min(cfg.ias, maxBits)
     const oas = Math.min(cfg.oas, maxBits)
     if ((bitmap & (SZ_4K | SZ_16K | SZ_64K)) === 0n) fail('no 4K, 16K or 64K granule')
