@@ -481,6 +481,8 @@ export function iommufdDeviceDetach(idev: IommufdDevice, pasid: number): void {
   idev.users--
 }
 
+const ZEROS = new Uint8Array(64 * 1024)
+
 /** IOMMU_GET_HW_INFO (reference §2.14). */
 export function iommufdGetHwInfo(ucmd: Ucmd<iommu_hw_info>): void {
   const { cmd, ctx, caller } = ucmd
@@ -503,9 +505,11 @@ export function iommufdGetHwInfo(ucmd: Ucmd<iommu_hw_info>): void {
   cmd.in_data_type = cmd.out_data_type
   const copy = Math.min(cmd.data_len, data.length)
   caller.proc.write(cmd.data_uptr, data.subarray(0, copy))
-  // Zero the rest of a larger user buffer.
-  if (copy < cmd.data_len) {
-    caller.proc.write(cmd.data_uptr + BigInt(copy), new Uint8Array(cmd.data_len - copy))
+  // Zero the rest of a larger user buffer (clear_user), never sizing a buffer by data_len.
+  for (let done = copy; done < cmd.data_len; ) {
+    const n = Math.min(cmd.data_len - done, ZEROS.length)
+    caller.proc.write(cmd.data_uptr + BigInt(done), ZEROS.subarray(0, n))
+    done += n
   }
   cmd.data_len = data.length
   let caps = 0n

@@ -10,7 +10,7 @@ import { FRAME_SIZE, IommuError, Memfd, Prot } from '@iommu/core'
 import type { Caller, IommufdCtx } from './ctx.ts'
 import { fdGet } from './fd-table.ts'
 import type { HwptPaging } from './hw-pagetable.ts'
-import { intersects, type Span } from './interval.ts'
+import type { Span } from './interval.ts'
 import { IoPagetable, type PagesSlice, ULONG_MAX } from './io-pagetable.ts'
 import { IommufdObject, ObjType } from './object.ts'
 import { AccountMode, chargePinned, IoptPages, type PagesSource } from './pages.ts'
@@ -133,20 +133,86 @@ export function iommufdIoasAllowIovas(ucmd: Ucmd<iommu_ioas_allow_iovas>): void 
   const { cmd, ctx, caller } = ucmd
   if (cmd.__reserved) throw new IommuError('EOPNOTSUPP', '__reserved')
   const ioas = getIoas(ctx, cmd.ioas_id)
-  const list: Span<bigint>[] = []
-  for (let i = 0; i < cmd.num_iovas; i++) {
-    const v = new DataView(
-      caller.proc.read(cmd.allowed_iovas + BigInt(i * 16), 16).buffer as ArrayBuffer,
-    )
-    const start = v.getBigUint64(0, true)
-    const last = v.getBigUint64(8, true)
-    if (start >= last) throw new IommuError('EINVAL', `allowed range ${i}: start >= last`)
-    if (intersects(list, start, last)) throw new IommuError('EINVAL', 'allowed ranges overlap')
+  const { list, error } = loadIovas(caller, cmd.allowed_iovas, cmd.num_iovas)
+  // One allocation per range loaded, in order, before the range that fails.
+  for (let i = 0; i < list.length; i++) {
     if (ctx.machine.faults.shouldFail('iommufd:allowed')) throw new IommuError('ENOMEM', 'allowed')
-    list.push({ start, last })
   }
+  if (error !== null) throw error
   list.sort((a, b) => (a.start < b.start ? -1 : 1))
   ioas.iopt.setAllowIova(list)
+}
+
+/** Ranges read per `read` of the user array. */
+const LOAD_CHUNK = 4096
+
+/**
+ * `iommufd_ioas_load_iovas`: the ranges in array order up to the first one that cannot
+ * be read (EFAULT), is empty (EINVAL) or intersects an earlier one (EINVAL), and that
+ * error. The kernel checks each range against an interval tree of the earlier ones; the
+ * first intersecting index is found here by bisection over sorted prefixes, so that a
+ * long array costs O(n log² n), not O(n²).
+ */
+function loadIovas(
+  caller: Caller,
+  uptr: bigint,
+  num: number,
+): { list: Span<bigint>[]; error: IommuError | null } {
+  const list: Span<bigint>[] = []
+  let error: IommuError | null = null
+  outer: for (let i = 0; i < num; i += LOAD_CHUNK) {
+    const n = Math.min(LOAD_CHUNK, num - i)
+    let bytes: Uint8Array | null = null
+    try {
+      bytes = caller.proc.read(uptr + BigInt(i * 16), n * 16)
+    } catch {
+      // Some range of this chunk is unreadable: find which, one at a time.
+    }
+    for (let k = 0; k < n; k++) {
+      let b: Uint8Array
+      try {
+        b =
+          bytes?.subarray(k * 16, k * 16 + 16) ?? caller.proc.read(uptr + BigInt((i + k) * 16), 16)
+      } catch {
+        error = new IommuError('EFAULT', `allowed range ${i + k}`)
+        break outer
+      }
+      const v = new DataView(b.buffer, b.byteOffset, 16)
+      const start = v.getBigUint64(0, true)
+      const last = v.getBigUint64(8, true)
+      if (start >= last) {
+        error = new IommuError('EINVAL', `allowed range ${i + k}: start >= last`)
+        break outer
+      }
+      list.push({ start, last })
+    }
+  }
+  const clash = firstIntersecting(list)
+  if (clash < 0) return { list, error }
+  return {
+    list: list.slice(0, clash),
+    error: new IommuError('EINVAL', `allowed range ${clash} intersects an earlier one`),
+  }
+}
+
+/** The smallest index whose range intersects an earlier one, or -1. */
+function firstIntersecting(list: readonly Span<bigint>[]): number {
+  const disjoint = (n: number): boolean => {
+    const s = list.slice(0, n).sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0))
+    for (let i = 1; i < s.length; i++)
+      if ((s[i] as Span<bigint>).start <= (s[i - 1] as Span<bigint>).last) return false
+    return true
+  }
+  if (disjoint(list.length)) return -1
+  // The longest disjoint prefix ends just before the first clash.
+  let lo = 1
+  let hi = list.length
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1
+    if (disjoint(mid)) lo = mid
+    else hi = mid - 1
+  }
+  return lo
 }
 
 /** `conv_iommu_prot`: IOMMU_CACHE always (coherent DMA is mandatory), plus R/W. */

@@ -190,7 +190,10 @@ export class IoptPages {
       const count = src.file.pageCount
       if (first + n <= count) return
       for (let k = first; k < count; k++) src.file.page(k, true)
-      throw new IommuError('EINVAL', `memfd ${src.file.name}: page ${Math.max(first, count)} past EOF`)
+      throw new IommuError(
+        'EINVAL',
+        `memfd ${src.file.name}: page ${Math.max(first, count)} past EOF`,
+      )
     }
     const va = src.uptr + BigInt(start) * PAGE
     const bytes = n * FRAME_SIZE

@@ -9,11 +9,15 @@ import { describe, expect, it } from 'vitest'
 import {
   fdInstall,
   IOMMU_DESTROY,
+  IOMMU_GET_HW_INFO,
   IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_ALLOW_IOVAS,
   IOMMU_IOAS_COPY,
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FIXED_IOVA,
+  type Ioas,
   type Iommufd,
+  ObjType,
   openIommufd,
 } from '../src/index.ts'
 import { runUapiFuzz } from '../src/testing/index.ts'
@@ -103,9 +107,7 @@ describe('a MAP far longer than the memory behind it', () => {
     expectErrno('EINVAL', () => ioasMapFile(w.fd, ioas, mfd, 0, Number(HUGE), HUGE))
     nothingPinned(w)
     // memfd_pin_folios allocated the file's pages up to its end.
-    expect(w.proc.pageFrame(w.proc.mmap(BUF, { file: memfd }) + BUF - PAGE_SIZE, false)).not.toBe(
-      0,
-    )
+    expect(w.proc.pageFrame(w.proc.mmap(BUF, { file: memfd }) + BUF - PAGE_SIZE, false)).not.toBe(0)
   })
 })
 
@@ -175,5 +177,68 @@ describe('random ioctls on the mock IOMMU', () => {
     expect(r.dmaWrites).toBeGreaterThan(50)
     expect(r.dirty.wellFormedReads).toBeGreaterThan(20)
     expect(r.dirty.expected).toBeGreaterThan(10)
+  })
+})
+
+describe('arrays as long as the user says', () => {
+  it('ALLOW_IOVAS checks ranges in array order: the first failure wins, the old list stays', () => {
+    const w = world()
+    const ioas = ioasAlloc(w.fd)
+    // A whole number of pages, followed by a hole.
+    const n = 20_480
+    const arr = w.proc.mmap(n * 16 + PAGE_SIZE)
+    w.proc.munmap(arr + n * 16, PAGE_SIZE)
+    const put = (i: number, start: bigint, last: bigint) => {
+      const b = new Uint8Array(16)
+      const v = new DataView(b.buffer)
+      v.setBigUint64(0, start, true)
+      v.setBigUint64(8, last, true)
+      w.proc.write(arr + i * 16, b)
+    }
+    // Descending disjoint ranges, so that sorting matters.
+    for (let i = 0; i < n; i++) {
+      const s = BigInt(n - i) << 24n
+      put(i, s, s + 0xfffn)
+    }
+    const allow = (num: number, at = arr) =>
+      errnoOf(() =>
+        w.fd.ioctl(IOMMU_IOAS_ALLOW_IOVAS, {
+          size: 24,
+          ioas_id: ioas,
+          num_iovas: num,
+          allowed_iovas: BigInt(at),
+        }),
+      )
+    expect(allow(n)).toBe('OK')
+    const allowed = () => (w.fd.ctx.objects.get(ioas, ObjType.IOAS) as Ioas).iopt.allowed
+    expect(allowed().length).toBe(n)
+    expect(allowed()[0]?.start).toBe(1n << 24n)
+    // Entry 15000 repeats entry 10 (EINVAL); past the end of the array is EFAULT; an empty
+    // range at 12000 comes first.
+    put(15_000, BigInt(n - 10) << 24n, (BigInt(n - 10) << 24n) + 1n)
+    expect(allow(n + 1)).toBe('EINVAL')
+    put(12_000, 5n, 5n)
+    expect(allow(n)).toBe('EINVAL')
+    expect(allow(11_000)).toBe('OK')
+    expect(allowed().length).toBe(11_000)
+    // The array runs off its mapping before any bad entry: EFAULT; the list stays.
+    expect(allow(n, arr + (n - 100) * 16)).toBe('EFAULT')
+    expect(allowed().length).toBe(11_000)
+  })
+
+  it('GET_HW_INFO clears a 4 GiB data_len only as far as the buffer goes: EFAULT', () => {
+    const w = world()
+    const md = mockDomain(w.fd, ioasAlloc(w.fd))
+    const buf = w.proc.mmap(PAGE_SIZE)
+    w.proc.write(buf, new Uint8Array(PAGE_SIZE).fill(0xaa))
+    const info = {
+      size: 32,
+      dev_id: md.idevId,
+      data_len: 0xffff_ffff,
+      data_uptr: BigInt(buf),
+    }
+    expectErrno('EFAULT', () => w.fd.ioctl(IOMMU_GET_HW_INFO, info))
+    // The 8-byte selftest info went out, then clear_user zeroed up to the fault.
+    expect(w.proc.read(buf + 8, PAGE_SIZE - 8).every((b) => b === 0)).toBe(true)
   })
 })

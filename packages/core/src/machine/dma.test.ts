@@ -102,3 +102,24 @@ describe('DMA engine', () => {
     )
   })
 })
+
+describe('DMA arguments a device cannot issue', () => {
+  it('a read far past the mapping faults before a buffer is sized by it; bad values are EINVAL', () => {
+    const { dev } = setup()
+    expect(() => dev.dma.read(0x1000, 2 ** 40)).toThrow(DmaFault)
+    const code = (fn: () => unknown) => {
+      try {
+        fn()
+        return 'OK'
+      } catch (e) {
+        return (e as { code?: string }).code ?? String(e)
+      }
+    }
+    expect(code(() => dev.dma.read(0x1000, -1))).toBe('EINVAL')
+    expect(code(() => dev.dma.read(0x1000, 1.5))).toBe('EINVAL')
+    expect(code(() => dev.dma.read('0x1000' as never, 4))).toBe('EINVAL')
+    expect(code(() => dev.dma.write(0x1000, 'abc' as never))).toBe('EINVAL')
+    expect(code(() => dev.dma.read(0x1000, 4, { pasid: 1 << 20 }))).toBe('EINVAL')
+    expect(code(() => dev.dma.read(0x1000, 4, { pasid: -1 }))).toBe('EINVAL')
+  })
+})

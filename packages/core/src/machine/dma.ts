@@ -121,7 +121,8 @@ export class DmaEngine {
   readonly #unit: IommuUnit | null
   readonly #txn = new DmaTransaction()
   #segPa = new Float64Array(64)
-  #segLen = new Int32Array(64)
+  /** Segment lengths: a merged run of contiguous pages may exceed 2^31 bytes. */
+  #segLen = new Float64Array(64)
 
   constructor(memory: PhysicalMemory, unit: IommuUnit | null, rid: number, sid: number) {
     this.#memory = memory
@@ -136,14 +137,25 @@ export class DmaEngine {
    * @throws DmaFault - a page did not translate or forbids reads
    */
   read(iova: number | bigint, length: number, options?: DmaOptions): Uint8Array {
-    const out = new Uint8Array(length)
-    this.readInto(iova, out, options)
+    // Translate first: a length past the mapping faults instead of allocating.
+    const n = this.#translateAll(iova, length, false, options)
+    let out: Uint8Array
+    try {
+      out = new Uint8Array(length)
+    } catch {
+      throw new IommuError('ENOMEM', `${length}-byte DMA read`)
+    }
+    this.#copyIn(n, out)
     return out
   }
 
   /** Read `dst.length` bytes at `iova` into `dst`. @throws DmaFault */
   readInto(iova: number | bigint, dst: Uint8Array, options?: DmaOptions): void {
-    const n = this.#translateAll(iova, dst.length, false, options)
+    if (!(dst instanceof Uint8Array)) throw new IommuError('EINVAL', 'not a Uint8Array')
+    this.#copyIn(this.#translateAll(iova, dst.length, false, options), dst)
+  }
+
+  #copyIn(n: number, dst: Uint8Array): void {
     let done = 0
     for (let i = 0; i < n; i++) {
       const len = this.#segLen[i] as number
@@ -160,6 +172,7 @@ export class DmaEngine {
    * @throws DmaFault - a page did not translate or forbids writes
    */
   write(iova: number | bigint, data: Uint8Array, options?: DmaOptions): void {
+    if (!(data instanceof Uint8Array)) throw new IommuError('EINVAL', 'not a Uint8Array')
     const n = this.#translateAll(iova, data.length, true, options)
     let done = 0
     for (let i = 0; i < n; i++) {
@@ -181,16 +194,23 @@ export class DmaEngine {
     const txn = this.#txn
     let pfn: number
     let off: number
+    if (!Number.isSafeInteger(length) || length < 0) throw new IommuError('EINVAL', 'length')
     if (typeof iova === 'bigint') {
       if (iova < 0n || iova + BigInt(length) > U64_LIMIT) throw new IommuError('EINVAL', 'IOVA')
       pfn = Number(iova >> 12n)
       off = Number(iova & 0xfffn)
-    } else {
+    } else if (typeof iova === 'number') {
       if (!Number.isSafeInteger(iova) || iova < 0) throw new IommuError('EINVAL', `IOVA ${iova}`)
       pfn = Math.floor(iova / FRAME_SIZE)
       off = iova - pfn * FRAME_SIZE
+    } else {
+      throw new IommuError('EINVAL', 'IOVA is neither a number nor a bigint')
     }
-    if (!Number.isSafeInteger(length) || length < 0) throw new IommuError('EINVAL', 'length')
+    const pasid = options?.pasid
+    // A PASID TLP prefix carries 20 bits.
+    if (pasid !== undefined && (!Number.isInteger(pasid) || pasid < 0 || pasid >= 2 ** 20)) {
+      throw new IommuError('EINVAL', `PASID ${pasid}`)
+    }
     txn.write = write
     txn.hasPasid = options?.pasid !== undefined
     txn.pasid = options?.pasid ?? 0
@@ -245,7 +265,7 @@ export class DmaEngine {
     const pa = new Float64Array(this.#segPa.length * 2)
     pa.set(this.#segPa)
     this.#segPa = pa
-    const len = new Int32Array(this.#segLen.length * 2)
+    const len = new Float64Array(this.#segLen.length * 2)
     len.set(this.#segLen)
     this.#segLen = len
   }

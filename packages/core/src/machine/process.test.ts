@@ -144,3 +144,45 @@ describe('Process.pageFrames', () => {
     )
   })
 })
+
+describe('sizes a process cannot have', () => {
+  const code = (fn: () => unknown) => {
+    try {
+      fn()
+      return 'OK'
+    } catch (e) {
+      return (e as { code?: string }).code ?? String(e)
+    }
+  }
+
+  it('a read longer than the mapping is EFAULT before any buffer is sized by it', () => {
+    const { proc } = setup()
+    const va = proc.mmap(4096)
+    expect(code(() => proc.read(va, 2 ** 40))).toBe('EFAULT')
+    expect(code(() => proc.read(va, 2 ** 52))).toBe('EFAULT')
+    for (const n of [-1, 1.5, Number.NaN]) expect(code(() => proc.read(va, n))).toBe('EINVAL')
+  })
+
+  it('a mapping or file the host cannot index is ENOMEM; bad offsets and fixed addresses fail', () => {
+    const { proc } = setup()
+    // One PFN slot per page: 2^34 slots do not fit a typed array.
+    expect(code(() => proc.mmap(2 ** 46))).toBe('ENOMEM')
+    expect(code(() => proc.memfdCreate('big').ftruncate(2 ** 52))).toBe('ENOMEM')
+    expect(code(() => proc.mmap(4096, { addr: -4096 }))).toBe('ENOMEM')
+    expect(code(() => proc.mmap(4096, { addr: 0x7fff_ffff_f000 }))).toBe('ENOMEM')
+    expect(code(() => proc.mmap(4096, { addr: 1.5 }))).toBe('EINVAL')
+    const f = proc.memfdCreate('f')
+    f.ftruncate(4096)
+    expect(code(() => proc.mmap(4096, { file: f, offset: -4096 }))).toBe('EINVAL')
+    expect(code(() => proc.munmap(proc.mmap(4096), Number.NaN))).toBe('EINVAL')
+  })
+
+  it('pinning more pages than the output array holds is EINVAL, not a short pin', () => {
+    const { mem, proc } = setup()
+    const va = proc.mmap(8 * 4096)
+    expect(code(() => proc.pinUserPages(va, 8, true, new Int32Array(4)))).toBe('EINVAL')
+    expect(code(() => proc.pinUserPages(va, Number.NaN, true, new Int32Array(4)))).toBe('EINVAL')
+    expect(code(() => proc.pageFrames(va, 2, false, new Int32Array(4), 3))).toBe('EINVAL')
+    expect(mem.frameStats().pins).toBe(0)
+  })
+})

@@ -33,6 +33,33 @@ const HUGE_PAGES = 512
 const HUGE_SIZE = HUGE_PAGES * FRAME_SIZE
 /** Top of the user address space mmap allocates below (x86-64 47-bit, minus a guard). */
 const MMAP_TOP = 0x7fff_0000_0000
+/** `TASK_SIZE` of x86-64 with 4-level paging: no mapping reaches past it. */
+const TASK_SIZE = 0x7fff_ffff_f000
+
+/**
+ * A page array of `n` entries; ENOMEM when the host cannot hold it (the model keeps one
+ * PFN per page of a mapping or a file, so a huge sparse object costs real memory).
+ */
+function allocPfns(n: number, what: string): Int32Array<ArrayBuffer> {
+  try {
+    return new Int32Array(n)
+  } catch {
+    throw new IommuError('ENOMEM', `${what}: ${n} pages`)
+  }
+}
+
+/** `npages` must be a page count that fits `out` from `outOffset` (EINVAL otherwise). */
+function checkCount(npages: number, out: Int32Array, outOffset: number): void {
+  if (
+    !Number.isSafeInteger(npages) ||
+    npages < 0 ||
+    !Number.isSafeInteger(outOffset) ||
+    outOffset < 0 ||
+    outOffset + npages > out.length
+  ) {
+    throw new IommuError('EINVAL', `${npages} pages into an array of ${out.length}`)
+  }
+}
 const MMAP_BOTTOM = 0x1_0000_0000
 
 /** A memfd-like anonymous file: pages owned by the file, shared by its mappings. */
@@ -67,7 +94,7 @@ export class Memfd {
       }
       this.#pages = this.#pages.slice(0, pages)
     } else if (pages > this.#pages.length) {
-      const grown = new Int32Array(pages)
+      const grown = allocPfns(pages, `memfd ${this.name}`)
       grown.set(this.#pages)
       this.#pages = grown
     }
@@ -249,11 +276,17 @@ export class Process {
     if (!Number.isSafeInteger(length) || length <= 0) throw new IommuError('EINVAL', 'length')
     const size = Math.ceil(length / FRAME_SIZE) * FRAME_SIZE
     const offset = options.offset ?? 0
-    if (offset % FRAME_SIZE !== 0) throw new IommuError('EINVAL', 'unaligned file offset')
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % FRAME_SIZE !== 0) {
+      throw new IommuError('EINVAL', `bad file offset ${offset}`)
+    }
     let start: number
     if (options.addr !== undefined) {
       start = options.addr
-      if (start % FRAME_SIZE !== 0) throw new IommuError('EINVAL', 'unaligned fixed address')
+      if (!Number.isSafeInteger(start) || start % FRAME_SIZE !== 0) {
+        throw new IommuError('EINVAL', `unaligned fixed address ${start}`)
+      }
+      // Outside the user address space (get_unmapped_area): ENOMEM.
+      if (start < 0 || start + size > TASK_SIZE) throw new IommuError('ENOMEM', 'fixed address')
       if (this.#overlaps(start, start + size)) throw new IommuError('EEXIST', 'fixed address busy')
     } else {
       start = this.#findGap(size, size >= HUGE_SIZE ? HUGE_SIZE : FRAME_SIZE)
@@ -266,7 +299,7 @@ export class Process {
       prot: options.prot ?? PROT_READ | PROT_WRITE,
       file,
       pgoff: offset / FRAME_SIZE,
-      pages: file === null ? new Int32Array(size / FRAME_SIZE) : null,
+      pages: file === null ? allocPfns(size / FRAME_SIZE, 'mmap') : null,
       hugepage: options.hugepage ?? true,
       pfnmap: pfnmap !== undefined,
       ops: pfnmap?.ops ?? null,
@@ -291,7 +324,9 @@ export class Process {
    */
   munmap(addr: number | bigint, length: number): void {
     const start = toVa(addr)
-    if (start % FRAME_SIZE !== 0 || length <= 0) throw new IommuError('EINVAL', 'munmap range')
+    if (start % FRAME_SIZE !== 0 || !Number.isSafeInteger(length) || length <= 0) {
+      throw new IommuError('EINVAL', 'munmap range')
+    }
     const end = start + Math.ceil(length / FRAME_SIZE) * FRAME_SIZE
     for (let i = 0; i < this.#vmas.length; ) {
       const v = this.#vmas[i] as Vma
@@ -316,10 +351,24 @@ export class Process {
     }
   }
 
-  /** Read `length` bytes at `addr`; untouched pages read as zeros. @throws EFAULT */
+  /**
+   * Read `length` bytes at `addr`; untouched pages read as zeros.
+   *
+   * @throws EFAULT - not mapped; EINVAL - `length` is no byte count; ENOMEM - the host
+   *   cannot hold the bytes
+   */
   read(addr: number | bigint, length: number): Uint8Array {
-    const out = new Uint8Array(length)
-    this.readInto(addr, out)
+    if (!Number.isSafeInteger(length) || length < 0) throw new IommuError('EINVAL', 'length')
+    const va = toVa(addr)
+    // Fault before allocating: a length far past the mapping is EFAULT, not a huge buffer.
+    this.#access(va, length, false, () => {})
+    let out: Uint8Array
+    try {
+      out = new Uint8Array(length)
+    } catch {
+      throw new IommuError('ENOMEM', `${length}-byte read`)
+    }
+    this.readInto(va, out)
     return out
   }
 
@@ -355,6 +404,7 @@ export class Process {
   ): void {
     const start = toVa(addr)
     if (start % FRAME_SIZE !== 0) throw new IommuError('EINVAL', 'unaligned pin address')
+    checkCount(npages, out, outOffset)
     let done = 0
     try {
       this.#walk(start, npages, write, (v, first, count) => {
@@ -422,6 +472,7 @@ export class Process {
   ): void {
     const start = toVa(addr)
     if (start % FRAME_SIZE !== 0) throw new IommuError('EINVAL', 'unaligned address')
+    checkCount(npages, out, outOffset)
     let done = 0
     this.#walk(start, npages, false, (v, first, count) => {
       if (v.pages !== null) {

@@ -127,7 +127,6 @@ const PAGE = BigInt(FRAME_SIZE)
 const U64_MAX = 0xffff_ffff_ffff_ffffn
 /** The oracle's unit of dirt: the smallest IO page of any in-tree IOMMU (the mock's). */
 const UNIT_SHIFT = 11n
-const UNIT = 1n << UNIT_SHIFT
 const RW = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE
 /** Bytes of the bitmap buffer well-formed dirty reads use. */
 const BITMAP_BYTES = 64 * 1024
@@ -160,7 +159,10 @@ export interface UapiFuzzOptions {
   readonly maxProblems?: number
   /** Called every 10,000 operations with the number done. */
   readonly onProgress?: (done: number) => void
-  /** Called after every operation of world `world` (to trace a finding's world). */
+  /**
+   * Replay world `world` alone (worlds draw from independent streams, so the seed and the
+   * world number of a finding reproduce it) and log every operation.
+   */
   readonly trace?: { readonly world: number; log(op: number, what: string, outcome: string): void }
 }
 
@@ -266,7 +268,8 @@ export function runUapiFuzz(target: UapiFuzzTarget, options: UapiFuzzOptions): U
 
 class Fuzzer {
   readonly #target: UapiFuzzTarget
-  readonly #r: Rng
+  #r: Rng
+  readonly #seed: number
   readonly #opsPerWorld: number
   readonly #maxProblems: number
   readonly #onProgress: ((done: number) => void) | undefined
@@ -281,6 +284,7 @@ class Fuzzer {
 
   constructor(target: UapiFuzzTarget, o: UapiFuzzOptions) {
     this.#target = target
+    this.#seed = o.seed
     this.#r = new Rng(o.seed)
     this.#total = o.ops
     this.#opsPerWorld = o.opsPerWorld ?? 400
@@ -313,6 +317,13 @@ class Fuzzer {
 
   run(): UapiFuzzReport {
     while (this.#op < this.#total) {
+      // Each world draws from its own stream, so that one world replays alone.
+      this.#r = new Rng(Math.imul(this.#seed ^ 0x5bd1_e995, 0x9e37_79b1) + this.report.worlds)
+      if (this.#trace !== undefined && this.#trace.world !== this.report.worlds) {
+        this.#op = Math.min(this.#total, this.#op + this.#opsPerWorld)
+        this.report.worlds++
+        continue
+      }
       const w = this.#guard('world setup', () => this.#newWorld()) as World | undefined
       if (w === undefined) break
       const end = Math.min(this.#total, this.#op + this.#opsPerWorld)
@@ -936,8 +947,14 @@ class Fuzzer {
         if (map !== null && r.chance(0.6)) {
           return { size: 24, ioas_id: map.ioas, iova: map.iova, length: map.length }
         }
-        if (r.chance(0.2)) return { size: 24, ioas_id: this.#someId(w, w.ioas), iova: 0n, length: U64_MAX }
-        return { size: 24, ioas_id: this.#someId(w, w.ioas), iova: this.#iova(w), length: this.#length() }
+        if (r.chance(0.2))
+          return { size: 24, ioas_id: this.#someId(w, w.ioas), iova: 0n, length: U64_MAX }
+        return {
+          size: 24,
+          ioas_id: this.#someId(w, w.ioas),
+          iova: this.#iova(w),
+          length: this.#length(),
+        }
       },
       null,
     ],
@@ -1116,7 +1133,13 @@ class Fuzzer {
       },
       null,
     ],
-    ['IOMMU_TEST_CMD', IOMMU_TEST_CMD, IOMMU_TEST_CMD_LAYOUT, Fuzzer.prototype.testCmd, Fuzzer.prototype.testCmdDone],
+    [
+      'IOMMU_TEST_CMD',
+      IOMMU_TEST_CMD,
+      IOMMU_TEST_CMD_LAYOUT,
+      Fuzzer.prototype.testCmd,
+      Fuzzer.prototype.testCmdDone,
+    ],
   ]
 
   /** An IOMMU_TEST_CMD with a plausible operation. */
@@ -1259,11 +1282,11 @@ class Fuzzer {
         break
       }
       case IOMMU_TEST_OP_CREATE_ACCESS:
-      {
-        // A size that cuts the output leaves the caller's value: only take a real new fd.
-        const fd = m('create_access').out_access_fd
-        if (typeof fd === 'number' && fd !== w.fd.fd && fd !== w.memfdFd) w.accessFds.push(fd)
-      }
+        {
+          // A size that cuts the output leaves the caller's value: only take a real new fd.
+          const fd = m('create_access').out_access_fd
+          if (typeof fd === 'number' && fd !== w.fd.fd && fd !== w.memfdFd) w.accessFds.push(fd)
+        }
         break
       case IOMMU_TEST_OP_ACCESS_PAGES: {
         const id = m('access_pages').out_access_pages_id
@@ -1367,7 +1390,12 @@ class Fuzzer {
   #unknownIoctl(w: World): void {
     const r = this.#r
     const cmd = r.pick([0, 0x3b7f, 0x3b95, 0x3b9f, 0x3ba1, 0x3c85, 0x1_3b85, -1, r.u32()])
-    this.#issue(w, cmd, r.chance(0.5) ? { size: 8 } : this.#junk(), `cmd 0x${(cmd >>> 0).toString(16)}`)
+    this.#issue(
+      w,
+      cmd,
+      r.chance(0.5) ? { size: 8 } : this.#junk(),
+      `cmd 0x${(cmd >>> 0).toString(16)}`,
+    )
   }
 
   // ---------------------------------------------------------------- DMA and the oracle
@@ -1468,7 +1496,9 @@ class Fuzzer {
     if (mutated) this.#mutate(w, IOMMU_HWPT_GET_DIRTY_BITMAP_LAYOUT, arg)
     w.proc.write(w.bitmap, new Uint8Array(BITMAP_BYTES))
     const covered =
-      iopt !== undefined && length > 0n && iopt.forEachContigArea(iova, iova + length - 1n, () => {})
+      iopt !== undefined &&
+      length > 0n &&
+      iopt.forEachContigArea(iova, iova + length - 1n, () => {})
     // Why a read is not well-formed, for the report; '' when it is.
     const shape = mutated
       ? 'mutated arguments'
@@ -1590,7 +1620,6 @@ class Fuzzer {
       w.index,
     )
   }
-
 }
 
 function deepFreeze(o: object): void {
