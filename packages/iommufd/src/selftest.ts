@@ -99,12 +99,14 @@ class SelftestObj extends IommufdObject {
     this.#ctx = ctx
   }
 
-  /** `iommufd_selftest_destroy`: detach, unbind and remove the mock device. */
+  /**
+   * `iommufd_selftest_destroy`: detach, unbind and remove the mock device. The kernel
+   * detaches only IOMMU_NO_PASID, so a PASID the test left attached makes
+   * `iommufd_device_unbind` WARN and leaks the device object; the model detaches every
+   * PASID first (as VFIO's unbind does) rather than reproduce that leak of test-only code.
+   */
   destroy(): void {
-    if (this.idev !== null) {
-      iommufdDeviceDetach(this.idev, IOMMU_NO_PASID)
-      iommufdDeviceUnbind(this.idev)
-    }
+    if (this.idev !== null) this.idev.unbind()
     if (this.dev !== null) this.#ctx.machine.removePciDevice(this.dev)
   }
 }

@@ -10,17 +10,20 @@ import {
   fdInstall,
   IOMMU_DESTROY,
   IOMMU_GET_HW_INFO,
+  IOMMU_HWPT_ALLOC_PASID,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_ALLOW_IOVAS,
   IOMMU_IOAS_COPY,
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_TEST_CMD,
   type Ioas,
   type Iommufd,
   ObjType,
   openIommufd,
 } from '../src/index.ts'
 import { runUapiFuzz } from '../src/testing/index.ts'
+import { IOMMU_TEST_OP_PASID_ATTACH, MOCK_FLAGS_DEVICE_PASID } from '../src/uapi/index.ts'
 import {
   errnoOf,
   expectErrno,
@@ -240,5 +243,30 @@ describe('arrays as long as the user says', () => {
     expectErrno('EFAULT', () => w.fd.ioctl(IOMMU_GET_HW_INFO, info))
     // The 8-byte selftest info went out, then clear_user zeroed up to the fault.
     expect(w.proc.read(buf + 8, PAGE_SIZE - 8).every((b) => b === 0)).toBe(true)
+  })
+})
+
+describe('a mock device destroyed with a PASID attached', () => {
+  it('detaches every PASID and frees everything, on IOMMU_DESTROY and on close', () => {
+    for (const how of ['destroy', 'close'] as const) {
+      const w = world()
+      const ioas = ioasAlloc(w.fd)
+      ioasMap(w.fd, ioas, w.buf, BUF, MOCK_APERTURE_START)
+      const md = mockDomain(w.fd, ioas, MOCK_FLAGS_DEVICE_PASID)
+      const hwpt = hwptAlloc(w.fd, md.idevId, ioas, IOMMU_HWPT_ALLOC_PASID)
+      // The RID must sit on a PASID-capable HWPT while a PASID is attached.
+      mockDomainReplace(w.fd, md.stdevId, hwpt)
+      w.fd.ioctl(IOMMU_TEST_CMD, {
+        size: 72,
+        op: IOMMU_TEST_OP_PASID_ATTACH,
+        id: md.stdevId,
+        pasid_attach: { pasid: 2, pt_id: hwpt },
+      })
+      if (how === 'destroy') w.fd.ioctl(IOMMU_DESTROY, { size: 8, id: md.stdevId })
+      w.fd.close()
+      expect(w.fd.ctx.released).toBe(true)
+      expect(w.m.devices.length).toBe(0)
+      nothingPinned(w)
+    }
   })
 })

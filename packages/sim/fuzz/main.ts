@@ -23,7 +23,9 @@ const TARGETS: Record<string, UapiFuzzTarget> = {
 }
 
 function usage(message: string): never {
-  process.stderr.write(`fuzz: ${message}\nusage: pnpm fuzz [--ops N] [--seed N] [--iommu mock|amd|both]\n`)
+  process.stderr.write(
+    `fuzz: ${message}\nusage: pnpm fuzz [--ops N] [--seed N] [--iommu mock|amd|both]\n`,
+  )
   process.exit(2)
 }
 
@@ -77,7 +79,8 @@ function main(): number {
       ops,
       maxProblems: 200,
       onProgress: (n) => {
-        if (n % 100_000 === 0) process.stderr.write(`  ${name}: ${n.toLocaleString('en')} operations\n`)
+        if (n % 100_000 === 0)
+          process.stderr.write(`  ${name}: ${n.toLocaleString('en')} operations\n`)
       },
     })
     process.stdout.write(`${summary(r, (performance.now() - t0) / 1000)}\n`)
