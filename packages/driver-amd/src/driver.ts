@@ -213,6 +213,16 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
   // Domain IDs 1..65535 (`amd_iommu_pdom_id_alloc`); 0 is reserved.
   const usedIds = new Set<number>()
   let machineRef: Machine | null = null
+  /**
+   * `amd_iommu_hatdis`, global as in the kernel: an IVHD declared HATDis, or the EFR's
+   * HATS field holds the invalid 11b. No v1 (host) page table, no hardware dirty tracking.
+   */
+  let hatdis = false
+  /** `amd_iommu_efr`: the first unit's EFR stands for all (`late_iommu_features_init`). */
+  const globalEfr = (): bigint => iommus[0]?.hw.efr ?? 0n
+  /** `amd_iommu_v2_pgtbl_supported`: GIoSup and GTSup. */
+  const v2Supported = (): boolean =>
+    (globalEfr() & Efr.GIOSUP) !== 0n && (globalEfr() & Efr.GT) !== 0n
 
   const allocDomainId = (): number => {
     for (let id = 1; id < 65536; id++) {
@@ -410,7 +420,8 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
     setDteEntry(dd)
   }
 
-  const hdSupport = (iommu: AmdIommu) => (iommu.hw.efr & Efr.HDSUP) !== 0n
+  /** `amd_iommu_hd_support`: a property of the IOMMU (EFR.HDSup), never with HATDis. */
+  const hdSupport = (iommu: AmdIommu) => !hatdis && (iommu.hw.efr & Efr.HDSUP) !== 0n
 
   /** `amd_iommu_attach_device`. */
   const attachDev = (domain: IommuDomain, dev: PciDevice): void => {
@@ -419,7 +430,7 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
     if (dd.domain === d) return
     // Dirty tracking is enforced at attach: the device's IOMMU must support it (EINVAL).
     if (domain.dirtyOps !== null && !hdSupport(dd.iommu)) {
-      throw new IommuError('EINVAL', `${dev.name}: no hardware dirty tracking`)
+      throw new IommuError('EINVAL', `${dev.name}: its IOMMU has no hardware dirty tracking`)
     }
     if (dd.domain !== null) detachDevice(dd)
     attachDevice(dd, d)
@@ -478,8 +489,9 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
     },
   } satisfies DirtyOps<AmdDomain>
 
-  /** `amd_iommu_domain_alloc_paging_v1`. */
+  /** `amd_iommu_domain_alloc_paging_v1`: none with HATDis. */
   const allocV1 = (dev: PciDevice, flags: number): AmdDomain => {
+    if (hatdis) throw new IommuError('EOPNOTSUPP', 'amd: HATDis, no host (v1) page table')
     const iommu = stateOf(dev).iommu
     const hats = Number((iommu.hw.efr >> Efr.HATS_SHIFT) & 3n)
     const id = allocDomainId()
@@ -547,7 +559,12 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
       machineRef = ctx.machine
       const config = (ctx.config as AmdIommuHwConfig | undefined) ?? options.hw ?? {}
       const mem = ctx.machine.memory
-      const walker = amdv1Walker(ctx.machine, config.efr ?? DEFAULT_EFR)
+      const efr = config.efr ?? DEFAULT_EFR
+      // init_iommu_one / early_amd_iommu_init: the IVHD attribute, or HATS = 11b.
+      if (config.ivhdHatdis || (iommus.length === 0 && ((efr >> Efr.HATS_SHIFT) & 3n) === 3n)) {
+        hatdis = true
+      }
+      const walker = amdv1Walker(ctx.machine, efr)
       const hw = new AmdIommuHw(ctx.machine, `amd-iommu${ctx.index}`, walker, config)
       // init.c: device table, command buffer, event log, completion-wait semaphore.
       const devTablePa =
@@ -625,7 +642,12 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
           throw new IommuError('EOPNOTSUPP', 'amd: v2 (PASID) page tables are not modelled')
         }
         if (wantDirty && !hdSupport(iommu)) {
-          throw new IommuError('EOPNOTSUPP', 'amd: no HDSup')
+          throw new IommuError('EOPNOTSUPP', 'amd: no HDSup (or HATDis)')
+        }
+        // No flags: the v1 default, then v2, which the model does not have (the kernel
+        // allocates a v2 table here when the IOMMU has GTSup and GIoSup).
+        if (flags === 0 && hatdis) {
+          throw new IommuError('EOPNOTSUPP', 'amd: HATDis, and v2 page tables are not modelled')
         }
         const efr = iommu.hw.efr
         if (wantParent && !(efr & Efr.GT && efr & Efr.GIOSUP && iommu.hw.efr2 & Efr2.GCR3TRPMODE)) {
@@ -638,6 +660,10 @@ export function amd(options: AmdOptions = {}): Driver<AmdCaps> {
         const hw = dev.unit
         const iommu = iommus.find((i) => i.hw === hw)
         if (iommu === undefined || dev.iommu === null) throw new IommuError('ENODEV', dev.name)
+        // PD_MODE_NONE: HATDis without v2 support leaves no DMA translation at all.
+        if (hatdis && !v2Supported()) {
+          throw new IommuError('ENODEV', `${dev.name}: HATDis and no v2 page table support`)
+        }
         const dd: DevData = { devid: dev.rid, iommu, domain: null, atsEnabled: false }
         dev.iommu.priv = dd
         completionWait(iommu)

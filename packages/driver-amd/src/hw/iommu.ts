@@ -159,6 +159,12 @@ export interface AmdIommuHwConfig {
   readonly iotlbWays?: number
   /** Run the missing-invalidation detector on every cache hit (default true). */
   readonly detectStale?: boolean
+  /**
+   * The unit's IVHD (type 11h/40h) declares HATDis: firmware says host address
+   * translation is disabled. Read by the driver at init (`amd_iommu_hatdis`), as the
+   * ACPI table is, not by the hardware model. Default false.
+   */
+  readonly ivhdHatdis?: boolean
 }
 
 /** The default EFR: 6-level host tables, GT, PPR, GIoSup, HASup, HDSup, 16-bit PASIDs. */
