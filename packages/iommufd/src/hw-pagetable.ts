@@ -144,8 +144,9 @@ export function hwPagetablePut(ctx: IommufdCtx, hwpt: Hwpt): void {
  * IOAS's mappings. With `immediateAttach` the device is attached before the fill.
  *
  * @throws EOPNOTSUPP - unknown flags, DIRTY_TRACKING without the capability, FAULT_ID_VALID
- *   with NEST_PARENT, or flags/data the driver cannot take; driver, pinning and reserved
- *   range errors
+ *   with NEST_PARENT, or flags/data the driver cannot take; EINVAL - the driver reports
+ *   IOMMU_CAP_ENFORCE_CACHE_COHERENCY but cannot enforce it on the new domain; driver,
+ *   pinning and reserved range errors
  */
 export function hwptPagingAlloc(
   ctx: IommufdCtx,
@@ -182,10 +183,13 @@ export function hwptPagingAlloc(
       : core.iommuPagingDomainAllocFlags(dev, 0)
     hwpt.domain = domain
     domain.cookie = hwpt
-    // The coherency mode is fixed before any mapping.
+    // The coherency mode is fixed before any mapping (iommufd_hwpt_paging_enforce_cc).
     if (idev.enforceCacheCoherency) {
       hwpt.enforceCacheCoherency = domain.ops.enforceCacheCoherency?.(domain) ?? false
-      if (!hwpt.enforceCacheCoherency) throw new Error('enforce_cache_coherency failed (WARN)')
+      if (!hwpt.enforceCacheCoherency) {
+        // A driver bug the kernel WARNs about; the allocation fails with EINVAL.
+        throw new IommuError('EINVAL', 'enforce_cache_coherency failed on a new domain')
+      }
     }
     if (immediateAttach) hwPagetableAttach(hwpt, idev, pasid)
     try {

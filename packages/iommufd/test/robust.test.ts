@@ -3,7 +3,7 @@
  * u64 addresses beyond 2^53, argument values that are no struct at all. Each fails with
  * the errno the kernel returns in the same place, and leaves nothing pinned or charged.
  */
-import { createMachine, type Machine, type Process } from '@iommu/core'
+import { createMachine, IommuCap, type Machine, type PciDevice, type Process } from '@iommu/core'
 import { MOCK_APERTURE_START, mockIommu } from '@iommu/core/testing'
 import { describe, expect, it } from 'vitest'
 import {
@@ -268,5 +268,27 @@ describe('a mock device destroyed with a PASID attached', () => {
       expect(w.m.devices.length).toBe(0)
       nothingPinned(w)
     }
+  })
+})
+
+describe('a driver that claims IOMMU_CAP_ENFORCE_CACHE_COHERENCY but cannot enforce it', () => {
+  it('fails the new HWPT with EINVAL (iommufd_hwpt_paging_enforce_cc) and leaves nothing', () => {
+    const w = world()
+    const core = w.m.iommu
+    const capable = core.deviceIommuCapable.bind(core)
+    // The mock has no enforce_cache_coherency op: claiming the capability is the bug.
+    Object.defineProperty(core, 'deviceIommuCapable', {
+      value: (dev: PciDevice, cap: IommuCap) =>
+        cap === IommuCap.ENFORCE_CACHE_COHERENCY || capable(dev, cap),
+    })
+    const ioas = ioasAlloc(w.fd)
+    ioasMap(w.fd, ioas, w.buf, BUF, MOCK_APERTURE_START)
+    const idev = w.fd.bindDevice(w.m.addPciDevice())
+    expectErrno('EINVAL', () => hwptAlloc(w.fd, idev.id, ioas, 0))
+    expectErrno('EINVAL', () => idev.attach(ioas))
+    idev.unbind()
+    w.fd.close()
+    expect(w.fd.ctx.released).toBe(true)
+    nothingPinned(w)
   })
 })
