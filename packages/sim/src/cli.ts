@@ -1,190 +1,479 @@
 /**
- * The `iommu-sim` command line.
+ * The `iommu-sim` command line. Every option is a row of {@link OPTIONS}: its parser,
+ * bounds and help line come from there, and the checks across options follow in
+ * {@link optionsFromArgs}. A usage error is one line on stderr and exit status 2, before
+ * any work.
  *
  * @module
  */
 
-import { writeFileSync } from 'node:fs'
+import { closeSync, existsSync, openSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { totalmem } from 'node:os'
 import { parseArgs } from 'node:util'
 import cliProgress from 'cli-progress'
 import {
   defaultOptions,
+  estimateRun,
   IOMMU_MODELS,
+  IOPTE_MODES,
+  type IommuModel,
   type IopteMode,
-  isIommuModel,
   type MigrateOptions,
   migrate,
 } from './migrate.ts'
 import { formatBytes, formatRounds, formatTotals, toJson, toSvg, verified } from './report.ts'
 
-const USAGE = `Usage: iommu-sim migrate [options]
+const MIB = 2 ** 20
+const GIB = 2 ** 30
+const TIB = 2 ** 40
+
+/** Exit statuses, as `--help` lists them. */
+export const EXIT = { OK: 0, VERIFY_FAILED: 1, USAGE: 2 } as const
+
+/** A mistake on the command line: reported as one line, exit status 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError'
+}
+
+/** Round 0 of a run above this many device writes takes hours: refused without --force. */
+export const MAX_ROUND0_WRITES = 5e8
+
+type Kind = 'size' | 'rate' | 'int' | 'number' | 'choice' | 'flag' | 'file'
+
+/** One command-line option. */
+interface OptionSpec {
+  readonly name: string
+  readonly kind: Kind
+  readonly arg?: string
+  readonly help: string
+  readonly min?: number
+  readonly max?: number
+  readonly choices?: readonly string[]
+}
+
+/** Every option of `iommu-sim migrate`, in help order. */
+export const OPTIONS: readonly OptionSpec[] = [
+  {
+    name: 'iommu',
+    kind: 'choice',
+    arg: 'MODEL',
+    choices: IOMMU_MODELS,
+    help: `IOMMU model: ${IOMMU_MODELS.join(', ')} (default amd)`,
+  },
+  {
+    name: 'memory',
+    kind: 'size',
+    arg: 'SIZE',
+    min: 128 * MIB,
+    max: TIB,
+    help: 'guest RAM, 128M..1T, e.g. 4G, 64G (default 4G)',
+  },
+  {
+    name: 'dimm',
+    kind: 'size',
+    arg: 'SIZE',
+    min: 2 * MIB,
+    max: TIB,
+    help: 'IOAS area size: a 2M multiple dividing --memory (default min(1G, memory))',
+  },
+  {
+    name: 'iopte',
+    kind: 'choice',
+    arg: 'MODE',
+    choices: IOPTE_MODES.map((m) => m.name),
+    help: IOPTE_MODES.map((m) => `${m.name}: ${m.help}`).join('; '),
+  },
+  {
+    name: 'seed',
+    kind: 'int',
+    arg: 'N',
+    min: 0,
+    max: 2 ** 32 - 1,
+    help: 'workload seed (default 1)',
+  },
+  {
+    name: 'bandwidth',
+    kind: 'rate',
+    arg: 'RATE',
+    min: 1e6,
+    max: 1e13,
+    help: 'link rate in bit/s, 1M..10T, e.g. 10G, 25G (default 10G)',
+  },
+  {
+    name: 'max-rounds',
+    kind: 'int',
+    arg: 'N',
+    min: 1,
+    max: 10_000,
+    help: 'pre-copy round limit, round 0 included (default 30)',
+  },
+  {
+    name: 'max-downtime',
+    kind: 'number',
+    arg: 'S',
+    min: 0,
+    max: 3600,
+    help: 'converge when the rest fits in S seconds (default 0.1)',
+  },
+  {
+    name: 'ring',
+    kind: 'size',
+    arg: 'SIZE',
+    min: 0,
+    max: TIB,
+    help: 'device ring buffer size, 4K multiple, at most --memory (default 64M)',
+  },
+  {
+    name: 'ring-rate',
+    kind: 'number',
+    arg: 'N',
+    min: 0,
+    max: 1e8,
+    help: 'ring writes per simulated second (default 100000)',
+  },
+  {
+    name: 'random-rate',
+    kind: 'number',
+    arg: 'N',
+    min: 0,
+    max: 1e8,
+    help: 'random writes per simulated second (default 80000)',
+  },
+  {
+    name: 'locality',
+    kind: 'number',
+    arg: 'F',
+    min: 0,
+    max: 1,
+    help: 'share of random writes into the hot set, 0..1 (default 0.98)',
+  },
+  {
+    name: 'hot-set',
+    kind: 'size',
+    arg: 'SIZE',
+    min: 0,
+    max: TIB,
+    help: 'hot set size, at most --memory (default 256M)',
+  },
+  {
+    name: 'unplug-round',
+    kind: 'int',
+    arg: 'N',
+    min: 0,
+    max: 9_999,
+    help: 'hot-unplug the last DIMM during pre-copy round N (< --max-rounds, 2+ DIMMs)',
+  },
+  {
+    name: 'break-tracker',
+    kind: 'flag',
+    help: 'never enable dirty tracking (verification must then fail)',
+  },
+  {
+    name: 'no-detector',
+    kind: 'flag',
+    help: "skip the AMD model's missing-invalidation detector (faster)",
+  },
+  { name: 'json', kind: 'file', arg: 'FILE', help: 'write every figure as JSON' },
+  { name: 'svg', kind: 'file', arg: 'FILE', help: 'write a chart of dirty pages per round' },
+  {
+    name: 'force',
+    kind: 'flag',
+    help: 'run even if the estimate says the host memory is too small or round 0 too long',
+  },
+  { name: 'no-progress', kind: 'flag', help: 'no progress bar (it is shown only on a TTY anyway)' },
+]
+
+function usageText(): string {
+  const rows: (readonly [string, string])[] = OPTIONS.map((o) => [
+    `  --${o.name}${o.arg ? ` ${o.arg}` : ''}`,
+    o.help,
+  ])
+  rows.push(['  -h, --help', 'this text'])
+  const w = Math.max(...rows.map(([l]) => l.length)) + 2
+  return `Usage: iommu-sim migrate [options]
 
 Live-migrate a VM with a passthrough device over the IOMMU model: pre-copy rounds driven by
 IOMMU_HWPT_GET_DIRTY_BITMAP, then stop-and-copy, then a page-for-page verification.
-Exits 0 when the destination equals the source, 1 when it does not, 2 on bad options.
 
 Options:
-  --iommu MODEL         IOMMU model: ${IOMMU_MODELS.join(' | ')} (default amd)
-  --memory SIZE         guest RAM, e.g. 4G, 64G (default 4G)
-  --dimm SIZE           IOAS area size; guest RAM is whole DIMMs (default min(1G, memory))
-  --iopte MODE          4k | 2m | split (2M mapped, split to 4K while tracking, merged after)
-  --seed N              workload seed (default 1)
-  --bandwidth RATE      link rate in bit/s, e.g. 10G, 25G (default 10G)
-  --max-rounds N        pre-copy round limit, round 0 included (default 30)
-  --max-downtime S      converge when the rest fits in S seconds (default 0.1)
-  --ring SIZE           device ring buffer size (default 64M)
-  --ring-rate N         ring writes per simulated second (default 100000)
-  --random-rate N       random writes per simulated second (default 80000)
-  --locality F          share of random writes into the hot set, 0..1 (default 0.98)
-  --hot-set SIZE        hot set size (default 256M)
-  --unplug-round N      hot-unplug the last DIMM during pre-copy round N
-  --break-tracker       never enable dirty tracking (verification must then fail)
-  --no-detector         skip the AMD model's missing-invalidation detector (faster)
-  --json FILE           write every figure as JSON
-  --svg FILE            write a chart of dirty pages per round
-  --no-progress         no progress bar (it is shown only on a TTY anyway)
-  -h, --help            this text
-`
+${rows.map(([l, h]) => `${l.padEnd(w)}${h}`).join('\n')}
 
-/** Parse a size like `4G`, `512M`, `65536`. */
+Exit status:
+  ${EXIT.OK}  the destination equals the source
+  ${EXIT.VERIFY_FAILED}  verification failed: pages differ
+  ${EXIT.USAGE}  bad options or an output file that cannot be written (one line on stderr, no work done)
+`
+}
+
+/** Parse a size like `4G`, `512M`, `65536`, `1.5G` (binary units) into whole bytes. */
 export function parseSize(s: string): number {
   const m = /^(\d+(?:\.\d+)?)([KMGT]?)(i?B?)?$/i.exec(s.trim())
-  if (m === null) throw new RangeError(`bad size '${s}'`)
+  if (m === null) throw new UsageError(`bad size '${s}' (e.g. 512M, 4G, 1T)`)
   const mult = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[
     (m[2] ?? '').toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'
   ]
   return Math.round(Number(m[1]) * mult)
 }
 
-/** Parse a rate like `10G` (bit/s, decimal). */
+/** Parse a rate like `10G` (bit/s, decimal units). */
 export function parseRate(s: string): number {
   const m = /^(\d+(?:\.\d+)?)([KMGT]?)$/i.exec(s.trim())
-  if (m === null) throw new RangeError(`bad rate '${s}'`)
+  if (m === null) throw new UsageError(`bad rate '${s}' (e.g. 100M, 10G)`)
   const mult = { '': 1, K: 1e3, M: 1e6, G: 1e9, T: 1e12 }[
     (m[2] ?? '').toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'
   ]
   return Number(m[1]) * mult
 }
 
-function number(name: string, v: string, min: number, max: number): number {
-  const n = Number(v)
-  if (!Number.isFinite(n) || n < min || n > max) {
-    throw new RangeError(`--${name} must be between ${min} and ${max}: '${v}'`)
+/** `10G`-style decimal units of a rate. */
+function formatRate(x: number): string {
+  for (const [u, m] of [
+    ['T', 1e12],
+    ['G', 1e9],
+    ['M', 1e6],
+    ['K', 1e3],
+  ] as const) {
+    if (x >= m) return `${x / m}${u}`
   }
-  return n
+  return String(x)
 }
 
-/** Turn `migrate` arguments into options (throws RangeError on bad input). */
-export function optionsFromArgs(args: string[]): {
-  options: MigrateOptions
-  json: string | null
-  svg: string | null
-  progress: boolean
-} {
-  const { values } = parseArgs({
-    args,
-    strict: true,
-    options: {
-      iommu: { type: 'string' },
-      memory: { type: 'string' },
-      dimm: { type: 'string' },
-      iopte: { type: 'string' },
-      seed: { type: 'string' },
-      bandwidth: { type: 'string' },
-      'max-rounds': { type: 'string' },
-      'max-downtime': { type: 'string' },
-      ring: { type: 'string' },
-      'ring-rate': { type: 'string' },
-      'random-rate': { type: 'string' },
-      locality: { type: 'string' },
-      'hot-set': { type: 'string' },
-      'unplug-round': { type: 'string' },
-      'break-tracker': { type: 'boolean' },
-      'no-detector': { type: 'boolean' },
-      json: { type: 'string' },
-      svg: { type: 'string' },
-      'no-progress': { type: 'boolean' },
-    },
-  })
-  const iommu = values.iommu ?? 'amd'
-  if (!isIommuModel(iommu)) {
-    throw new RangeError(
-      `--iommu: unknown IOMMU model '${iommu}' (models: ${IOMMU_MODELS.join(', ')})`,
+/** One option's value, parsed and range-checked as its row says. */
+function parseValue(o: OptionSpec, raw: string): number | string {
+  let v: number
+  switch (o.kind) {
+    case 'choice':
+      if (!(o.choices ?? []).includes(raw)) {
+        throw new UsageError(`--${o.name} must be one of ${(o.choices ?? []).join(', ')}: '${raw}'`)
+      }
+      return raw
+    case 'file':
+      return raw
+    case 'size':
+      v = parseSize(raw)
+      break
+    case 'rate':
+      v = parseRate(raw)
+      break
+    default:
+      v = raw.trim() === '' ? Number.NaN : Number(raw)
+      if (o.kind === 'int' && !Number.isInteger(v)) {
+        throw new UsageError(`--${o.name} must be an integer: '${raw}'`)
+      }
+  }
+  if (!Number.isFinite(v) || v < (o.min ?? -Infinity) || v > (o.max ?? Infinity)) {
+    const fmt = (x: number) =>
+      o.kind === 'size' && x >= MIB
+        ? formatBytes(x)
+        : o.kind === 'rate'
+          ? `${formatRate(x)}bit/s`
+          : String(x)
+    throw new UsageError(
+      `--${o.name} must be between ${fmt(o.min ?? 0)} and ${fmt(o.max ?? 0)}: '${raw}'`,
     )
   }
-  const iopte = (values.iopte ?? '4k') as IopteMode
-  if (!['4k', '2m', 'split'].includes(iopte))
-    throw new RangeError('--iopte must be 4k, 2m or split')
-  const memoryBytes = values.memory ? parseSize(values.memory) : 4 * 2 ** 30
-  if (memoryBytes < 2 ** 27 || memoryBytes > 2 ** 40) {
-    throw new RangeError('--memory must be between 128M and 1T')
+  return v
+}
+
+/** What the host offers a run; injectable for tests. */
+export interface HostInfo {
+  /** Bytes of memory the process may use. */
+  readonly memoryBytes: number
+}
+
+/**
+ * The host's memory: `os.totalmem()`, or `IOMMU_SIM_HOST_MEMORY` (a size such as `24G`)
+ * when set, so that tests see the same host everywhere.
+ */
+export function hostInfo(env: NodeJS.ProcessEnv = process.env): HostInfo {
+  const forced = env.IOMMU_SIM_HOST_MEMORY
+  return { memoryBytes: forced === undefined ? totalmem() : parseSize(forced) }
+}
+
+/**
+ * Why `path` cannot be written, or null when it can: an existing file is opened for
+ * writing without truncating it; a new one is created and removed again.
+ */
+function unwritable(path: string): string | null {
+  try {
+    if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) return 'is a directory'
+    if (existsSync(path)) {
+      closeSync(openSync(path, 'r+'))
+    } else {
+      closeSync(openSync(path, 'wx'))
+      unlinkSync(path)
+    }
+    return null
+  } catch (e) {
+    // "ENOENT: no such file or directory, open 'x'" → its first part.
+    return ((e as Error).message ?? String(e)).split(',')[0] ?? String(e)
   }
+}
+
+/** The parsed command line of `iommu-sim migrate`. */
+export interface ParsedArgs {
+  readonly options: MigrateOptions
+  readonly json: string | null
+  readonly svg: string | null
+  readonly progress: boolean
+}
+
+/**
+ * Turn `migrate` arguments into options, checking every value and the combinations
+ * before anything runs.
+ *
+ * @throws UsageError - the first problem, as one line
+ */
+export function optionsFromArgs(args: string[], host: HostInfo = hostInfo()): ParsedArgs {
+  let values: Record<string, string | boolean | undefined>
+  try {
+    values = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: Object.fromEntries(
+        OPTIONS.map((o) => [o.name, { type: o.kind === 'flag' ? 'boolean' : 'string' } as const]),
+      ),
+    }).values
+  } catch (e) {
+    // node:util's messages: a missing value reads as "argument missing" or "ambiguous".
+    const msg = (e as Error).message
+    const name = /'(--[\w-]+)/.exec(msg)?.[1]
+    if (name !== undefined && /argument (missing|is ambiguous)/.test(msg)) {
+      throw new UsageError(`${name} needs a value`)
+    }
+    const unknown = /^Unknown option '([^']+)'/.exec(msg)?.[1]
+    if (unknown !== undefined) throw new UsageError(`unknown option ${unknown} (--help)`)
+    const positional = /^Unexpected argument '([^']+)'/.exec(msg)?.[1]
+    if (positional !== undefined)
+      throw new UsageError(`unexpected argument '${positional}' (--help)`)
+    throw new UsageError(msg.split('\n')[0] ?? msg)
+  }
+  const get = <T extends number | string>(name: string): T | undefined => {
+    const raw = values[name]
+    if (raw === undefined || typeof raw === 'boolean') return undefined
+    const spec = OPTIONS.find((o) => o.name === name) as OptionSpec
+    return parseValue(spec, raw) as T
+  }
+  const flag = (name: string) => values[name] === true
+
+  const iommu = get<IommuModel>('iommu') ?? 'amd'
+  const iopte = get<IopteMode>('iopte') ?? '4k'
+  const mode = IOPTE_MODES.find((m) => m.name === iopte)
+  if (mode !== undefined && !(mode.models as readonly string[]).includes(iommu)) {
+    throw new UsageError(`--iopte ${iopte} needs --iommu ${mode.models.join(' or ')}`)
+  }
+  const memoryBytes = get<number>('memory') ?? 4 * GIB
   const base = defaultOptions({ memoryBytes })
+  const dimmBytes = get<number>('dimm') ?? base.dimmBytes
+  if (dimmBytes % (2 * MIB) !== 0) {
+    throw new UsageError(`--dimm must be a multiple of 2M: ${formatBytes(dimmBytes)}`)
+  }
+  if (memoryBytes % dimmBytes !== 0) {
+    throw new UsageError(
+      `--dimm ${formatBytes(dimmBytes)} does not divide --memory ${formatBytes(memoryBytes)}`,
+    )
+  }
   const w = base.workload
-  const ringBytes = values.ring ? parseSize(values.ring) : w.ringBytes
-  const hotBytes = values['hot-set'] ? parseSize(values['hot-set']) : w.hotBytes
+  const ringBytes = get<number>('ring') ?? w.ringBytes
+  if (ringBytes % 4096 !== 0) throw new UsageError(`--ring must be a multiple of 4K: ${ringBytes}`)
+  if (ringBytes > memoryBytes) {
+    throw new UsageError(
+      `--ring ${formatBytes(ringBytes)} is larger than --memory ${formatBytes(memoryBytes)}`,
+    )
+  }
+  const hotBytes = get<number>('hot-set') ?? w.hotBytes
+  if (hotBytes > memoryBytes) {
+    throw new UsageError(
+      `--hot-set ${formatBytes(hotBytes)} is larger than --memory ${formatBytes(memoryBytes)}`,
+    )
+  }
+  const maxRounds = get<number>('max-rounds') ?? base.maxRounds
+  const unplugRound = get<number>('unplug-round') ?? null
+  if (unplugRound !== null && unplugRound >= maxRounds) {
+    throw new UsageError(
+      `--unplug-round ${unplugRound} is past the last pre-copy round (--max-rounds ${maxRounds})`,
+    )
+  }
+  if (unplugRound !== null && memoryBytes / dimmBytes < 2) {
+    throw new UsageError('--unplug-round needs at least 2 DIMMs (--dimm smaller than --memory)')
+  }
+  const json = (values.json as string | undefined) ?? null
+  const svg = (values.svg as string | undefined) ?? null
+  for (const [name, path] of [
+    ['json', json],
+    ['svg', svg],
+  ] as const) {
+    const why = path === null ? null : unwritable(path)
+    if (why !== null) throw new UsageError(`--${name} ${path}: cannot write (${why})`)
+  }
   const options: MigrateOptions = {
     ...base,
     iommu,
     iopte,
-    dimmBytes: values.dimm ? parseSize(values.dimm) : base.dimmBytes,
-    seed: values.seed ? number('seed', values.seed, 0, 2 ** 32 - 1) : base.seed,
-    bandwidth: values.bandwidth ? parseRate(values.bandwidth) / 8 : base.bandwidth,
-    maxRounds: values['max-rounds']
-      ? number('max-rounds', values['max-rounds'], 1, 10000)
-      : base.maxRounds,
-    maxDowntime: values['max-downtime']
-      ? number('max-downtime', values['max-downtime'], 0, 3600)
-      : base.maxDowntime,
+    dimmBytes,
+    seed: get<number>('seed') ?? base.seed,
+    bandwidth: (get<number>('bandwidth') ?? base.bandwidth * 8) / 8,
+    maxRounds,
+    maxDowntime: get<number>('max-downtime') ?? base.maxDowntime,
     workload: {
       ...w,
       ringBytes,
       ringOffset: Math.min(w.ringOffset, memoryBytes - ringBytes),
-      ringRate: values['ring-rate'] ? number('ring-rate', values['ring-rate'], 0, 1e8) : w.ringRate,
-      randomRate: values['random-rate']
-        ? number('random-rate', values['random-rate'], 0, 1e8)
-        : w.randomRate,
-      locality: values.locality ? number('locality', values.locality, 0, 1) : w.locality,
+      ringRate: get<number>('ring-rate') ?? w.ringRate,
+      randomRate: get<number>('random-rate') ?? w.randomRate,
+      locality: get<number>('locality') ?? w.locality,
       hotBytes,
       hotOffset: Math.min(w.hotOffset, memoryBytes - hotBytes),
     },
-    unplugRound: values['unplug-round']
-      ? number('unplug-round', values['unplug-round'], 0, 10000)
-      : null,
-    breakage: values['break-tracker'] ? 'tracking-never-enabled' : 'none',
-    detector: !values['no-detector'],
+    unplugRound,
+    breakage: flag('break-tracker') ? 'tracking-never-enabled' : 'none',
+    detector: !flag('no-detector'),
+  }
+  if (!flag('force')) {
+    const est = estimateRun(options)
+    if (est.memoryBytes > host.memoryBytes) {
+      throw new UsageError(
+        `a ${formatBytes(memoryBytes)} guest needs about ${formatBytes(est.memoryBytes)} of memory; ` +
+          `this host has ${formatBytes(host.memoryBytes)} (--force to run anyway)`,
+      )
+    }
+    if (est.round0Writes > MAX_ROUND0_WRITES) {
+      throw new UsageError(
+        `round 0 alone would simulate ${est.round0Writes.toExponential(1)} device writes ` +
+          `(copying ${formatBytes(memoryBytes)} at ${formatRate(options.bandwidth * 8)}bit/s takes ` +
+          `${(memoryBytes / options.bandwidth / 3600).toFixed(1)} h of simulated time); ` +
+          'a faster --bandwidth, a smaller --memory or lower rates, or --force',
+      )
+    }
   }
   return {
     options,
-    json: values.json ?? null,
-    svg: values.svg ?? null,
-    progress: !values['no-progress'] && process.stdout.isTTY === true,
+    json,
+    svg,
+    progress: !flag('no-progress') && process.stdout.isTTY === true,
   }
 }
 
-/** Run the CLI; returns the exit code. */
+/** Run the CLI; returns the exit status. */
 export function main(argv: string[]): number {
   const [command, ...rest] = argv
-  if (
-    command === undefined ||
-    command === '-h' ||
-    command === '--help' ||
-    rest.includes('--help') ||
-    rest.includes('-h')
-  ) {
-    process.stdout.write(USAGE)
-    return command === undefined ? 2 : 0
+  if (command === '-h' || command === '--help' || rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(usageText())
+    return EXIT.OK
   }
-  if (command !== 'migrate') {
-    process.stderr.write(`iommu-sim: unknown command '${command}'\n\n${USAGE}`)
-    return 2
+  const usage = (message: string) => {
+    process.stderr.write(`iommu-sim: ${message}\n`)
+    return EXIT.USAGE
   }
-  let parsed: ReturnType<typeof optionsFromArgs>
+  if (command === undefined) return usage('missing command: iommu-sim migrate [options] (--help)')
+  if (command !== 'migrate') return usage(`unknown command '${command}' (--help)`)
+  let parsed: ParsedArgs
   try {
     parsed = optionsFromArgs(rest)
   } catch (e) {
-    process.stderr.write(`iommu-sim: ${(e as Error).message}\n`)
-    return 2
+    if (e instanceof UsageError) return usage(e.message)
+    throw e
   }
   const { options, json, svg, progress } = parsed
   const o = options
@@ -218,7 +507,12 @@ export function main(argv: string[]): number {
     bar?.stop()
   }
   process.stdout.write(`\n${formatRounds(report.rounds)}\n\n${formatTotals(report)}\n`)
-  if (json !== null) writeFileSync(json, toJson(report))
-  if (svg !== null) writeFileSync(svg, toSvg(report))
-  return verified(report) ? 0 : 1
+  try {
+    if (json !== null) writeFileSync(json, toJson(report))
+    if (svg !== null) writeFileSync(svg, toSvg(report))
+  } catch (e) {
+    // Checked before the run; the file system changed since.
+    return usage(`cannot write the report: ${(e as Error).message}`)
+  }
+  return verified(report) ? EXIT.OK : EXIT.VERIFY_FAILED
 }

@@ -5,18 +5,36 @@
  */
 
 export { migrationChart, wantsLogScale } from './chart.ts'
-export { main, optionsFromArgs, parseRate, parseSize } from './cli.ts'
+export {
+  EXIT,
+  type HostInfo,
+  hostInfo,
+  MAX_ROUND0_WRITES,
+  main,
+  OPTIONS,
+  optionsFromArgs,
+  type ParsedArgs,
+  parseRate,
+  parseSize,
+  UsageError,
+} from './cli.ts'
 export {
   type Breakage,
   defaultOptions,
+  estimateRun,
+  GUEST_IOVA,
   IOMMU_MODELS,
+  IOPTE_MODES,
   type IommuModel,
   type IopteMode,
+  type IovaRange,
   isIommuModel,
+  layoutDimms,
   type MigrateOptions,
   migrate,
   migration,
   type RoundStep,
+  type RunEstimate,
 } from './migrate.ts'
 export {
   formatBytes,

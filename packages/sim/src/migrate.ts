@@ -31,6 +31,7 @@ import {
   IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FIXED_IOVA,
   IOMMU_IOAS_MAP_READABLE,
@@ -48,8 +49,12 @@ import { stampBytes, Workload, type WorkloadConfig } from './workload.ts'
 const PAGE = 4096
 const MIB = 1024 * 1024
 const GIB = 1024 * MIB
-/** Guest RAM starts at 4 GiB of IOVA, above the x86 MSI window (as guest physical memory does). */
-const GUEST_IOVA = 0x1_0000_0000
+/**
+ * Guest RAM starts at 4 GiB of IOVA, above the x86 MSI window (as guest physical memory
+ * does), and continues above any range the IOMMU reserves (AMD's HyperTransport hole
+ * below 1 TiB), as a VMM relocates RAM above it.
+ */
+export const GUEST_IOVA = 0x1_0000_0000
 
 /** The IOMMU models the simulator has by name. */
 export const IOMMU_MODELS = ['amd', 'mock'] as const
@@ -61,8 +66,25 @@ export function isIommuModel(name: string): name is IommuModel {
   return (IOMMU_MODELS as readonly string[]).includes(name)
 }
 
-/** IOPTE size policy. */
-export type IopteMode = '4k' | '2m' | 'split'
+/**
+ * The IOPTE size policies: a name for `--iopte`, its help, and the named IOMMU models it
+ * runs on (a policy that resizes IOPTEs needs a page-table driver). One line per policy.
+ */
+export const IOPTE_MODES = [
+  { name: '4k', help: '4 KiB IOPTEs (huge pages off in the IOAS)', models: IOMMU_MODELS },
+  { name: '2m', help: '2 MiB IOPTEs where memory allows', models: IOMMU_MODELS },
+  {
+    name: 'split',
+    help: '2 MiB mapped, split to 4 KiB while tracking, merged after',
+    models: ['amd'],
+  },
+] as const satisfies readonly {
+  readonly name: string
+  readonly help: string
+  readonly models: readonly IommuModel[]
+}[]
+/** IOPTE size policy: one of {@link IOPTE_MODES}. */
+export type IopteMode = (typeof IOPTE_MODES)[number]['name']
 
 /** How to break the tracker on purpose (verification must then fail). */
 export type Breakage = 'none' | 'tracking-never-enabled'
@@ -162,6 +184,36 @@ function iommuName(iommu: MigrateOptions['iommu']): string {
   return 'kind' in iommu ? iommu.name : iommu.driver.name
 }
 
+/** What a run will take, estimated from its options before anything is set up. */
+export interface RunEstimate {
+  /** Peak memory of the process in bytes (with a safety margin). */
+  readonly memoryBytes: number
+  /** Device DMA writes of round 0, which copies all of guest RAM while the device runs. */
+  readonly round0Writes: number
+}
+
+/**
+ * Estimate a run's peak memory and work. Per GiB of guest RAM the model holds about
+ * 14 MiB of typed arrays (the VMM's and the destination's page arrays and PFN lists, the
+ * pinned-page array, the IO page table, frame metadata for source and destination, the
+ * dirty lists); on top of that every page the device writes gets 4 KiB of data: the
+ * ring, the hot set and the scattered writes of round 0 (which lasts memory / bandwidth
+ * of simulated time), counted half again for the later rounds. Calibrated on runs of
+ * 1–64 GiB (README figures) and padded by half.
+ */
+export function estimateRun(o: MigrateOptions): RunEstimate {
+  const pages = o.memoryBytes / PAGE
+  const w = o.workload
+  const round0Seconds = o.memoryBytes / o.bandwidth
+  const scattered = w.randomRate * (1 - w.locality) * round0Seconds * 1.5
+  const written = Math.min(pages, (w.ringBytes + w.hotBytes) / PAGE + scattered)
+  const bytes = 200 * MIB + (14 * MIB * o.memoryBytes) / GIB + written * PAGE
+  return {
+    memoryBytes: Math.ceil(bytes * 1.5),
+    round0Writes: Math.ceil((w.ringRate + w.randomRate) * round0Seconds),
+  }
+}
+
 function driverFor(model: IommuModel, iopte: IopteMode): Driver {
   if (model === 'mock') {
     return iopte === '4k'
@@ -183,9 +235,70 @@ function pageTableOf(domain: IommuDomain): PageTable | null {
 }
 
 interface Dimm {
+  /** Offset in guest RAM. */
   readonly offset: number
+  /** Where the DIMM sits in the IOAS. */
+  readonly iova: number
   readonly bytes: number
   plugged: boolean
+}
+
+/** A usable IOVA range, inclusive, as IOMMU_IOAS_IOVA_RANGES reports it. */
+export interface IovaRange {
+  readonly start: bigint
+  readonly last: bigint
+}
+
+/**
+ * Place `count` DIMMs of `bytes` each in the usable IOVA ranges, in order from `from`,
+ * each DIMM whole inside one range and 2 MiB aligned, as a VMM lays guest RAM out around
+ * the holes the IOMMU reserves.
+ *
+ * @returns each DIMM's IOVA, or null when the ranges cannot hold them
+ */
+export function layoutDimms(
+  usable: readonly IovaRange[],
+  count: number,
+  bytes: number,
+  from: number = GUEST_IOVA,
+): number[] | null {
+  const size = BigInt(bytes)
+  const align = 2n * BigInt(MIB)
+  const out: number[] = []
+  let at = BigInt(from)
+  const sorted = [...usable].sort((a, b) => (a.start < b.start ? -1 : 1))
+  for (const r of sorted) {
+    if (out.length === count) break
+    if (r.last < at) continue
+    let cur = r.start > at ? r.start : at
+    cur = (cur + align - 1n) & ~(align - 1n)
+    while (out.length < count && cur + size - 1n <= r.last && cur + size - 1n < 2n ** 53n) {
+      out.push(Number(cur))
+      cur += size
+    }
+    at = cur
+  }
+  return out.length === count ? out : null
+}
+
+/** IOMMU_IOAS_IOVA_RANGES the way a VMM calls it: once for the count, once for the ranges. */
+function iovaRanges(fd: Iommufd, vmm: Process, ioas: number): IovaRange[] {
+  const cmd = { size: 32, ioas_id: ioas, num_iovas: 0, allowed_iovas: 0n }
+  try {
+    fd.ioctl(IOMMU_IOAS_IOVA_RANGES, cmd)
+  } catch (e) {
+    if (!(e instanceof IommuError && e.code === 'EMSGSIZE')) throw e
+  }
+  const n = cmd.num_iovas
+  const buf = vmm.mmap(Math.max(PAGE, n * 16))
+  fd.ioctl(IOMMU_IOAS_IOVA_RANGES, { ...cmd, num_iovas: n, allowed_iovas: BigInt(buf) })
+  const bytes = vmm.read(buf, n * 16)
+  vmm.munmap(buf, Math.max(PAGE, n * 16))
+  const v = new DataView(bytes.buffer)
+  return Array.from({ length: n }, (_, i) => ({
+    start: v.getBigUint64(i * 16, true),
+    last: v.getBigUint64(i * 16 + 8, true),
+  }))
 }
 
 /** Everything a run sets up. */
@@ -227,20 +340,7 @@ function setup(o: MigrateOptions): Rig {
       val64: 0n,
     })
   }
-  const guestVa = vmm.mmap(o.memoryBytes)
-  const dimms: Dimm[] = []
-  for (let off = 0; off < o.memoryBytes; off += o.dimmBytes) {
-    fd.ioctl(IOMMU_IOAS_MAP, {
-      size: 40,
-      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-      ioas_id: ioas,
-      __reserved: 0,
-      user_va: BigInt(guestVa + off),
-      length: BigInt(o.dimmBytes),
-      iova: BigInt(GUEST_IOVA + off),
-    })
-    dimms.push({ offset: off, bytes: o.dimmBytes, plugged: true })
-  }
+  // The device first: its reserved regions shape the IOVA space guest RAM goes into.
   const dev = m.addPciDevice({ name: 'passthrough-nic' })
   const idev = fd.bindDevice(dev)
   const hwptArg = {
@@ -256,6 +356,27 @@ function setup(o: MigrateOptions): Rig {
   }
   fd.ioctl(IOMMU_HWPT_ALLOC, hwptArg)
   idev.attach(hwptArg.out_hwpt_id)
+  const count = o.memoryBytes / o.dimmBytes
+  const iovas = layoutDimms(iovaRanges(fd, vmm, ioas), count, o.dimmBytes)
+  if (iovas === null) {
+    throw new RangeError(`${count} DIMMs of ${o.dimmBytes} bytes do not fit the usable IOVA space`)
+  }
+  const guestVa = vmm.mmap(o.memoryBytes)
+  const dimms: Dimm[] = []
+  for (let i = 0; i < count; i++) {
+    const offset = i * o.dimmBytes
+    const iova = iovas[i] as number
+    fd.ioctl(IOMMU_IOAS_MAP, {
+      size: 40,
+      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+      ioas_id: ioas,
+      __reserved: 0,
+      user_va: BigInt(guestVa + offset),
+      length: BigInt(o.dimmBytes),
+      iova: BigInt(iova),
+    })
+    dimms.push({ offset, iova, bytes: o.dimmBytes, plugged: true })
+  }
   // The VMM's view of guest RAM (source) and the destination VM's RAM.
   const srcPfns = new Int32Array(pages)
   vmm.pageFrames(guestVa, pages, true, srcPfns)
@@ -293,16 +414,18 @@ function resizeIoptes(r: Rig, mode: 'split' | 'merge', o: MigrateOptions): numbe
   }
   const gather = new IotlbGather()
   let changed = 0
-  for (let off = 0; off < o.memoryBytes; off += 2 * MIB) {
-    const iova = BigInt(GUEST_IOVA + off)
-    if (mode === 'split') {
-      // A 2 MiB leaf splits into 512 leaves of 4 KiB.
-      if (pt.split(iova, gather) > 0n) changed++
-    } else if (pt.merge(iova, BigInt(2 * MIB), gather) > 0n) {
-      changed++
+  for (const d of r.dimms) {
+    for (let off = 0; off < d.bytes; off += 2 * MIB) {
+      const iova = BigInt(d.iova + off)
+      if (mode === 'split') {
+        // A 2 MiB leaf splits into 512 leaves of 4 KiB.
+        if (pt.split(iova, gather) > 0n) changed++
+      } else if (pt.merge(iova, BigInt(2 * MIB), gather) > 0n) {
+        changed++
+      }
+      if (gather.freelist.length > 64 || changed % 4096 === 4095)
+        r.m.iommu.iommuIotlbSync(domain, gather)
     }
-    if (gather.freelist.length > 64 || changed % 4096 === 4095)
-      r.m.iommu.iommuIotlbSync(domain, gather)
   }
   r.m.iommu.iommuIotlbSync(domain, gather)
   return changed
@@ -315,7 +438,7 @@ function readDimmBitmap(r: Rig, dimm: Dimm, flags: number): void {
     hwpt_id: r.hwpt,
     flags,
     __reserved: 0,
-    iova: BigInt(GUEST_IOVA + dimm.offset),
+    iova: BigInt(dimm.iova),
     length: BigInt(dimm.bytes),
     page_size: BigInt(PAGE),
     data: BigInt(r.bitmapVa + dimm.offset / PAGE / 8),
@@ -406,7 +529,10 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
     workload.run(
       seconds,
       (w) => {
-        dev.dma.write(GUEST_IOVA + w.offset, stampBytes(buf, w.length, w.stamp, w.offset))
+        const data = stampBytes(buf, w.length, w.stamp, w.offset)
+        // A write never crosses a page, so never a DIMM: one DIMM holds it.
+        const d = r.dimms[Math.floor(w.offset / o.dimmBytes)] as Dimm
+        dev.dma.write(d.iova + (w.offset - d.offset), data)
         writes++
       },
       excluded,
@@ -585,7 +711,7 @@ function hotUnplug(
   r.fd.ioctl(IOMMU_IOAS_UNMAP, {
     size: 24,
     ioas_id: r.ioas,
-    iova: BigInt(GUEST_IOVA + dimm.offset),
+    iova: BigInt(dimm.iova),
     length: BigInt(dimm.bytes),
   })
   r.vmm.munmap(r.guestVa + dimm.offset, dimm.bytes)

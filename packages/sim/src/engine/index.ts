@@ -10,14 +10,20 @@ export { migrationChart, wantsLogScale } from '../chart.ts'
 export {
   type Breakage,
   defaultOptions,
+  estimateRun,
+  GUEST_IOVA,
   IOMMU_MODELS,
+  IOPTE_MODES,
   type IommuModel,
   type IopteMode,
+  type IovaRange,
   isIommuModel,
+  layoutDimms,
   type MigrateOptions,
   migrate,
   migration,
   type RoundStep,
+  type RunEstimate,
 } from '../migrate.ts'
 export {
   formatBytes,
