@@ -22,20 +22,27 @@ import {
   ObjType,
   openIommufd,
 } from '../src/index.ts'
-import { runUapiFuzz } from '../src/testing/index.ts'
-import { IOMMU_TEST_OP_PASID_ATTACH, MOCK_FLAGS_DEVICE_PASID } from '../src/uapi/index.ts'
 import {
-  errnoOf,
+  _testCmdMockDomain,
+  _testCmdMockDomainFlags,
+  _testCmdMockDomainReplace,
+  _testIoctlIoasAlloc,
   expectErrno,
-  hwptAlloc,
-  ioasAlloc,
-  ioasMap,
-  ioasMapFile,
-  mockDomain,
-  mockDomainReplace,
   PAGE_SIZE,
-  RW,
-} from './helpers.ts'
+  runUapiFuzz,
+} from '../src/testing/index.ts'
+import { IOMMU_TEST_OP_PASID_ATTACH, MOCK_FLAGS_DEVICE_PASID } from '../src/uapi/index.ts'
+import { errnoOf, hwptAlloc, ioasMap, ioasMapFile, RW } from './helpers.ts'
+
+const ioasAlloc = _testIoctlIoasAlloc
+const mockDomainReplace = _testCmdMockDomainReplace
+
+/** A mock device on `ptId` (IOMMU_TEST_OP_MOCK_DOMAIN[_FLAGS]). */
+function mockDomain(fd: Iommufd, ptId: number, flags?: number) {
+  const r =
+    flags === undefined ? _testCmdMockDomain(fd, ptId) : _testCmdMockDomainFlags(fd, ptId, flags)
+  return { stdevId: r.stdev_id, hwptId: r.hwpt_id, idevId: r.idev_id }
+}
 
 const U64_MAX = 0xffff_ffff_ffff_ffffn
 const HUGE = 1n << 52n

@@ -16,6 +16,13 @@
  */
 
 export {
+  runUapiFuzz,
+  type UapiFuzzOptions,
+  type UapiFuzzProblem,
+  type UapiFuzzReport,
+  type UapiFuzzTarget,
+} from './fuzz.ts'
+export {
   assertEq,
   BUFFER_SIZE,
   BUFFER_VA,
@@ -74,10 +81,3 @@ export {
   type TestF,
 } from './harness.ts'
 export * from './utils.ts'
-export {
-  runUapiFuzz,
-  type UapiFuzzOptions,
-  type UapiFuzzProblem,
-  type UapiFuzzReport,
-  type UapiFuzzTarget,
-} from './fuzz.ts'
