@@ -81,7 +81,13 @@ abstract class EventqFile implements FdFile {
    * @throws the read's errno
    */
   readBytes(count: number): Uint8Array {
-    const b = new Uint8Array(count)
+    if (!Number.isSafeInteger(count) || count < 0) throw new IommuError('EINVAL', 'count')
+    let b: Uint8Array
+    try {
+      b = new Uint8Array(count)
+    } catch {
+      throw new IommuError('ENOMEM', `${count}-byte buffer`)
+    }
     return b.subarray(0, this.read(bytesBuffer(b), count))
   }
 

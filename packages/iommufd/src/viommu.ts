@@ -309,7 +309,15 @@ function hwQueueAllocPhys(
   if (viommu.ctx.machine.faults.shouldFail('iommufd:hw_queue_pages')) {
     throw new IommuError('ENOMEM', 'page array')
   }
-  const pfns = new Int32Array(npages)
+  // kvzalloc of npages page pointers: kvmalloc refuses more than INT_MAX bytes (NULL,
+  // ENOMEM), so a length far past anything mappable never sizes an array.
+  if (npages * 8 > 0x7fff_ffff) throw new IommuError('ENOMEM', `page array of ${npages} pages`)
+  let pfns: Int32Array
+  try {
+    pfns = new Int32Array(npages)
+  } catch {
+    throw new IommuError('ENOMEM', `page array of ${npages} pages`)
+  }
   const access = iommufdAccessCreateInternal(viommu.ctx)
   try {
     access.attachInternal(viommu.hwpt.ioas)

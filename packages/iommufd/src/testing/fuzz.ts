@@ -27,18 +27,23 @@ import {
   FRAME_SIZE,
   type IommuDomain,
   IommuError,
+  MAP_SHARED,
   type Machine,
   type PciDevice,
   PROT_READ,
+  PROT_WRITE,
   type Process,
 } from '@iommu/core'
 import {
+  IOMMU_HW_QUEUE_TYPE_SELFTEST,
   IOMMU_HWPT_DATA_SELFTEST,
   IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+  IOMMU_VEVENTQ_TYPE_SELFTEST,
+  IOMMU_VIOMMU_TYPE_SELFTEST,
   MOCK_APERTURE_START,
 } from '@iommu/core/testing'
 import type { IommufdDevice } from '../device.ts'
-import { fdClose, fdGet, fdInstall } from '../fd-table.ts'
+import { fdClose, fdGet, fdInstall, fdPoll, fdRead, fdWrite } from '../fd-table.ts'
 import { HwptPaging } from '../hw-pagetable.ts'
 import type { IoptArea } from '../io-pagetable.ts'
 import { type Iommufd, openIommufd } from '../iommufd.ts'
@@ -88,6 +93,8 @@ import {
   IOMMU_TEST_OP_PASID_DETACH,
   IOMMU_TEST_OP_PASID_REPLACE,
   IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
+  IOMMU_TEST_OP_TRIGGER_IOPF,
+  IOMMU_TEST_OP_TRIGGER_VEVENT,
   IOMMU_VDEVICE_ALLOC,
   IOMMU_VEVENTQ_ALLOC,
   IOMMU_VFIO_IOAS,
@@ -183,6 +190,8 @@ export interface UapiFuzzReport {
   ops: number
   worlds: number
   ioctls: number
+  /** Per command (`@mem` when passed by address): calls, and how many returned 0. */
+  readonly byCommand: Record<string, { calls: number; ok: number }>
   /** ioctls that returned 0. */
   succeeded: number
   /** Failures by errno name, over ioctls and the other public APIs. */
@@ -252,6 +261,11 @@ interface World {
   readonly stdevs: number[]
   readonly accessFds: number[]
   readonly accessItems: { fd: number; id: number }[]
+  readonly viommus: number[]
+  readonly faults: number[]
+  /** Fault-queue and vEVENTQ fds, and iommufd mmaps (address, length). */
+  readonly eventFds: number[]
+  readonly mmaps: { va: number; length: number }[]
   readonly maps: { ioas: number; iova: bigint; length: bigint }[]
   readonly dirty: Map<HwptPaging, DirtyRecord>
 }
@@ -303,6 +317,7 @@ class Fuzzer {
       ops: 0,
       worlds: 0,
       ioctls: 0,
+      byCommand: {},
       succeeded: 0,
       errnos: {},
       dmaWrites: 0,
@@ -334,6 +349,7 @@ class Fuzzer {
       if (w === undefined) break
       const end = Math.min(this.#total, this.#op + this.#opsPerWorld)
       if (this.#r.chance(0.85)) this.#vmSetup(w)
+      if (this.#r.chance(0.4)) this.#nestSetup(w)
       for (; this.#op < end; this.#op++) {
         this.#outcome = 'ok'
         this.#step(w)
@@ -444,6 +460,10 @@ class Fuzzer {
       stdevs: [],
       accessFds: [],
       accessItems: [],
+      viommus: [],
+      faults: [],
+      eventFds: [],
+      mmaps: [],
       maps: [],
       dirty: new Map(),
     }
@@ -456,8 +476,10 @@ class Fuzzer {
     try {
       w.m.faults.disarm()
       for (const idev of w.idevs) this.#guard('unbind', () => idev.unbind(), w.index)
-      // Exit closes every fd: access fds the fuzz lost track of (an output cut by a
-      // short `size`) as well as the iommufd and the memfd.
+      // Exit unmaps the iommufd's MMIO mappings and closes every fd: access and event
+      // fds the fuzz lost track of (an output cut by a short `size`) as well as the
+      // iommufd and the memfd.
+      for (const m of w.mmaps) w.proc.munmap(m.va, m.length)
       for (const p of [w.proc, w.other]) {
         for (let fd = 3; fd < 1024; fd++) if (fdGet(p, fd) !== undefined) fdClose(p, fd)
       }
@@ -538,6 +560,93 @@ class Fuzzer {
     }
   }
 
+  /**
+   * The vIOMMU family, well-formed, on a selftest mock device (nothing succeeds on other
+   * drivers, which is fine): a nest parent, a vIOMMU, a vDEVICE, a vEVENTQ, a fault queue,
+   * a nested HWPT and a HW queue, so that random operations meet live objects.
+   */
+  #nestSetup(w: World): void {
+    const ioas = w.ioas[0]
+    const map = w.maps[0]
+    if (ioas === undefined) return
+    const md = {
+      size: 72,
+      op: IOMMU_TEST_OP_MOCK_DOMAIN,
+      id: ioas,
+      mock_domain: { out_stdev_id: 0, out_hwpt_id: 0, out_idev_id: 0 },
+    }
+    if (!this.#issue(w, IOMMU_TEST_CMD, md, 'IOMMU_TEST_CMD')) return
+    this.testCmdDone(w, md)
+    const dev = md.mock_domain.out_idev_id
+    const parent = {
+      size: 48,
+      flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
+      dev_id: dev,
+      pt_id: ioas,
+      out_hwpt_id: 0,
+    }
+    if (!this.#issue(w, IOMMU_HWPT_ALLOC, parent, 'IOMMU_HWPT_ALLOC')) return
+    this.#addId(w, w.hwpts, parent.out_hwpt_id)
+    const viommu = {
+      size: 40,
+      type: IOMMU_VIOMMU_TYPE_SELFTEST,
+      dev_id: dev,
+      hwpt_id: parent.out_hwpt_id,
+      out_viommu_id: 0,
+    }
+    if (!this.#issue(w, IOMMU_VIOMMU_ALLOC, viommu, 'IOMMU_VIOMMU_ALLOC')) return
+    const v = viommu.out_viommu_id
+    this.#addId(w, w.viommus, v)
+    const vdev = { size: 24, viommu_id: v, dev_id: dev, virt_id: 1n, out_vdevice_id: 0 }
+    if (this.#issue(w, IOMMU_VDEVICE_ALLOC, vdev, 'IOMMU_VDEVICE_ALLOC')) {
+      this.#addId(w, w.ids, vdev.out_vdevice_id)
+    }
+    const q = {
+      size: 32,
+      viommu_id: v,
+      type: IOMMU_VEVENTQ_TYPE_SELFTEST,
+      veventq_depth: 4,
+      out_veventq_id: 0,
+      out_veventq_fd: 0,
+    }
+    if (this.#issue(w, IOMMU_VEVENTQ_ALLOC, q, 'IOMMU_VEVENTQ_ALLOC'))
+      this.#addFile(w, q.out_veventq_fd)
+    const fault = { size: 16, flags: 0, out_fault_id: 0, out_fault_fd: 0 }
+    if (this.#issue(w, IOMMU_FAULT_QUEUE_ALLOC, fault, 'IOMMU_FAULT_QUEUE_ALLOC')) {
+      this.#addId(w, w.faults, fault.out_fault_id)
+      this.#addFile(w, fault.out_fault_fd)
+    }
+    w.proc.write(w.scratch, new Uint8Array(8))
+    const nested = {
+      size: 48,
+      flags: fault.out_fault_id ? IOMMU_HWPT_FAULT_ID_VALID : 0,
+      dev_id: dev,
+      pt_id: v,
+      data_type: IOMMU_HWPT_DATA_SELFTEST,
+      data_len: 8,
+      data_uptr: BigInt(w.scratch),
+      fault_id: fault.out_fault_id,
+      out_hwpt_id: 0,
+    }
+    if (this.#issue(w, IOMMU_HWPT_ALLOC, nested, 'IOMMU_HWPT_ALLOC')) {
+      this.#addId(w, w.hwpts, nested.out_hwpt_id)
+    }
+    if (map !== undefined) {
+      const hwq = {
+        size: 40,
+        viommu_id: v,
+        type: IOMMU_HW_QUEUE_TYPE_SELFTEST,
+        index: 0,
+        nesting_parent_iova: map.iova,
+        length: BigInt(FRAME_SIZE),
+        out_hw_queue_id: 0,
+      }
+      if (this.#issue(w, IOMMU_HW_QUEUE_ALLOC, hwq, 'IOMMU_HW_QUEUE_ALLOC')) {
+        this.#addId(w, w.ids, hwq.out_hw_queue_id)
+      }
+    }
+  }
+
   // ---------------------------------------------------------------- one step
 
   #step(w: World): void {
@@ -549,6 +658,7 @@ class Fuzzer {
       [14, () => this.#dma(w)],
       [8, () => this.#dirtyRead(w)],
       [6, () => this.#deviceOp(w)],
+      [3, () => this.#fileOp(w)],
       [3, () => this.#addressSpaceOp(w)],
     ])
     // A few operations run with an allocation failure injected somewhere inside.
@@ -576,10 +686,13 @@ class Fuzzer {
   #issue(w: World, cmd: number, arg: unknown, name: string, fd: Iommufd = w.fd): boolean {
     this.#what = `${name} ${describe(arg)}`
     this.report.ioctls++
+    const stat = (this.report.byCommand[name] ??= { calls: 0, ok: 0 })
+    stat.calls++
     try {
       const rc = this.#armed(w, () => fd.ioctl(cmd as never, arg))
       if (rc !== 0) this.#problem('exception', w.index, `ioctl returned ${String(rc)}`)
       this.report.succeeded++
+      stat.ok++
       return true
     } catch (e) {
       this.#classify(e, true, w.index)
@@ -1014,10 +1127,15 @@ class Fuzzer {
             [1, IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING],
           ]),
           dev_id: this.#someId(w, w.devIds),
-          pt_id: nested ? this.#someId(w, w.hwpts) : this.#someId(w, w.ioas),
+          pt_id: !nested
+            ? this.#someId(w, w.ioas)
+            : r.chance(0.5)
+              ? this.#someId(w, w.viommus)
+              : this.#someId(w, w.hwpts),
           data_type: nested ? IOMMU_HWPT_DATA_SELFTEST : 0,
           data_len: dataLen,
           data_uptr: nested ? BigInt(w.scratch) : 0n,
+          fault_id: this.#someId(w, w.faults),
         }
       },
       function (w, a) {
@@ -1083,30 +1201,45 @@ class Fuzzer {
       IOMMU_FAULT_QUEUE_ALLOC,
       IOMMU_FAULT_ALLOC_LAYOUT,
       () => ({ size: 16, flags: 0 }),
-      null,
+      function (w, a) {
+        this.#addId(w, w.faults, a.out_fault_id)
+        this.#addFile(w, a.out_fault_fd)
+      },
     ],
     [
       'IOMMU_VIOMMU_ALLOC',
       IOMMU_VIOMMU_ALLOC,
       IOMMU_VIOMMU_ALLOC_LAYOUT,
       function (w) {
+        const r = this.#r
         return {
-          size: 32,
-          type: this.#r.int(3),
+          size: 40,
+          type: r.pick([IOMMU_VIOMMU_TYPE_SELFTEST, IOMMU_VIOMMU_TYPE_SELFTEST, 0, 1]),
           dev_id: this.#someId(w, w.devIds),
           hwpt_id: this.#someId(w, w.hwpts),
+          data_len: r.pick([0, 0, 4, 8, 16]),
+          data_uptr: r.chance(0.8) ? BigInt(w.scratch) : this.#uptr(w),
         }
       },
-      null,
+      function (w, a) {
+        this.#addId(w, w.viommus, a.out_viommu_id)
+      },
     ],
     [
       'IOMMU_VDEVICE_ALLOC',
       IOMMU_VDEVICE_ALLOC,
       IOMMU_VDEVICE_ALLOC_LAYOUT,
       function (w) {
-        return { size: 24, viommu_id: this.#u32(w), dev_id: this.#someId(w, w.devIds), virt_id: 1n }
+        return {
+          size: 24,
+          viommu_id: this.#someId(w, w.viommus),
+          dev_id: this.#someId(w, w.devIds),
+          virt_id: BigInt(this.#r.int(8)),
+        }
       },
-      null,
+      function (w, a) {
+        this.#addId(w, w.ids, a.out_vdevice_id)
+      },
     ],
     [
       'IOMMU_IOAS_CHANGE_PROCESS',
@@ -1120,24 +1253,38 @@ class Fuzzer {
       IOMMU_VEVENTQ_ALLOC,
       IOMMU_VEVENTQ_ALLOC_LAYOUT,
       function (w) {
-        return { size: 32, viommu_id: this.#u32(w), type: 0, veventq_depth: 16 }
+        const r = this.#r
+        return {
+          size: 32,
+          viommu_id: this.#someId(w, w.viommus),
+          type: r.pick([IOMMU_VEVENTQ_TYPE_SELFTEST, IOMMU_VEVENTQ_TYPE_SELFTEST, 0, 1]),
+          veventq_depth: r.pick([0, 1, 2, 16, 1 << 19, 0xffff_ffff]),
+        }
       },
-      null,
+      function (w, a) {
+        this.#addId(w, w.ids, a.out_veventq_id)
+        this.#addFile(w, a.out_veventq_fd)
+      },
     ],
     [
       'IOMMU_HW_QUEUE_ALLOC',
       IOMMU_HW_QUEUE_ALLOC,
       IOMMU_HW_QUEUE_ALLOC_LAYOUT,
       function (w) {
+        const r = this.#r
+        const map = w.maps.length ? r.pick(w.maps) : null
         return {
           size: 40,
-          viommu_id: this.#u32(w),
-          type: 0,
-          nesting_parent_iova: this.#iova(w),
-          length: this.#length(),
+          viommu_id: this.#someId(w, w.viommus),
+          type: r.pick([IOMMU_HW_QUEUE_TYPE_SELFTEST, IOMMU_HW_QUEUE_TYPE_SELFTEST, 0]),
+          index: r.int(3),
+          nesting_parent_iova: map !== null && r.chance(0.7) ? map.iova : this.#iova(w),
+          length: map !== null && r.chance(0.7) ? BigInt(PAGE) : this.#length(),
         }
       },
-      null,
+      function (w, a) {
+        this.#addId(w, w.ids, a.out_hw_queue_id)
+      },
     ],
     [
       'IOMMU_TEST_CMD',
@@ -1171,6 +1318,8 @@ class Fuzzer {
       IOMMU_TEST_OP_PASID_REPLACE,
       IOMMU_TEST_OP_PASID_DETACH,
       IOMMU_TEST_OP_PASID_CHECK_HWPT,
+      IOMMU_TEST_OP_TRIGGER_IOPF,
+      IOMMU_TEST_OP_TRIGGER_VEVENT,
       r.int(40),
     ])
     const map = w.maps.length ? r.pick(w.maps) : null
@@ -1261,6 +1410,18 @@ class Fuzzer {
           pt_id: r.chance(0.5) ? this.#someId(w, w.ioas) : this.#someId(w, w.hwpts),
         }
         break
+      case IOMMU_TEST_OP_TRIGGER_IOPF:
+        a.trigger_iopf = {
+          dev_id: this.#someId(w, w.devIds),
+          pasid: r.pick([0, 1, 2]),
+          grpid: r.int(4),
+          perm: r.int(8),
+          addr: iova,
+        }
+        break
+      case IOMMU_TEST_OP_TRIGGER_VEVENT:
+        a.trigger_vevent = { dev_id: this.#someId(w, w.devIds) }
+        break
       case IOMMU_TEST_OP_PASID_DETACH:
         a.id = this.#someId(w, w.stdevs)
         a.pasid_detach = { pasid: r.pick([0, 1, 2, 1024]) }
@@ -1308,6 +1469,12 @@ class Fuzzer {
     w.ids.push(id)
     if (list.length > 64) list.shift()
     if (w.ids.length > 128) w.ids.shift()
+  }
+
+  #addFile(w: World, fd: unknown): void {
+    // A size that cuts the output leaves the caller's value: take only a new event file.
+    if (typeof fd !== 'number' || fd === w.fd.fd || fd === w.memfdFd) return
+    if (!w.eventFds.includes(fd)) w.eventFds.push(fd)
   }
 
   #someId(w: World, list: readonly number[]): number {
@@ -1397,12 +1564,7 @@ class Fuzzer {
   #unknownIoctl(w: World): void {
     const r = this.#r
     const cmd = r.pick([0, 0x3b7f, 0x3b95, 0x3b9f, 0x3ba1, 0x3c85, 0x1_3b85, -1, r.u32()])
-    this.#issue(
-      w,
-      cmd,
-      r.chance(0.5) ? { size: 8 } : this.#junk(),
-      `cmd 0x${(cmd >>> 0).toString(16)}`,
-    )
+    this.#issue(w, cmd, r.chance(0.5) ? { size: 8 } : this.#junk(), `unknown command`)
   }
 
   // ---------------------------------------------------------------- DMA and the oracle
@@ -1628,6 +1790,61 @@ class Fuzzer {
           if (fd === null) return
           this.#guard('close access fd', () => fdClose(w.proc, fd), w.index)
           w.accessFds.splice(w.accessFds.indexOf(fd), 1)
+        },
+      ],
+    ])()
+  }
+
+  /** read/write/poll on fault-queue and vEVENTQ fds; mmap of a vIOMMU's MMIO and munmap. */
+  #fileOp(w: World): void {
+    const r = this.#r
+    const fd = w.eventFds.length && r.chance(0.9) ? r.pick(w.eventFds) : r.pick([0, 3, 99])
+    const buf = r.chance(0.85) ? BigInt(w.scratch) : this.#uptr(w)
+    const count = r.pick([0, 1, 8, 16, 40, 48, 80, 4096, 2 ** 31])
+    const pos = r.chance(0.9) ? 0 : r.pick([1, 40, -1])
+    r.weighted<() => void>([
+      [
+        3,
+        () =>
+          this.#guard(`read ${fd} ${count}`, () => fdRead(w.proc, fd, buf, count, pos), w.index, w),
+      ],
+      [
+        2,
+        () =>
+          this.#guard(
+            `write ${fd} ${count}`,
+            () => fdWrite(w.proc, fd, buf, count, pos),
+            w.index,
+            w,
+          ),
+      ],
+      [1, () => this.#guard(`poll ${fd}`, () => fdPoll(w.proc, fd), w.index, w)],
+      [
+        2,
+        () => {
+          const length = r.pick([FRAME_SIZE, FRAME_SIZE, 2 * FRAME_SIZE, 0, 100])
+          const offset = BigInt(r.pick([0, 1, 2, 3, 16]) * FRAME_SIZE) + (r.chance(0.1) ? 1n : 0n)
+          const va = this.#guard(
+            `mmap ${offset} ${length}`,
+            () =>
+              w.fd.mmap(
+                null,
+                length,
+                PROT_READ | PROT_WRITE,
+                r.chance(0.9) ? MAP_SHARED : 0,
+                offset,
+              ),
+            w.index,
+            w,
+          )
+          if (va !== undefined) w.mmaps.push({ va, length })
+        },
+      ],
+      [
+        1,
+        () => {
+          const m = w.mmaps.pop()
+          if (m !== undefined) this.#guard('munmap', () => w.proc.munmap(m.va, m.length), w.index)
         },
       ],
     ])()
