@@ -686,7 +686,8 @@ class Fuzzer {
   #issue(w: World, cmd: number, arg: unknown, name: string, fd: Iommufd = w.fd): boolean {
     this.#what = `${name} ${describe(arg)}`
     this.report.ioctls++
-    const stat = (this.report.byCommand[name] ??= { calls: 0, ok: 0 })
+    const stat = this.report.byCommand[name] ?? { calls: 0, ok: 0 }
+    this.report.byCommand[name] = stat
     stat.calls++
     try {
       const rc = this.#armed(w, () => fd.ioctl(cmd as never, arg))
