@@ -23,6 +23,7 @@
 
 import {
   DmaFault,
+  DomainType,
   ERRNO,
   FRAME_SIZE,
   type IommuDomain,
@@ -103,7 +104,14 @@ import {
   MOCK_FLAGS_DEVICE_NO_DIRTY,
   MOCK_FLAGS_DEVICE_PASID,
 } from '../uapi/constants.ts'
-import { bytesToObject, type Field, type StructLayout, writeField } from '../uapi/struct.ts'
+import {
+  bytesToObject,
+  cInt,
+  type Field,
+  parseStruct,
+  type StructLayout,
+  writeField,
+} from '../uapi/struct.ts'
 import {
   IOMMU_DESTROY_LAYOUT,
   IOMMU_FAULT_ALLOC_LAYOUT,
@@ -920,7 +928,9 @@ class Fuzzer {
     const fd = r.chance(0.05) ? w.fd.as(w.other) : w.fd
     // Outputs cannot be written into a frozen object (copy_to_user to read-only memory).
     if (r.chance(0.03)) deepFreeze(arg)
-    if (this.#issue(w, cmd, arg, name, fd) && after) after.call(this, w, arg, mutated)
+    if (this.#issue(w, cmd, arg, name, fd) && after) {
+      after.call(this, w, kernelView(layout, arg), mutated)
+    }
   }
 
   readonly #generators: readonly (readonly [
@@ -1572,7 +1582,12 @@ class Fuzzer {
 
   #dma(w: World): void {
     const r = this.#r
-    const devs = w.m.devices
+    // A device in an identity domain reaches all of physical memory, page tables included,
+    // as on real hardware: DMA at random addresses from it corrupts the kernel, not the
+    // model. Devices in blocked or paging domains only.
+    const devs = w.m.devices.filter(
+      (d) => w.m.iommu.iommuGetDomainForDev(d)?.type !== DomainType.IDENTITY,
+    )
     if (devs.length === 0) return
     // Mostly a device attached to a paging HWPT, at an IOVA its IOAS maps.
     const attached = devs.filter(
@@ -1680,9 +1695,10 @@ class Fuzzer {
           ? 'a range with a gap'
           : ''
     if (!this.#issue(w, IOMMU_HWPT_GET_DIRTY_BITMAP, arg, 'IOMMU_HWPT_GET_DIRTY_BITMAP')) return
-    const target = this.#hwptPaging(w, arg.hwpt_id ?? 0)
+    const view = kernelView(IOMMU_HWPT_GET_DIRTY_BITMAP_LAYOUT, arg)
+    const target = this.#hwptPaging(w, view.hwpt_id)
     if (target === null) return
-    this.#checkDirty(w, target, arg, shape)
+    this.#checkDirty(w, target, view, shape)
   }
 
   #checkDirty(w: World, hwpt: HwptPaging, a: Record<string, unknown>, shape: string): void {
@@ -1876,6 +1892,23 @@ class Fuzzer {
 function framesOwned(m: Machine): number {
   const s = m.memory.frameStats()
   return s.allocated - s.byPurpose.iommuHw
+}
+
+/**
+ * The argument as the kernel saw it, for a call that returned 0: every field converted as
+ * C converts what the caller gave (a number for a u64, a bigint for a u32), fields past
+ * `size` zero, and the outputs the call wrote back.
+ */
+function kernelView(
+  layout: StructLayout<unknown>,
+  arg: Record<string, unknown>,
+): Record<string, unknown> {
+  try {
+    const size = cInt('u32', arg.size ?? 0) as number
+    return parseStruct(layout, arg, size) as Record<string, unknown>
+  } catch {
+    return arg
+  }
 }
 
 function deepFreeze(o: object): void {
