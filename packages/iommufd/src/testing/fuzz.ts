@@ -360,6 +360,7 @@ class Fuzzer {
       if (this.#r.chance(0.4)) this.#nestSetup(w)
       for (; this.#op < end; this.#op++) {
         this.#outcome = 'ok'
+        this.#what = '(nothing to do)'
         this.#step(w)
         if (this.#trace?.world === w.index) this.#trace.log(this.#op, this.#what, this.#outcome)
         if (this.#onProgress && (this.#op + 1) % 10_000 === 0) this.#onProgress(this.#op + 1)
