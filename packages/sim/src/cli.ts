@@ -49,6 +49,8 @@ interface OptionSpec {
   readonly min?: number
   readonly max?: number
   readonly choices?: readonly string[]
+  /** What a choice names, singular and plural, for the error (`IOMMU model`, `models`). */
+  readonly noun?: readonly [string, string]
 }
 
 /** Every option of `iommu-sim migrate`, in help order. */
@@ -58,6 +60,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'choice',
     arg: 'MODEL',
     choices: IOMMU_MODELS,
+    noun: ['IOMMU model', 'models'],
     help: `IOMMU model: ${IOMMU_MODELS.join(', ')} (default amd)`,
   },
   {
@@ -81,6 +84,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     kind: 'choice',
     arg: 'MODE',
     choices: IOPTE_MODES.map((m) => m.name),
+    noun: ['IOPTE mode', 'modes'],
     help: IOPTE_MODES.map((m) => `${m.name}: ${m.help}`).join('; '),
   },
   {
@@ -244,7 +248,10 @@ function parseValue(o: OptionSpec, raw: string): number | string {
   switch (o.kind) {
     case 'choice':
       if (!(o.choices ?? []).includes(raw)) {
-        throw new UsageError(`--${o.name} must be one of ${(o.choices ?? []).join(', ')}: '${raw}'`)
+        const [noun, plural] = o.noun ?? ['value', 'values']
+        throw new UsageError(
+          `--${o.name}: unknown ${noun} '${raw}' (${plural}: ${(o.choices ?? []).join(', ')})`,
+        )
       }
       return raw
     case 'file':
