@@ -10,6 +10,8 @@
  * @module
  */
 
+import { type DirtyHazardTracker, type DirtyRecords, toHazardUnits } from './dirty-hazards.ts'
+
 /** log2 of the resolution of gather bounds: 2 KiB, the smallest IO page in the model. */
 export const GATHER_UNIT_SHIFT = 11
 /** Resolution of gather bounds in bytes. */
@@ -23,13 +25,8 @@ export interface FrameReleaser {
 }
 const ULONG_MAX = 0xffff_ffff_ffff_ffffn
 
-/** 2^n for n in 0..53 (a variable-exponent `**` is a slow Math.pow call on hot paths). */
-const POW2 = Float64Array.from({ length: 54 }, (_, n) => 2 ** n)
-
-/** A page number of `2^shift`-byte pages in gather units. */
-function toUnits(pfn: number, shift: number): number {
-  return shift === GATHER_UNIT_SHIFT ? pfn : pfn * (POW2[shift - GATHER_UNIT_SHIFT] as number)
-}
+/** A page number of `2^shift`-byte pages in gather units (the hazard detector's too). */
+const toUnits = toHazardUnits
 
 /**
  * Accumulates an IOVA range to invalidate, and the page-table pages to free after the
@@ -152,32 +149,100 @@ export interface DirtyBitmapSink {
   set(pfn: number, count: number, shift: number): void
 }
 
+/** Options of {@link IommuDirtyBitmap}. */
+export interface IommuDirtyBitmapOptions {
+  /** `'kernel'` (default): records as Linux 7.2 makes them; `'ideal'`: IOPTE ∩ query. */
+  readonly mode?: DirtyRecords
+  /** Where the hazards of this read go (null: not tracked). */
+  readonly hazards?: DirtyHazardTracker | null
+}
+
 /**
  * The recorder a driver's `readAndClearDirty` reports into (`struct iommu_dirty_bitmap`):
- * every dirty IOPTE is recorded once, whole, into the bitmap (if any) and into the gather
- * (if any) so that the caller can flush what was cleared.
+ * each write-dirty IOPTE is recorded into the bitmap (if any) and into the gather (if any)
+ * so that the caller can flush what was cleaned.
+ *
+ * Page-table walks call {@link recordLeaf} with both the record the kernel makes and the
+ * ideal one; {@link mode} picks which is written, and the difference goes to the hazard
+ * tracker. Drivers that only know one record call {@link record}.
  */
 export class IommuDirtyBitmap {
   /** Sink for the dirty bits, or null to only clear (dirty tracking being enabled). */
   readonly bitmap: DirtyBitmapSink | null
   /** Range to invalidate after clearing, or null when the caller does not flush. */
   readonly gather: IotlbGather | null
-  /** Number of {@link record} calls, i.e. dirty IOPTEs reported. */
+  /** Which record {@link recordLeaf} writes. */
+  readonly mode: DirtyRecords
+  /** The read's hazard tracker, or null. */
+  readonly hazards: DirtyHazardTracker | null
+  /** Number of records, i.e. dirty IOPTEs reported. */
   records = 0
 
-  constructor(bitmap: DirtyBitmapSink | null, gather: IotlbGather | null) {
+  constructor(
+    bitmap: DirtyBitmapSink | null,
+    gather: IotlbGather | null,
+    options: IommuDirtyBitmapOptions = {},
+  ) {
     this.bitmap = bitmap
     this.gather = gather
+    this.mode = options.mode ?? 'kernel'
+    this.hazards = options.hazards ?? null
     gather?.init()
   }
 
   /**
    * Record `count` dirty pages of `2^shift` bytes starting at page number `pfn`
-   * (`iommu_dirty_bitmap_record`). A driver records the whole IOPTE, whatever its size.
+   * (`iommu_dirty_bitmap_record`): into the bitmap and the gather, as given.
    */
   record(pfn: number, count: number, shift: number): void {
     this.records++
+    this.hazards?.setLeaf(pfn, count, shift)
     this.bitmap?.set(pfn, count, shift)
     this.gather?.addPages(pfn, count, shift)
+  }
+
+  /**
+   * Record a write-dirty IOPTE (or contiguous leaf) `[leafPfn, leafPfn + leafCount)`
+   * that a walk over a query found, where the kernel records
+   * `[kPfn, kPfn + kCount)` and the ideal record is `[iPfn, iPfn + iCount)` (the IOPTE ∩
+   * the query). All in pages of `2^shift` bytes.
+   *
+   * `'kernel'`: the kernel's record goes to the bitmap and the gather (`record_dirty`,
+   * `iommu_dirty_bitmap_record`). `'ideal'`: the ideal record to the bitmap, the whole
+   * IOPTE to the gather (everything cleaned is flushed). A difference is noted by the
+   * hazard tracker; nothing is computed when they agree.
+   */
+  recordLeaf(
+    leafPfn: number,
+    leafCount: number,
+    kPfn: number,
+    kCount: number,
+    iPfn: number,
+    iCount: number,
+    shift: number,
+  ): void {
+    this.records++
+    const h = this.hazards
+    const kernel = this.mode === 'kernel'
+    if (h !== null) {
+      h.setLeaf(leafPfn, leafCount, shift)
+      if (iCount !== leafCount || (kernel && (kPfn !== iPfn || kCount !== iCount))) {
+        h.noteLeaf(
+          h.leafStart,
+          h.leafEnd,
+          toHazardUnits(kPfn, shift),
+          toHazardUnits(kPfn + kCount, shift),
+          toHazardUnits(iPfn, shift),
+          toHazardUnits(iPfn + iCount, shift),
+        )
+      }
+    }
+    if (kernel) {
+      this.bitmap?.set(kPfn, kCount, shift)
+      this.gather?.addPages(kPfn, kCount, shift)
+    } else {
+      this.bitmap?.set(iPfn, iCount, shift)
+      this.gather?.addPages(leafPfn, leafCount, shift)
+    }
   }
 }

@@ -23,6 +23,19 @@ export {
   ResvType,
 } from './constants.ts'
 export {
+  DIRTY_HAZARD_KINDS,
+  DirtyHazard,
+  type DirtyHazardKind,
+  DirtyHazardLog,
+  DirtyHazardTracker,
+  type DirtyReadInfo,
+  type DirtyRecords,
+  HAZARD_UNIT_SHIFT,
+  INHERENT_DIRTY_HAZARDS,
+  IovaRangeList,
+  type IovaSpan,
+} from './dirty-hazards.ts'
+export {
   copyStructFromFullUserArray,
   copyStructFromUser,
   copyStructFromUserArray,
@@ -70,6 +83,7 @@ export {
   GATHER_UNIT,
   GATHER_UNIT_SHIFT,
   IommuDirtyBitmap,
+  type IommuDirtyBitmapOptions,
   IotlbGather,
 } from './gather.ts'
 export { IommuCore, type IommuCoreOptions } from './iommu/core.ts'

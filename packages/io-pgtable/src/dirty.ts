@@ -1,13 +1,31 @@
 /**
- * Read-and-clear-dirty, written once (internal).
+ * Read-and-clear-dirty (internal): the two kernel walks, with the records they make.
  *
- * One walk over the range. Every write-dirty IOPTE is recorded whole into the
- * `IommuDirtyBitmap` (a contiguous AMD leaf as its full size, whichever replica the
- * hardware marked) and, unless `IOMMU_DIRTY_NO_CLEAR`, made write-clean. The record starts
- * at the IOPTE's first page, or at the range start when the IOPTE begins before it (an
- * `iova_bitmap` drops a record that starts before its base). Holes are skipped under
- * `'generic-pt'` and fail with EINVAL under `'io-pgtable-arm'` (what was recorded before
- * the hole stays recorded), as in the kernel.
+ * Each write-dirty IOPTE found is handed to `IommuDirtyBitmap.recordLeaf` with two
+ * records: the one the kernel makes and the ideal one (the IOPTE ∩ the query); the
+ * recorder writes one of them (the machine's `dirtyRecords` mode) and tells the hazard
+ * detector when they differ. Unless `IOMMU_DIRTY_NO_CLEAR`, the IOPTE is made
+ * write-clean whole (every replica of a contiguous leaf).
+ *
+ * `'generic-pt'` (`iommu_pt.h` `__read_and_clear_dirty` / `record_dirty`, as read in 7.2):
+ * the walk's address (`range->va`) is the query start for the first entry it visits and
+ * the entry's base after that (`pt_index_to_va`); a record is `(va, item size)`, so the
+ * first IOPTE of a walk that starts inside it is recorded from the query start and past
+ * its end. A contiguous leaf (AMD v1 NextLevel 7) is recorded up to
+ * `min(index | (2^n - 1), end_index)` as an exclusive end: a leaf covered to its last item
+ * is recorded one item short, and a walk that starts at the last item records zero bytes;
+ * the iterator then skips the whole leaf (`pt_next_entry`). Holes are skipped.
+ *
+ * `'io-pgtable-arm'` (`arm_lpae_read_and_clear_dirty`, `__arm_lpae_iopte_walk`,
+ * `io_pgtable_visit`, `visit_dirty`): one address `addr` runs through the walk, starting at
+ * the query start; each leaf is recorded as `(addr, block size)` and then
+ * `addr += block size`, so after a first leaf entered in its middle every following leaf
+ * of that level is recorded shifted by the same offset, and a table entered at a shifted
+ * address is walked from the entry holding it (its first entries are never visited). A
+ * hole fails with EINVAL (what was recorded before stays recorded).
+ *
+ * Addresses are 4 KiB page numbers: a query that does not start on a 4 KiB boundary (the
+ * raw API only; iommufd's are aligned to the IO page size) starts at its page.
  *
  * At level 0 the scan runs on the format's `skipCleanLeaves` accelerator: one call per
  * frame plus one per entry that needs attention.
@@ -16,22 +34,35 @@
  */
 
 import { IOMMU_DIRTY_NO_CLEAR, type IommuDirtyBitmap, IommuError } from '@iommu/core'
-import { PAGE_SHIFT, pow2, shr } from './bits.ts'
+import { lowBits, PAGE_SHIFT, pow2, shr } from './bits.ts'
 import { EntryType } from './format.ts'
 import type { TableCore } from './table.ts'
 
 interface DirtyCtx {
   readonly t: TableCore
+  /** First and last page of the query. */
   readonly start: number
   readonly last: number
   readonly clear: boolean
-  readonly holesFail: boolean
   readonly dirty: IommuDirtyBitmap
+  /** io-pgtable-arm: the walk's address (`walk_data->addr`), in pages. */
+  addr: number
+  /** io-pgtable-arm: follow the kernel's address arithmetic (else stay aligned). */
+  readonly shifted: boolean
+}
+
+/** Record the write-dirty leaf `[l0, l1)` recorded by the kernel as `[k0, k0 + kLen)`. */
+function recordLeaf(c: DirtyCtx, l0: number, l1: number, k0: number, kLen: number): void {
+  const i0 = l0 > c.start ? l0 : c.start
+  const i1 = l1 <= c.last ? l1 : c.last + 1
+  c.dirty.recordLeaf(l0, l1 - l0, k0, kLen, i0, i1 - i0, PAGE_SHIFT)
 }
 
 /**
- * Look at the entry at table index `idx` of one frame; record and clean its leaf if it is
- * write-dirty. Returns the next index to look at (past a contiguous leaf).
+ * generic_pt: look at the entry at table index `idx` of one frame (any item of a
+ * contiguous leaf); record and clean its leaf if it is write-dirty. `from` is the first
+ * index the walk visits in this table and `va` the walk's address there; `end` the
+ * table's end index (`pts->end_index`). Returns the next index (past a contiguous leaf).
  */
 function visitEntry(
   c: DirtyCtx,
@@ -40,61 +71,62 @@ function visitEntry(
   level: number,
   base: number,
   itemPages: number,
+  from: number,
+  va: number,
+  end: number,
 ): number {
   const t = c.t
   const fmt = t.fmt
   const p = t.p
   const j = idx & 511
-  const type = fmt.loadEntry(w, j, level, p)
-  if (type !== EntryType.OA) {
-    if (c.holesFail) {
-      throw new IommuError(
-        'EINVAL',
-        `no IOPTE at IOVA 0x${(BigInt(base + idx * itemPages) << 12n).toString(16)}`,
-      )
-    }
-    return idx + 1
-  }
+  if (fmt.loadEntry(w, j, level, p) !== EntryType.OA) return idx + 1
   const n = 1 << fmt.entryNumContigLg2(w, j, level, p)
   const head = idx & ~(n - 1)
   if ((fmt.isWriteDirty as NonNullable<typeof fmt.isWriteDirty>)(w, j, level, p)) {
-    const first = base + head * itemPages
-    const from = Math.max(first, c.start)
-    c.dirty.record(from, first + n * itemPages - from, PAGE_SHIFT)
+    // The kernel visits the head, or the walk's first index when it starts inside the leaf.
+    const v = head < from ? from : head
+    const k0 = v === from ? va : base + v * itemPages
+    // record_dirty: the item size; a contiguous leaf up to its last index, exclusive.
+    const kLen = n === 1 ? itemPages : (Math.min(v | (n - 1), end) - v) * itemPages
+    const l0 = base + head * itemPages
+    recordLeaf(c, l0, l0 + n * itemPages, k0, kLen)
     if (c.clear) (fmt.makeWriteClean as NonNullable<typeof fmt.makeWriteClean>)(w, j, level, p)
   }
   return head + n
 }
 
-function dirtyTable(c: DirtyCtx, level: number, tablePfn: number, start: number): void {
+/** generic_pt: walk the table at `tablePfn` from page `va` (the walk's address). */
+function dirtyTable(c: DirtyCtx, level: number, tablePfn: number, va: number): void {
   const t = c.t
   const fmt = t.fmt
   const p = t.p
-  const shift = t.itemShift[level] as number
-  const itemPages = pow2(shift)
-  const base = t.tableBase(start, level)
-  let idx = t.index(start, level)
+  const itemPages = pow2(t.itemShift[level] as number)
+  const base = t.tableBase(va, level)
+  const from = t.index(va, level)
   const end = t.endIndex(base, c.last, level)
   if (level === 0) {
-    leafScan(c, tablePfn, idx, end, base, itemPages)
+    leafScan(c, tablePfn, from, end, base, itemPages, va)
     return
   }
-  let first = true
+  let idx = from
   while (idx < end) {
     const w = t.frame(tablePfn, idx)
     const j = idx & 511
     if (fmt.loadEntry(w, j, level, p) === EntryType.TABLE) {
-      const entryBase = base + idx * itemPages
-      dirtyTable(c, level - 1, fmt.tablePfn(w, j, level, p), first ? start : entryBase)
+      // pt_descend with range->va: the query start on the first entry, else the entry base.
+      dirtyTable(c, level - 1, fmt.tablePfn(w, j, level, p), idx === from ? va : base + idx * itemPages)
       idx++
     } else {
-      idx = visitEntry(c, w, idx, level, base, itemPages)
+      idx = visitEntry(c, w, idx, level, base, itemPages, from, va, end)
     }
-    first = false
   }
 }
 
-/** Level 0: only leaves and holes. Scan each frame with the accelerator. */
+/**
+ * Level 0: leaves and holes in `[from, end)`, scanned a frame at a time with the
+ * accelerator. generic_pt skips holes; io-pgtable-arm (`c.shifted` false or an aligned
+ * address) fails on them.
+ */
 function leafScan(
   c: DirtyCtx,
   tablePfn: number,
@@ -102,11 +134,13 @@ function leafScan(
   end: number,
   base: number,
   itemPages: number,
+  va: number,
 ): void {
   const t = c.t
   const fmt = t.fmt
   const p = t.p
   const skip = fmt.skipCleanLeaves as NonNullable<typeof fmt.skipCleanLeaves>
+  const arm = fmt.algorithm === 'io-pgtable-arm'
   let idx = from
   let fastEnd = end
   const items = 1 << (t.itemsLg2[0] as number)
@@ -114,7 +148,7 @@ function leafScan(
   if (contig && (from !== 0 || end !== items)) {
     // Contiguous leaves: where the range starts or ends inside a table, the first and the
     // last may have their dirty replica outside it, so look at them whole.
-    idx = visitEntry(c, t.frame(tablePfn, idx), idx, 0, base, itemPages)
+    idx = visitEntry(c, t.frame(tablePfn, idx), idx, 0, base, itemPages, from, va, end)
     if (idx < end) {
       const w = t.frame(tablePfn, end - 1)
       const j = (end - 1) & 511
@@ -135,17 +169,107 @@ function leafScan(
       continue
     }
     // skipCleanLeaves stops at a hole or a write-dirty leaf.
-    if (contig || fmt.loadEntry(w, k, 0, p) !== EntryType.OA) {
-      idx = visitEntry(c, w, frameBase + k, 0, base, itemPages)
+    const at = frameBase + k
+    if (fmt.loadEntry(w, k, 0, p) !== EntryType.OA) {
+      if (arm) holeAt(base + at * itemPages)
+      idx = at + 1
       continue
     }
-    const first = base + (frameBase + k) * itemPages
-    const at = Math.max(first, c.start)
-    c.dirty.record(at, first + itemPages - at, PAGE_SHIFT)
+    if (contig || itemPages !== 1) {
+      idx = visitEntry(c, w, at, 0, base, itemPages, from, va, end)
+      continue
+    }
+    // A one-page leaf: the kernel's record is the leaf, and it lies inside the query.
+    c.dirty.record(base + at, 1, PAGE_SHIFT)
     if (c.clear) (fmt.makeWriteClean as NonNullable<typeof fmt.makeWriteClean>)(w, k, 0, p)
-    idx = frameBase + k + 1
+    idx = at + 1
   }
-  while (idx < end) idx = visitEntry(c, t.frame(tablePfn, idx), idx, 0, base, itemPages)
+  while (idx < end) {
+    const w = t.frame(tablePfn, idx)
+    if (arm && fmt.loadEntry(w, idx & 511, 0, p) !== EntryType.OA) holeAt(base + idx * itemPages)
+    idx = visitEntry(c, w, idx, 0, base, itemPages, from, va, end)
+  }
+}
+
+function holeAt(pfn: number): never {
+  throw new IommuError('EINVAL', `no IOPTE at IOVA 0x${(BigInt(pfn) << 12n).toString(16)}`)
+}
+
+/**
+ * io-pgtable-arm: `__arm_lpae_iopte_walk` over the table at `tablePfn` from `c.addr`, while
+ * `c.addr` is in the query. Leaves are recorded at `c.addr`, which then moves by the block
+ * size; with `c.shifted` false (ideal records) it moves to the leaf's end instead.
+ */
+function armTable(c: DirtyCtx, level: number, tablePfn: number): void {
+  const t = c.t
+  const fmt = t.fmt
+  const p = t.p
+  const shift = t.itemShift[level] as number
+  const itemPages = pow2(shift)
+  const base = t.tableBase(c.addr, level)
+  const n = 1 << (t.itemsLg2[level] as number)
+  let idx = t.index(c.addr, level)
+  while (idx < n && c.addr <= c.last) {
+    const l0 = base + idx * itemPages
+    if (level === 0 && c.addr === l0) {
+      // An aligned address stays aligned through level-0 leaves: the generic scan.
+      const end = t.endIndex(base, c.last, 0)
+      leafScan(c, tablePfn, idx, end, base, itemPages, c.addr)
+      c.addr = base + end * itemPages
+      return
+    }
+    const w = t.frame(tablePfn, idx)
+    const j = idx & 511
+    const type = fmt.loadEntry(w, j, level, p)
+    if (type === EntryType.OA) {
+      if ((fmt.isWriteDirty as NonNullable<typeof fmt.isWriteDirty>)(w, j, level, p)) {
+        // visit_dirty: iommu_dirty_bitmap_record(walk_data->addr, size).
+        recordLeaf(c, l0, l0 + itemPages, c.addr, itemPages)
+        if (c.clear) (fmt.makeWriteClean as NonNullable<typeof fmt.makeWriteClean>)(w, j, level, p)
+      }
+      c.addr = c.shifted ? c.addr + itemPages : l0 + itemPages
+    } else if (type === EntryType.TABLE) {
+      const child = fmt.tablePfn(w, j, level, p)
+      if (c.shifted && c.dirty.hazards !== null) {
+        // Entered at a shifted address: the child entries before it are never visited.
+        const childShift = t.itemShift[level - 1] as number
+        const from = l0 > c.start ? l0 : c.start
+        const to = c.addr - lowBits(c.addr, childShift)
+        if (to > from) skipped(c, level - 1, child, from, to - 1)
+      }
+      armTable(c, level - 1, child)
+    } else {
+      holeAt(l0)
+    }
+    idx++
+  }
+}
+
+/** Report the write-dirty leaves of pages `[from, last]` under a table the walk skipped. */
+function skipped(c: DirtyCtx, level: number, tablePfn: number, from: number, last: number): void {
+  const t = c.t
+  const fmt = t.fmt
+  const p = t.p
+  const h = c.dirty.hazards
+  if (h === null) return
+  const itemPages = pow2(t.itemShift[level] as number)
+  const base = t.tableBase(from, level)
+  const end = t.endIndex(base, last, level)
+  for (let idx = t.index(from, level); idx < end; idx++) {
+    const w = t.frame(tablePfn, idx)
+    const j = idx & 511
+    const type = fmt.loadEntry(w, j, level, p)
+    const l0 = base + idx * itemPages
+    if (type === EntryType.TABLE) {
+      skipped(c, level - 1, fmt.tablePfn(w, j, level, p), Math.max(l0, from), Math.min(l0 + itemPages - 1, last))
+    } else if (
+      type === EntryType.OA &&
+      (fmt.isWriteDirty as NonNullable<typeof fmt.isWriteDirty>)(w, j, level, p)
+    ) {
+      h.setLeaf(l0, itemPages, PAGE_SHIFT)
+      h.notVisited('walk-skipped', h.leafStart, h.leafEnd)
+    }
+  }
 }
 
 /**
@@ -183,8 +307,10 @@ export function readAndClearDirty(
     start: ipfn,
     last: ipfn + pages - 1,
     clear: (flags & IOMMU_DIRTY_NO_CLEAR) === 0,
-    holesFail: arm,
     dirty,
+    addr: ipfn,
+    shifted: dirty.mode === 'kernel',
   }
-  dirtyTable(c, t.topLevel, t.topPfn, ipfn)
+  if (arm) armTable(c, t.topLevel, t.topPfn)
+  else dirtyTable(c, t.topLevel, t.topPfn, ipfn)
 }

@@ -127,9 +127,11 @@ describe('pageTableDomainOps / pageTableDirtyOps through the IOMMU core', () => 
       0,
       new IommuDirtyBitmap({ set: (pfn, count, shift) => seen.push(pfn, count, shift) }, gather),
     )
-    // 0x100000 is 1M aligned and the IOVA 2M: the leaves are 2 x 1M contiguous ones.
-    expect(seen).toEqual([0x100, 0x100, 12])
-    expect([gather.start, gather.end]).toEqual([0x10_0000n, 0x1f_ffffn])
+    // 0x100000 is 1M aligned and the IOVA 2M: the leaves are 2 x 1M contiguous ones. 7.2's
+    // record_dirty stops one item short of a contiguous leaf: 255 pages, and the gather
+    // gets the same range.
+    expect(seen).toEqual([0x100, 0xff, 12])
+    expect([gather.start, gather.end]).toEqual([0x10_0000n, 0x1f_efffn])
     domain.table.free()
   })
 

@@ -379,7 +379,11 @@ function checkIovaRange(cmd: iommu_hwpt_get_dirty_bitmap, align: number): bigint
 
 /**
  * IOMMU_HWPT_GET_DIRTY_BITMAP (reference §2.16, §4.3): one pass over the mapped IOPTEs of
- * the range, bits set straight into the caller's pinned bitmap pages.
+ * the range, bits set straight into the caller's pinned bitmap pages. Records follow the
+ * machine's `dirtyRecords` mode; the read's hazards go to `machine.dirtyHazards`.
+ *
+ * @throws EFAULT - ideal records only: the bitmap cannot be pinned; EDEADLK - the kernel
+ *   would loop forever (see `IovaBitmap`)
  */
 export function iommufdHwptGetDirtyBitmap(ucmd: Ucmd<iommu_hwpt_get_dirty_bitmap>): void {
   const { cmd, ctx, caller } = ucmd
@@ -394,19 +398,36 @@ export function iommufdHwptGetDirtyBitmap(ucmd: Ucmd<iommu_hwpt_get_dirty_bitmap
   if (ctx.machine.faults.shouldFail('iommufd:iova_bitmap')) {
     throw new IommuError('ENOMEM', 'iova_bitmap')
   }
+  const machine = ctx.machine
+  const mode = machine.dirtyRecords
+  const hazards = machine.dirtyHazards.begin(mode, {
+    source: 'IOMMU_HWPT_GET_DIRTY_BITMAP',
+    hwptId: hwpt.id,
+    domain,
+    iova: cmd.iova,
+    length: lenm1 + 1n,
+    pageSize: cmd.page_size,
+    data: cmd.data,
+    clear: (cmd.flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) === 0,
+  })
   const bitmap = new IovaBitmap(
     caller.proc,
-    ctx.machine.memory,
+    machine.memory,
     cmd.iova,
     lenm1,
     cmd.page_size,
     cmd.data,
+    mode,
+    hazards,
   )
   try {
-    const dirty = new IommuDirtyBitmap(bitmap, new IotlbGather())
+    // Ideal records: a bitmap that cannot be pinned fails before anything is cleaned.
+    if (mode === 'ideal') bitmap.checkPinnable()
+    const dirty = new IommuDirtyBitmap(bitmap, new IotlbGather(), { mode, hazards })
     iopt.readAndClearDirty(domain, cmd.iova, cmd.iova + lenm1, cmd.flags, dirty)
   } finally {
     bitmap.free()
+    hazards?.end()
   }
 }
 

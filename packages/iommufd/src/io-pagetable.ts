@@ -800,6 +800,12 @@ export class IoPagetable {
    * Report the dirty IOPTEs of `[iova, last]` into `dirty` (`iommu_read_and_clear_dirty`):
    * the contiguous areas from `iova` are walked and the first gap or driver error ends the
    * walk silently, as in the kernel (reference §4.3). Flushes unless NO_CLEAR.
+   *
+   * With a hazard tracker on `dirty`, the dirty IOPTEs the walk did not reach (in the areas
+   * after the gap, or after the piece whose driver call failed) are reported as
+   * `'walk-stopped'` (found by a read-only walk).
+   *
+   * @throws EDEADLK - the kernel would never return (`iova_bitmap_set` livelock)
    */
   readAndClearDirty(
     domain: IommuDomain,
@@ -810,16 +816,49 @@ export class IoPagetable {
   ): void {
     const ops = domain.dirtyOps
     if (ops === null) throw new IommuError('EOPNOTSUPP', 'domain cannot track dirty IOPTEs')
+    // The first IOVA the walk did not reach.
+    let reached = iova
     try {
-      this.forEachContigArea(iova, last, (_area, cur, pieceLast) => {
+      const done = this.forEachContigArea(iova, last, (_area, cur, pieceLast) => {
+        reached = pieceLast + 1n
         ops.readAndClearDirty(domain, cur, pieceLast - cur + 1n, flags, dirty)
       })
+      if (done) reached = last + 1n
     } catch (e) {
-      // The kernel discards the walk's errors (iova_bitmap_for_each's return is ignored).
-      if (!(e instanceof IommuError)) throw e
+      // The kernel discards the walk's errors (iova_bitmap_for_each's return is ignored);
+      // a livelock is not an error there: the ioctl never returns.
+      if (!(e instanceof IommuError) || e.code === 'EDEADLK') throw e
     }
+    if (dirty.hazards !== null && reached <= last) this.#notReached(domain, reached, last, dirty)
     if (!(flags & IOMMU_DIRTY_NO_CLEAR) && dirty.gather !== null) {
       this.#machine.iommu.iommuIotlbSync(domain, dirty.gather)
+    }
+  }
+
+  /** Report the dirty IOPTEs of the areas in `[from, last]` as missed by a stopped walk. */
+  #notReached(domain: IommuDomain, from: bigint, last: bigint, dirty: IommuDirtyBitmap): void {
+    const h = dirty.hazards
+    const ops = domain.dirtyOps
+    if (h === null || ops === null) return
+    const collect = new IommuDirtyBitmap(
+      {
+        set(pfn, count, shift) {
+          h.setLeaf(pfn, count, shift)
+          h.notVisited('walk-stopped', h.leafStart, h.leafEnd)
+        },
+      },
+      null,
+      { mode: 'ideal' },
+    )
+    for (const area of this.areasIn(from, last)) {
+      if (area.pages === null) continue
+      const s = area.iova > from ? area.iova : from
+      const e = area.last < last ? area.last : last
+      try {
+        ops.readAndClearDirty(domain, s, e - s + 1n, IOMMU_DIRTY_NO_CLEAR, collect)
+      } catch {
+        // A read-only look: whatever the driver refuses stays unknown.
+      }
     }
   }
 }

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { DirtyHazardLog, type DirtyRecords } from '../dirty-hazards.ts'
 import { bindUnit, type Driver, DriverRegistry, type IommuUnit } from '../driver.ts'
 import { IommuError } from '../errno.ts'
 import { IommuCore } from '../iommu/core.ts'
@@ -30,6 +31,13 @@ export interface MachineOptions {
   readonly defaultDomainType?: number
   /** Fault injection shared by every allocation point of the machine. */
   readonly faults?: FaultInjector
+  /**
+   * How dirty reads record dirty IOPTEs: `'kernel'` (default) exactly as Linux 7.2, with
+   * its losses and its writes past the user's bitmap; `'ideal'` each IOPTE ∩ the query,
+   * contiguous leaves whole, nothing past the bitmap, EFAULT before anything is cleaned
+   * when the bitmap cannot be pinned. See `DirtyHazardKind`.
+   */
+  readonly dirtyRecords?: DirtyRecords
 }
 
 /** A simulated machine. Build one with {@link createMachine}. */
@@ -46,10 +54,18 @@ export class Machine {
   readonly units: IommuUnit[] = []
   /** PCI devices, in the order they were added. */
   readonly devices: PciDevice[] = []
+  /**
+   * How dirty reads record ({@link MachineOptions.dirtyRecords}); may be changed between
+   * reads.
+   */
+  dirtyRecords: DirtyRecords
+  /** The dirty-tracking hazard detector: every read where the kernel's result differs from the ideal. */
+  readonly dirtyHazards: DirtyHazardLog = new DirtyHazardLog()
   #nextSlot = 0
 
   constructor(options: MachineOptions = {}) {
     this.faults = options.faults ?? new FaultInjector()
+    this.dirtyRecords = options.dirtyRecords ?? 'kernel'
     this.memory = new PhysicalMemory({
       ...(options.memorySize === undefined ? {} : { size: options.memorySize }),
       faults: this.faults,

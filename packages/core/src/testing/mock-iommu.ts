@@ -755,12 +755,16 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
           i++
           continue
         }
-        // A huge IOPTE is one entry: report and clear it whole.
+        // A huge IOPTE is one entry, cleaned whole. The 7.2 mock walks with generic_pt
+        // (record_dirty): the first entry is recorded from the query start with the
+        // IOPTE's size, the others from their base.
         const start = d.pteStart(i)
         const len = d.pteLength(i)
         const sf = d.flagsAt(start)
         if (sf & F_DIRTY) {
-          dirty.record(start, len, pageShift)
+          const i0 = start > first ? start : first
+          const i1 = start + len < end ? start + len : end
+          dirty.recordLeaf(start, len, i === first ? first : start, len, i0, i1 - i0, pageShift)
           if (!(flags & IOMMU_DIRTY_NO_CLEAR)) d.setFlags(start, sf & ~F_DIRTY)
         }
         i = start + len

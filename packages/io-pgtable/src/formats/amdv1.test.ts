@@ -32,7 +32,7 @@ function entries(
 
 const code = errnoOf
 
-function recorder() {
+function recorder(mode: 'kernel' | 'ideal' = 'kernel') {
   const records: [number, number][] = []
   const dirty = new IommuDirtyBitmap(
     {
@@ -40,6 +40,7 @@ function recorder() {
         records.push([pfn * 2 ** (shift - 12), count * 2 ** (shift - 12)]),
     },
     new IotlbGather(),
+    { mode },
   )
   return { records, dirty }
 }
@@ -205,16 +206,29 @@ describe('§4.5 AMD v1 (FORCE_COHERENCE, as the AMD driver)', () => {
       0x7000_0000_0002_1e01n,
       0x7000_0000_0002_1e41n,
     ])
-    // Project decision (§2.4): the whole IOPTE, 16K, not the kernel's one item less.
+    // record_dirty (7.2): the leaf's last index as an exclusive end, 12K of the 16K; every
+    // replica is cleaned (pgtable-formats.md §2.4).
     const rec = recorder()
     pt.readAndClearDirty(0x4000n, 0x4000n, 0, rec.dirty)
-    expect(rec.records).toEqual([[4, 4]])
+    expect(rec.records).toEqual([[4, 3]])
     expect(entries(pt, 0x4000n, 0, 4, 4)).toEqual(Array(4).fill(0x7000_0000_0002_1e01n))
-    // A range starting inside the page still records it, from the range start.
+    // Ideal records: the whole 16K.
+    pt.walker().walk(pt.root.pfn, pt.root.level, 7, Access.WRITE, HwAd.DIRTY)
+    const ideal = recorder('ideal')
+    pt.readAndClearDirty(0x4000n, 0x4000n, 0, ideal.dirty)
+    expect(ideal.records).toEqual([[4, 4]])
+    // A walk that starts inside the page is recorded from the range start, up to
+    // min(last index, end index): [6, 7) here.
     pt.walker().walk(pt.root.pfn, pt.root.level, 4, Access.WRITE, HwAd.DIRTY)
     const mid = recorder()
     pt.readAndClearDirty(0x6000n, 0x1000n, 0, mid.dirty)
-    expect(mid.records).toEqual([[6, 2]])
+    expect(mid.records).toEqual([[6, 1]])
+    // ... and one that starts at the last item records nothing: index 7 | 3 = 7.
+    pt.walker().walk(pt.root.pfn, pt.root.level, 4, Access.WRITE, HwAd.DIRTY)
+    const last = recorder()
+    pt.readAndClearDirty(0x7000n, 0x1000n, 0, last.dirty)
+    expect(last.records).toEqual([[7, 0]])
+    expect(entries(pt, 0x4000n, 0, 4, 4)).toEqual(Array(4).fill(0x7000_0000_0002_1e01n))
     expect(h.finish()).toBe(0)
   })
 
