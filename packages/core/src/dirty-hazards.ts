@@ -58,9 +58,10 @@ export type DirtyRecords = 'kernel' | 'ideal'
  * - `'bitmap-fill'`: a zero-length record at the first IOVA of the pinned window (see
  *   `'record-short'`): `iova_bitmap_set` computes its last bit as `iova - 1` and sets every
  *   bit of the pinned pages.
- * - `'bitmap-livelock'`: after such a fill, when the window's first IOVA is not 0, the
- *   kernel loops in `iova_bitmap_set` forever (the ioctl never returns). The model stops
- *   there and fails the ioctl with EDEADLK.
+ * - `'bitmap-livelock'`: the kernel loops in `iova_bitmap_set` forever (the ioctl never
+ *   returns): after such a fill when the window's first IOVA is not 0, or when a record
+ *   whose end is not `page_size` aligned runs off the pinned pages into a bitmap page
+ *   that cannot be pinned. The model stops there and fails the ioctl with EDEADLK.
  */
 export type DirtyHazardKind =
   | 'record-past-iopte'

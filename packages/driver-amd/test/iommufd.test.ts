@@ -50,8 +50,14 @@ interface Vm {
   guest: number
 }
 
-function vm(opts: { hugePages: boolean; pages: number; prot?: number; prefault?: number[] }): Vm {
-  const driver = amd()
+function vm(opts: {
+  hugePages: boolean
+  pages: number
+  prot?: number
+  prefault?: number[]
+  pgsizeBitmap?: bigint
+}): Vm {
+  const driver = amd(opts.pgsizeBitmap === undefined ? {} : { pgsizeBitmap: opts.pgsizeBitmap })
   const m = createMachine({ iommus: [driver] })
   const unit = m.units[0] as AmdIommuHw
   const vmm = m.createProcess()
@@ -208,6 +214,74 @@ describe('AMD-Vi dirty tracking through iommufd', () => {
     // Without HAD the hardware does not set D: nothing is reported.
     v.dev.dma.write(IOVA, new Uint8Array([1]))
     expect(dirtyBits(v, hwpt, 16)).toEqual([])
+  })
+})
+
+describe('AMD v1 16 KiB contiguous IOPTEs through GET_DIRTY_BITMAP (7.2 record_dirty)', () => {
+  const KIB16 = 0x1000n | 0x4000n
+
+  it('a write to the last 4 KiB of a 16 KiB IOPTE is never reported; the detector names the page', () => {
+    const v = vm({ hugePages: true, pages: 512, pgsizeBitmap: KIB16 })
+    const hwpt = dirtyHwpt(v)
+    const leaf = domainOf(v).pt?.pgtableWalk(IOVA).at(-1)
+    expect(((leaf?.pte ?? 0n) >> 9n) & 7n).toBe(7n)
+    for (const p of [3, 5, 42]) v.dev.dma.write(IOVA + BigInt(p * PAGE), new Uint8Array([1]))
+    // Each dirty 16K leaf is recorded as its first 12K.
+    expect(dirtyBits(v, hwpt, 512)).toEqual([0, 1, 2, 4, 5, 6, 40, 41, 42])
+    expect(dirtyBits(v, hwpt, 512)).toEqual([])
+    const [h] = v.m.dirtyHazards.entries
+    expect([h?.kind, h?.count, h?.hwptId]).toEqual(['record-short', 3, hwpt])
+    expect(h?.lost.toArray()).toEqual(
+      [3, 7, 43].map((p) => ({ iova: IOVA + BigInt(p * PAGE), length: BigInt(PAGE) })),
+    )
+    expect(v.m.dirtyHazards.unreported(IOVA + BigInt(3 * PAGE))).toBe('lost')
+    expect(v.unit.staleUses).toEqual([])
+  })
+
+  it('ideal records: whole 16 KiB leaves, nothing lost', () => {
+    const v = vm({ hugePages: true, pages: 512, pgsizeBitmap: KIB16 })
+    v.m.dirtyRecords = 'ideal'
+    const hwpt = dirtyHwpt(v)
+    for (const p of [3, 42]) v.dev.dma.write(IOVA + BigInt(p * PAGE), new Uint8Array([1]))
+    expect(dirtyBits(v, hwpt, 512)).toEqual([0, 1, 2, 3, 40, 41, 42, 43])
+    expect(v.m.dirtyHazards.entries).toEqual([])
+  })
+
+  it('a read starting at the last 4 KiB of a dirty 16 KiB leaf: the window filled, then EDEADLK', () => {
+    const v = vm({ hugePages: true, pages: 512, pgsizeBitmap: KIB16 })
+    const hwpt = dirtyHwpt(v)
+    v.dev.dma.write(IOVA + BigInt(5 * PAGE), new Uint8Array([1]))
+    const buf = v.vmm.mmap(PAGE)
+    // record_dirty: index 7 | 3 = 7, a zero-length record at the bitmap's first IOVA.
+    let err: unknown
+    try {
+      v.fd.ioctl(IOMMU_HWPT_GET_DIRTY_BITMAP, {
+        size: 48,
+        hwpt_id: hwpt,
+        flags: 0,
+        __reserved: 0,
+        iova: IOVA + BigInt(7 * PAGE),
+        length: BigInt(PAGE),
+        page_size: BigInt(PAGE),
+        data: BigInt(buf),
+      })
+    } catch (e) {
+      err = e
+    }
+    expect((err as { code?: string }).code).toBe('EDEADLK')
+    // iova_bitmap_set set every bit of the pinned page before it started looping.
+    expect(v.vmm.read(buf, PAGE).every((b) => b === 0xff)).toBe(true)
+    expect(v.m.dirtyHazards.entries.map((h) => h.kind)).toEqual([
+      'record-short',
+      'iopte-outside-query',
+      'past-bitmap',
+      'bitmap-fill',
+      'bitmap-livelock',
+    ])
+    // The kernel never got to clean the leaf: it is still dirty.
+    expect(dirtyBits(v, hwpt, 512, IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR)).toEqual([4, 5, 6])
+    // Nothing stays pinned but the IOAS's own pages.
+    expect(v.m.memory.frameStats().pins).toBe(512)
   })
 })
 

@@ -20,10 +20,14 @@
  *   kernel's byte arithmetic does). A record before the bitmap's first IOVA, or whose
  *   window cannot be pinned (a bad `data`, an unmapped or read-only page), is dropped
  *   silently: the ioctl still returns 0 and the walk still cleans the IOPTE.
- * - A zero-length record (generic_pt, a contiguous leaf entered at its last item) at the
- *   window's first IOVA computes its last bit from `iova - 1`: every bit of the pinned
- *   pages is set; when that IOVA is not 0 the kernel then loops forever. The model fails
- *   the ioctl with EDEADLK at that point (see `DirtyHazardKind` `'bitmap-livelock'`).
+ * - Two records make the kernel loop forever (the ioctl never returns); the model sets
+ *   the bits the kernel sets before it loops, then fails the ioctl with EDEADLK
+ *   (`DirtyHazardKind` `'bitmap-livelock'`): a zero-length record (generic_pt, a
+ *   contiguous leaf entered at its last item) at the window's first IOVA, which computes
+ *   its last bit from `iova - 1` and sets every bit of the pinned pages (at IOVA 0 it
+ *   goes on through the windows and returns); and a record whose end is not `page_size`
+ *   aligned that runs off the pinned pages into a page that cannot be pinned: re-based one
+ *   bit back, it finds the same window again.
  * - `'ideal'` records are clipped to the bitmap, and {@link IovaBitmap.checkPinnable}
  *   fails the read with EFAULT before the walk when any bitmap page cannot be pinned.
  *
@@ -172,7 +176,7 @@ export class IovaBitmap implements DirtyBitmapSink {
         gap = 0
       }
     }
-    // The first bit not written yet, for what a drop loses.
+    // The first bit not written yet (for what a drop loses, and to see the kernel loop).
     let unwritten = b0
     for (;;) {
       if (this.#winPages === 0 || b0 < this.#w0 || b1 >= this.#w0 + this.#winBits) {
@@ -197,7 +201,17 @@ export class IovaBitmap implements DirtyBitmapSink {
       if (last < pinnedBits) return
       // Past the pinned pages: iova += length - left, from the first bit not written
       // (one earlier when the record's end is not page_size aligned).
-      unwritten = pinnedBits - shiftBits
+      const next = pinnedBits - shiftBits
+      if (next === unwritten) {
+        // Re-based one bit back into a window that still ends here (the next bitmap page
+        // cannot be pinned): the kernel goes round this loop forever.
+        this.#hazards?.livelock(this.#unitOf(next))
+        throw new IommuError(
+          'EDEADLK',
+          'iova_bitmap_set loops forever: a record with an unaligned end meets a bitmap page that cannot be pinned (Linux 7.2 never returns from this ioctl)',
+        )
+      }
+      unwritten = next
       b0 = gap === 0 ? unwritten : unwritten - 1
     }
   }
@@ -218,6 +232,7 @@ export class IovaBitmap implements DirtyBitmapSink {
       // last_bit == cur_bit: one bit.
       const cur = b + this.#pgoff * 8 - this.#w0
       this.#write(cur, cur)
+      this.#hazards?.fill(1, at)
       if (b >= this.#nbits) this.#past(b, b)
       return
     }
