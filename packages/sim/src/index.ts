@@ -23,6 +23,7 @@ export {
   defaultOptions,
   estimateRun,
   GUEST_IOVA,
+  CONTIGUOUS_IOPTE_MODES,
   IOMMU_MODELS,
   IOPTE_MODES,
   type IommuModel,
@@ -37,12 +38,14 @@ export {
   type RunEstimate,
 } from './migrate.ts'
 export {
+  type DirtyHazardSummary,
   formatBytes,
   formatRounds,
   formatTotals,
   type MigrationConfig,
   type MigrationReport,
   type RoundReport,
+  summarizeHazards,
   toJson,
   toSvg,
   verified,

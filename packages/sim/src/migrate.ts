@@ -11,6 +11,7 @@
 
 import {
   createMachine,
+  type DirtyRecords,
   type Driver,
   type IommuDomain,
   IommuError,
@@ -43,7 +44,7 @@ import {
   type Iommufd,
   openIommufd,
 } from '@iommu/iommufd'
-import type { MigrationReport, RoundReport } from './report.ts'
+import { type MigrationReport, type RoundReport, summarizeHazards } from './report.ts'
 import { stampBytes, Workload, type WorkloadConfig } from './workload.ts'
 
 const PAGE = 4096
@@ -78,6 +79,8 @@ export const IOPTE_MODES = [
     help: '2 MiB mapped, split to 4 KiB while tracking, merged after',
     models: ['amd'],
   },
+  { name: '16k', help: 'AMD v1 contiguous leaves: 4 x 4 KiB items (NextLevel 7)', models: ['amd'] },
+  { name: '64k', help: 'AMD v1 contiguous leaves: 16 x 4 KiB items (NextLevel 7)', models: ['amd'] },
 ] as const satisfies readonly {
   readonly name: string
   readonly help: string
@@ -85,6 +88,8 @@ export const IOPTE_MODES = [
 }[]
 /** IOPTE size policy: one of {@link IOPTE_MODES}. */
 export type IopteMode = (typeof IOPTE_MODES)[number]['name']
+/** The modes that map AMD v1 contiguous leaves (NextLevel 7) of 4 KiB items. */
+export const CONTIGUOUS_IOPTE_MODES: readonly IopteMode[] = ['16k', '64k']
 
 /** How to break the tracker on purpose (verification must then fail). */
 export type Breakage = 'none' | 'tracking-never-enabled'
@@ -118,6 +123,11 @@ export interface MigrateOptions {
   readonly breakage: Breakage
   /** Run the AMD model's missing-invalidation detector on every IOTLB hit. */
   readonly detector: boolean
+  /**
+   * Dirty records as Linux 7.2 makes them (`'kernel'`, the default) or ideal ones: see
+   * `MachineOptions.dirtyRecords`.
+   */
+  readonly dirtyRecords?: DirtyRecords
   /** Copy/write interleaving steps per round. */
   readonly stepsPerRound: number
   /** Progress callback: fraction of the current round done. */
@@ -215,6 +225,9 @@ export function estimateRun(o: MigrateOptions): RunEstimate {
 }
 
 function driverFor(model: IommuModel, iopte: IopteMode): Driver {
+  if (model === 'mock' && CONTIGUOUS_IOPTE_MODES.includes(iopte)) {
+    throw new RangeError(`--iopte ${iopte} needs AMD v1 contiguous leaves: use --iommu amd`)
+  }
   if (model === 'mock') {
     return iopte === '4k'
       ? mockIommu({ ioPageSize: 4096, aperture: { start: 0n, end: 2n ** 48n - 1n } })
@@ -223,6 +236,10 @@ function driverFor(model: IommuModel, iopte: IopteMode): Driver {
           hugePageSize: 2 * MIB,
           aperture: { start: 0n, end: 2n ** 48n - 1n },
         })
+  }
+  if (iopte === '16k' || iopte === '64k') {
+    // 4 KiB items and one contiguous size: NextLevel=7 leaves of 4 or 16 replicas.
+    return amd({ pgsizeBitmap: 0x1000n | (iopte === '16k' ? 0x4000n : 0x1_0000n) })
   }
   // 4 KiB and 2 MiB IOPTEs only, as a VMM asking for 2M mappings expects.
   return amd(iopte === '4k' ? {} : { pgsizeBitmap: 0x1000n | 0x20_0000n })
@@ -324,7 +341,11 @@ function setup(o: MigrateOptions): Rig {
   const pages = o.memoryBytes / PAGE
   // RAM for the source guest, the destination, tables and hardware structures.
   const ram = Math.min(2 ** 43, 2 ** Math.ceil(Math.log2(o.memoryBytes * 2 + 2 * GIB)))
-  const m = createMachine({ memorySize: ram, iommus: [iommuFor(o)] })
+  const m = createMachine({
+    memorySize: ram,
+    iommus: [iommuFor(o)],
+    dirtyRecords: o.dirtyRecords ?? 'kernel',
+  })
   const vmm = m.createProcess()
   const fd = openIommufd(m, vmm)
   const alloc = { size: 12, flags: 0, out_ioas_id: 0 }
@@ -648,6 +669,8 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
   if (staleUses > 0) {
     throw new IommuError('EIO', `the IOMMU model saw ${staleUses} stale translations`)
   }
+  // What the kernel's dirty reads lost or left out (the dirty-tracking hazard detector).
+  const hazards = summarizeHazards(r.m.dirtyHazards.entries, BigInt(GUEST_IOVA), pages)
   r.fd.close()
   const wallSeconds = (performance.now() - wall0) / 1000
   return {
@@ -664,6 +687,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
       unplugRound: o.unplugRound,
       breakage: o.breakage,
       detector: o.detector,
+      dirtyRecords: o.dirtyRecords ?? 'kernel',
     },
     thresholdPages: threshold,
     rounds,
@@ -676,6 +700,8 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
     mismatchedPages: mismatches,
     firstMismatches,
     unplug: unplug ? { bytes: unplug.bytes, dirtyPagesRescued: unplug.dirtyPagesRescued } : null,
+    dirtyHazards: hazards.kinds,
+    lostPages: hazards.lostPages,
     wallSeconds,
     speedup: simTime / wallSeconds,
     peakRssBytes: peakRss(),

@@ -119,6 +119,24 @@ describe('iommu-sim migrate', () => {
     expect((two.rounds[1]?.dirtyPages ?? 0) % 512).toBe(0)
   })
 
+  it('16 KiB contiguous AMD leaves: 7.2 loses the last page of each dirty leaf, and verification fails', () => {
+    const r = migrate(small({ iopte: '16k', maxRounds: 4 }))
+    expect(verified(r)).toBe(false)
+    expect(r.lostPages).toBeGreaterThan(0)
+    expect(r.mismatchedPages).toBeGreaterThan(0)
+    expect(r.dirtyHazards.map((h) => h.kind)).toEqual(['record-short'])
+    const [h] = r.dirtyHazards
+    expect(h?.lostPages).toBe(r.lostPages)
+    expect(h?.example).toMatch(/IOPTE \[0x[0-9a-f]+, \+0x4000\), recorded \[0x[0-9a-f]+, \+0x3000\)/)
+    // Every mismatching page is the last 4 KiB of a 16 KiB leaf.
+    for (const off of r.firstMismatches) expect(off % 0x4000).toBe(0x3000)
+    // Ideal records: the same run verifies and the detector has nothing to say.
+    const ideal = migrate(small({ iopte: '16k', maxRounds: 4, dirtyRecords: 'ideal' }))
+    expect(verified(ideal)).toBe(true)
+    expect(ideal.dirtyHazards).toEqual([])
+    expect(ideal.lostPages).toBe(0)
+  })
+
   it('runs on the mock IOMMU as well', () => {
     expect(verified(migrate(small({ iommu: 'mock' })))).toBe(true)
   })
@@ -217,6 +235,21 @@ describe('iommu-sim command line', () => {
     expect(
       quiet(['migrate', '--memory', '256M', '--dimm', '64M', '--break-tracker', '--no-progress']),
     ).toBe(1)
+    expect(
+      quiet([
+        'migrate',
+        '--memory',
+        '256M',
+        '--dimm',
+        '64M',
+        '--iopte',
+        '16k',
+        '--max-rounds',
+        '3',
+        '--no-progress',
+      ]),
+    ).toBe(1)
+    expect(quiet(['migrate', '--iommu', 'mock', '--iopte', '64k'])).toBe(2)
     expect(quiet(['migrate', '--iommu', 'nope'])).toBe(2)
     const errors: string[] = []
     const e = process.stderr.write
