@@ -142,7 +142,8 @@ export class IovaRangeList {
   /** Total size in 2 KiB units (overlaps between non-adjacent appends counted twice). */
   get units(): number {
     let u = 0
-    for (let i = 0; i < this.#n; i++) u += (this.#data[2 * i + 1] as number) - (this.#data[2 * i] as number)
+    for (let i = 0; i < this.#n; i++)
+      u += (this.#data[2 * i + 1] as number) - (this.#data[2 * i] as number)
     return u
   }
 
@@ -211,13 +212,16 @@ export class IovaRangeList {
   /** Call `fn(start, end)` for each range, in 2 KiB units, sorted. */
   forEach(fn: (start: number, end: number) => void): void {
     this.#normalize()
-    for (let i = 0; i < this.#n; i++) fn(this.#data[2 * i] as number, this.#data[2 * i + 1] as number)
+    for (let i = 0; i < this.#n; i++)
+      fn(this.#data[2 * i] as number, this.#data[2 * i + 1] as number)
   }
 
   /** The ranges as IOVA spans, sorted. */
   toArray(): IovaSpan[] {
     const out: IovaSpan[] = []
-    this.forEach((s, e) => out.push(span(s, e)))
+    this.forEach((s, e) => {
+      out.push(span(s, e))
+    })
     return out
   }
 }
@@ -507,7 +511,8 @@ export class DirtyHazardLog {
   /** Bytes of IOVA lost by entries from index `since`. */
   lostBytes(since = 0): bigint {
     let b = 0n
-    for (let i = since; i < this.entries.length; i++) b += (this.entries[i] as DirtyHazard).lost.bytes
+    for (let i = since; i < this.entries.length; i++)
+      b += (this.entries[i] as DirtyHazard).lost.bytes
     return b
   }
 

@@ -40,7 +40,10 @@ function read(pt: PageTable<any, any>, iova: bigint, size: bigint, mode: DirtyRe
   })
   const gather = new IotlbGather()
   const dirty = new IommuDirtyBitmap(
-    { set: (pfn, count, shift) => records.push([pfn * 2 ** (shift - 12), count * 2 ** (shift - 12)]) },
+    {
+      set: (pfn, count, shift) =>
+        records.push([pfn * 2 ** (shift - 12), count * 2 ** (shift - 12)]),
+    },
     gather,
     { mode, hazards },
   )
@@ -106,7 +109,9 @@ describe('io-pgtable-arm: the walk address moves by the block size (visit_dirty)
     const { h, pt } = armRig()
     const r = read(pt, 1n * MIB, 5n * MIB, 'ideal')
     expect(r.records).toEqual([[256, 256], [512, 512], ...range(1024, 512).map((p) => [p, 1])])
-    expect(r.hazards).toEqual([{ kind: 'iopte-outside-query', count: 1, lost: [[0, 256]], missed: [] }])
+    expect(r.hazards).toEqual([
+      { kind: 'iopte-outside-query', count: 1, lost: [[0, 256]], missed: [] },
+    ])
     expect(read(pt, 0n, 6n * MIB, 'ideal').records).toEqual([])
     expect(h.finish()).toBe(0)
   })
@@ -201,7 +206,9 @@ describe('generic_pt record_dirty', () => {
     write(pt, [1])
     const r = read(pt, 0n, 2n * PG, 'kernel')
     expect(r.records).toEqual([[0, 2]])
-    expect(r.hazards).toEqual([{ kind: 'iopte-outside-query', count: 1, lost: [[2, 2]], missed: [] }])
+    expect(r.hazards).toEqual([
+      { kind: 'iopte-outside-query', count: 1, lost: [[2, 2]], missed: [] },
+    ])
     h.finish()
   })
 

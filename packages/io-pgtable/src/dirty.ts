@@ -53,7 +53,7 @@ interface DirtyCtx {
 
 /** Record the write-dirty leaf `[l0, l1)` recorded by the kernel as `[k0, k0 + kLen)`. */
 function recordLeaf(c: DirtyCtx, l0: number, l1: number, k0: number, kLen: number): void {
-  const i0 = l0 > c.start ? l0 : c.start
+  const i0 = Math.max(l0, c.start)
   const i1 = l1 <= c.last ? l1 : c.last + 1
   c.dirty.recordLeaf(l0, l1 - l0, k0, kLen, i0, i1 - i0, PAGE_SHIFT)
 }
@@ -84,7 +84,7 @@ function visitEntry(
   const head = idx & ~(n - 1)
   if ((fmt.isWriteDirty as NonNullable<typeof fmt.isWriteDirty>)(w, j, level, p)) {
     // The kernel visits the head, or the walk's first index when it starts inside the leaf.
-    const v = head < from ? from : head
+    const v = Math.max(head, from)
     const k0 = v === from ? va : base + v * itemPages
     // record_dirty: the item size; a contiguous leaf up to its last index, exclusive.
     const kLen = n === 1 ? itemPages : (Math.min(v | (n - 1), end) - v) * itemPages
@@ -114,7 +114,12 @@ function dirtyTable(c: DirtyCtx, level: number, tablePfn: number, va: number): v
     const j = idx & 511
     if (fmt.loadEntry(w, j, level, p) === EntryType.TABLE) {
       // pt_descend with range->va: the query start on the first entry, else the entry base.
-      dirtyTable(c, level - 1, fmt.tablePfn(w, j, level, p), idx === from ? va : base + idx * itemPages)
+      dirtyTable(
+        c,
+        level - 1,
+        fmt.tablePfn(w, j, level, p),
+        idx === from ? va : base + idx * itemPages,
+      )
       idx++
     } else {
       idx = visitEntry(c, w, idx, level, base, itemPages, from, va, end)
@@ -233,7 +238,7 @@ function armTable(c: DirtyCtx, level: number, tablePfn: number): void {
       if (c.shifted && c.dirty.hazards !== null) {
         // Entered at a shifted address: the child entries before it are never visited.
         const childShift = t.itemShift[level - 1] as number
-        const from = l0 > c.start ? l0 : c.start
+        const from = Math.max(l0, c.start)
         const to = c.addr - lowBits(c.addr, childShift)
         if (to > from) skipped(c, level - 1, child, from, to - 1)
       }
@@ -261,7 +266,13 @@ function skipped(c: DirtyCtx, level: number, tablePfn: number, from: number, las
     const type = fmt.loadEntry(w, j, level, p)
     const l0 = base + idx * itemPages
     if (type === EntryType.TABLE) {
-      skipped(c, level - 1, fmt.tablePfn(w, j, level, p), Math.max(l0, from), Math.min(l0 + itemPages - 1, last))
+      skipped(
+        c,
+        level - 1,
+        fmt.tablePfn(w, j, level, p),
+        Math.max(l0, from),
+        Math.min(l0 + itemPages - 1, last),
+      )
     } else if (
       type === EntryType.OA &&
       (fmt.isWriteDirty as NonNullable<typeof fmt.isWriteDirty>)(w, j, level, p)

@@ -247,7 +247,8 @@ export class IovaBitmap implements DirtyBitmapSink {
       const pinnedBits = this.#winPages * BITS_PER_PAGE
       this.#write(this.#pgoff * 8, pinnedBits - 1)
       this.#hazards?.fill(pinnedBits - this.#pgoff * 8, at)
-      if (pinnedBits - 1 - shiftBits >= this.#nbits) this.#past(this.#w0, pinnedBits - 1 - shiftBits)
+      if (pinnedBits - 1 - shiftBits >= this.#nbits)
+        this.#past(this.#w0, pinnedBits - 1 - shiftBits)
       if (!fromZero) {
         this.#hazards?.livelock(at)
         throw new IommuError(
@@ -278,7 +279,7 @@ export class IovaBitmap implements DirtyBitmapSink {
   #past(from: number, to: number): void {
     const first = Math.max(from, this.#nbits)
     const bytesPast = Math.floor(to / 8) + 1 - this.#totalBytes
-    this.#hazards?.pastBitmap(to - first + 1, bytesPast > 0 ? bytesPast : 0)
+    this.#hazards?.pastBitmap(to - first + 1, Math.max(bytesPast, 0))
   }
 
   /**

@@ -4,7 +4,12 @@
  * iommufd-uapi.md §4.3–4.4; the mock follows the 7.2 selftest mock's generic_pt walk,
  * `record_dirty`, and `iova_bitmap_set` in `drivers/iommu/iommufd/iova_bitmap.c`).
  */
-import { createMachine, type DirtyHazard, type DirtyRecords } from '@iommu/core'
+import {
+  createMachine,
+  type DirtyHazard,
+  type DirtyHazardKind,
+  type DirtyRecords,
+} from '@iommu/core'
 import { MOCK_APERTURE_START, mockIommu } from '@iommu/core/testing'
 import { describe, expect, it } from 'vitest'
 import {
@@ -15,7 +20,14 @@ import {
   ObjType,
   openIommufd,
 } from '../src/index.ts'
-import { expectErrno, hwptAlloc, ioasAlloc, ioasMap, PAGE_SIZE, setDirtyTracking } from './helpers.ts'
+import {
+  expectErrno,
+  hwptAlloc,
+  ioasAlloc,
+  ioasMap,
+  PAGE_SIZE,
+  setDirtyTracking,
+} from './helpers.ts'
 
 const A = MOCK_APERTURE_START
 const P = BigInt(PAGE_SIZE)
@@ -79,6 +91,22 @@ function summary(h: DirtyHazard) {
 
 const ones = (n: number) => new Uint8Array(n).fill(0xff)
 
+/** An expected {@link summary}. */
+function hz(
+  kind: DirtyHazardKind,
+  count: number,
+  o: { lost?: number[][]; missed?: number[][]; bytesPast?: number; bits?: number } = {},
+) {
+  return {
+    kind,
+    count,
+    lost: o.lost ?? [],
+    missed: o.missed ?? [],
+    bytesPast: o.bytesPast ?? 0,
+    bits: o.bits ?? 0,
+  }
+}
+
 describe('a request that starts inside a dirty 2 MiB IOPTE (generic_pt record_dirty)', () => {
   it('kernel: recorded from the request start with the IOPTE size, past the 3-byte bitmap', () => {
     const w = world({ huge: true, pages: 1024 })
@@ -90,10 +118,10 @@ describe('a request that starts inside a dirty 2 MiB IOPTE (generic_pt record_di
     expect(got.subarray(0, 64)).toEqual(ones(64))
     expect(got.subarray(64)).toEqual(new Uint8Array(PAGE_SIZE - 64))
     expect(w.log.entries.map(summary)).toEqual([
-      { kind: 'record-past-iopte', count: 1, lost: [], missed: [], bytesPast: 0, bits: 0 },
+      hz('record-past-iopte', 1),
       // The IOPTE was cleaned whole: pages 512..999 (outside the request) lost their dirt.
-      { kind: 'iopte-outside-query', count: 1, lost: [[512, 488]], missed: [], bytesPast: 0, bits: 0 },
-      { kind: 'past-bitmap', count: 1, lost: [], missed: [], bytesPast: 61, bits: 488 },
+      hz('iopte-outside-query', 1, { lost: [[512, 488]] }),
+      hz('past-bitmap', 1, { bytesPast: 61, bits: 488 }),
     ])
     const [past] = w.log.entries
     expect(past?.iopte).toEqual({ iova: A + 512n * P, length: BigInt(MIB2) })
@@ -114,7 +142,7 @@ describe('a request that starts inside a dirty 2 MiB IOPTE (generic_pt record_di
     const got = w.proc.read(bm, 8)
     expect(Array.from(got)).toEqual([0xff, 0xff, 0xff, 0, 0, 0, 0, 0])
     expect(w.log.entries.map(summary)).toEqual([
-      { kind: 'iopte-outside-query', count: 1, lost: [[512, 488]], missed: [], bytesPast: 0, bits: 0 },
+      hz('iopte-outside-query', 1, { lost: [[512, 488]] }),
     ])
   })
 })
@@ -132,8 +160,8 @@ describe('a dirty IOPTE past the request end is recorded whole (iova_bitmap_set 
     expect(w.proc.read(data, 64)).toEqual(ones(64))
     expect(w.proc.read(data + 64, 8)).toEqual(new Uint8Array(8))
     expect(w.log.entries.map(summary)).toEqual([
-      { kind: 'iopte-outside-query', count: 1, lost: [[8, 504]], missed: [], bytesPast: 0, bits: 0 },
-      { kind: 'past-bitmap', count: 1, lost: [], missed: [], bytesPast: 63, bits: 504 },
+      hz('iopte-outside-query', 1, { lost: [[8, 504]] }),
+      hz('past-bitmap', 1, { bytesPast: 63, bits: 504 }),
     ])
   })
 
@@ -147,8 +175,8 @@ describe('a dirty IOPTE past the request end is recorded whole (iova_bitmap_set 
     expect(w.proc.read(data, 6)).toEqual(ones(6))
     expect(w.proc.read(two, PAGE_SIZE - 6)).toEqual(new Uint8Array(PAGE_SIZE - 6))
     expect(w.log.entries.map(summary)).toEqual([
-      { kind: 'iopte-outside-query', count: 1, lost: [[8, 504]], missed: [], bytesPast: 0, bits: 0 },
-      { kind: 'past-bitmap', count: 1, lost: [], missed: [], bytesPast: 5, bits: 40 },
+      hz('iopte-outside-query', 1, { lost: [[8, 504]] }),
+      hz('past-bitmap', 1, { bytesPast: 5, bits: 40 }),
     ])
   })
 })
@@ -160,18 +188,13 @@ describe('a bitmap that cannot be pinned (iova_bitmap_set returns silently)', ()
     w.get({ data: 1n << 52n })
     expect(w.bits()).toEqual([])
     expect(w.log.entries.map(summary)).toEqual([
-      {
-        kind: 'bitmap-pin-failed',
-        count: 3,
+      hz('bitmap-pin-failed', 3, {
         lost: [
           [1, 1],
           [9, 1],
           [63, 1],
         ],
-        missed: [],
-        bytesPast: 0,
-        bits: 0,
-      },
+      }),
     ])
     expect(w.log.lostBytes()).toBe(3n * P)
     expect(w.log.withLoss().length).toBe(1)
@@ -182,17 +205,14 @@ describe('a bitmap that cannot be pinned (iova_bitmap_set returns silently)', ()
     for (const p of [1, 9]) w.write(p)
     w.get({ data: 1n << 52n, flags: IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR })
     const [h] = w.log.entries
-    expect(h && summary(h)).toEqual({
-      kind: 'bitmap-pin-failed',
-      count: 2,
-      lost: [],
-      missed: [
-        [1, 1],
-        [9, 1],
-      ],
-      bytesPast: 0,
-      bits: 0,
-    })
+    expect(h && summary(h)).toEqual(
+      hz('bitmap-pin-failed', 2, {
+        missed: [
+          [1, 1],
+          [9, 1],
+        ],
+      }),
+    )
     expect(w.log.unreported(A + 9n * P)).toBe('missed')
     expect(w.bits()).toEqual([1, 9])
   })
@@ -208,9 +228,7 @@ describe('a bitmap that cannot be pinned (iova_bitmap_set returns silently)', ()
     w.get({ data: BigInt(data) })
     expect(Array.from(w.proc.read(data, 4))).toEqual([0b10, 0, 0, 0])
     expect(w.bits()).toEqual([])
-    expect(w.log.entries.map(summary)).toEqual([
-      { kind: 'bitmap-pin-failed', count: 1, lost: [[40, 1]], missed: [], bytesPast: 0, bits: 0 },
-    ])
+    expect(w.log.entries.map(summary)).toEqual([hz('bitmap-pin-failed', 1, { lost: [[40, 1]] })])
     // The oracle's question: was a written page reported, or named as lost?
     expect(w.log.unreported(A + 40n * P, mark)).toBe('lost')
     expect(w.log.unreported(A + 1n * P, mark)).toBe(null)
@@ -242,9 +260,7 @@ describe('the walk stops at the first IOVA without an area', () => {
       const bm = w.proc.mmap(PAGE_SIZE)
       w.get({ length: 32n * P, data: BigInt(bm) })
       expect(Array.from(w.proc.read(bm, 4))).toEqual([0b100, 0, 0, 0])
-      expect(w.log.entries.map(summary)).toEqual([
-        { kind: 'walk-stopped', count: 1, lost: [], missed: [[21, 1]], bytesPast: 0, bits: 0 },
-      ])
+      expect(w.log.entries.map(summary)).toEqual([hz('walk-stopped', 1, { missed: [[21, 1]] })])
     }
   })
 })

@@ -20,10 +20,10 @@ export {
 } from './cli.ts'
 export {
   type Breakage,
-  defaultOptions,
   estimateRun,
   GUEST_IOVA,
   CONTIGUOUS_IOPTE_MODES,
+  defaultOptions,
   IOMMU_MODELS,
   IOPTE_MODES,
   type IommuModel,

@@ -127,7 +127,9 @@ describe('iommu-sim migrate', () => {
     expect(r.dirtyHazards.map((h) => h.kind)).toEqual(['record-short'])
     const [h] = r.dirtyHazards
     expect(h?.lostPages).toBe(r.lostPages)
-    expect(h?.example).toMatch(/IOPTE \[0x[0-9a-f]+, \+0x4000\), recorded \[0x[0-9a-f]+, \+0x3000\)/)
+    expect(h?.example).toMatch(
+      /IOPTE \[0x[0-9a-f]+, \+0x4000\), recorded \[0x[0-9a-f]+, \+0x3000\)/,
+    )
     // Every mismatching page is the last 4 KiB of a 16 KiB leaf.
     for (const off of r.firstMismatches) expect(off % 0x4000).toBe(0x3000)
     // Ideal records: the same run verifies and the detector has nothing to say.

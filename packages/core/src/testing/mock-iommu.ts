@@ -10,6 +10,12 @@
  * domain table written by attach and read by `translate`, which marks IO pages dirty on
  * DMA writes while the domain tracks dirty pages.
  *
+ * Dirty reads follow the 7.2 mock, which walks with generic_pt (`record_dirty`): the first
+ * IOPTE of a read is recorded from the read's start with its full size, the others whole.
+ * Its IOPTEs are single IO pages or huge pages: the 7.2 mock's AMD v1 format can also hold
+ * contiguous leaves (a 4 KiB CPU page as two 2 KiB items), which this mock does not build;
+ * `@iommu/driver-amd` has them.
+ *
  * @module
  */
 
@@ -762,8 +768,8 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
         const len = d.pteLength(i)
         const sf = d.flagsAt(start)
         if (sf & F_DIRTY) {
-          const i0 = start > first ? start : first
-          const i1 = start + len < end ? start + len : end
+          const i0 = Math.max(start, first)
+          const i1 = Math.min(start + len, end)
           dirty.recordLeaf(start, len, i === first ? first : start, len, i0, i1 - i0, pageShift)
           if (!(flags & IOMMU_DIRTY_NO_CLEAR)) d.setFlags(start, sf & ~F_DIRTY)
         }
