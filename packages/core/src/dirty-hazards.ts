@@ -381,6 +381,11 @@ export class DirtyHazardTracker {
     this.leafEnd = this.leafStart + toHazardUnits(count, shift)
   }
 
+  /** The next record is the whole IOPTE it comes from (cheaper than {@link setLeaf}). */
+  recordIsLeaf(): void {
+    this.leafStart = -1
+  }
+
   /**
    * A write-dirty IOPTE `[l0, l1)` recorded as `[k0, k1)` where the ideal record is
    * `[i0, i1)` (the IOPTE ∩ the walk's query), all in units. Call only when they differ.
@@ -424,12 +429,14 @@ export class DirtyHazardTracker {
    * of the current IOPTE inside the query is lost (or missed with NO_CLEAR).
    */
   dropped(kind: 'bitmap-pin-failed' | 'record-outside-bitmap', from: number, to: number): void {
-    const s = Math.max(from, this.leafStart, this.qStart)
-    const e = Math.min(to, this.leafEnd, this.qEnd)
+    // After recordIsLeaf() the record is the IOPTE, and [from, to) its dropped tail.
+    const whole = this.leafStart < 0
+    const s = Math.max(from, whole ? from : this.leafStart, this.qStart)
+    const e = Math.min(to, whole ? to : this.leafEnd, this.qEnd)
     if (e <= s) return
     const h = this.#get(kind)
     if (h.count++ === 0) {
-      h.iopte = span(this.leafStart, this.leafEnd)
+      h.iopte = whole ? null : span(this.leafStart, this.leafEnd)
       h.record = span(from, to)
     }
     ;(this.clear ? h.lost : h.missed).add(s, e)

@@ -196,7 +196,7 @@ export class IommuDirtyBitmap {
    */
   record(pfn: number, count: number, shift: number): void {
     this.records++
-    this.hazards?.setLeaf(pfn, count, shift)
+    this.hazards?.recordIsLeaf()
     this.bitmap?.set(pfn, count, shift)
     this.gather?.addPages(pfn, count, shift)
   }

@@ -180,11 +180,11 @@ function leafScan(
       idx = at + 1
       continue
     }
-    if (contig || itemPages !== 1) {
+    if (itemPages !== 1 || (contig && fmt.entryNumContigLg2(w, k, 0, p) !== 0)) {
       idx = visitEntry(c, w, at, 0, base, itemPages, from, va, end)
       continue
     }
-    // A one-page leaf: the kernel's record is the leaf, and it lies inside the query.
+    // A write-dirty one-page leaf: the kernel's record is the leaf, inside the query.
     c.dirty.record(base + at, 1, PAGE_SHIFT)
     if (c.clear) (fmt.makeWriteClean as NonNullable<typeof fmt.makeWriteClean>)(w, k, 0, p)
     idx = at + 1

@@ -783,7 +783,7 @@ export class IoPagetable {
     if (ops === null) throw new IommuError('EOPNOTSUPP', 'domain cannot track dirty IOPTEs')
     if (enable) {
       const gather = new IotlbGather()
-      const dirty = new IommuDirtyBitmap(null, gather)
+      const dirty = new IommuDirtyBitmap(null, gather, { mode: this.#machine.dirtyRecords })
       try {
         for (const area of this.areas) {
           if (area.pages === null) continue

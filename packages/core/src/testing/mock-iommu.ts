@@ -768,9 +768,13 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
         const len = d.pteLength(i)
         const sf = d.flagsAt(start)
         if (sf & F_DIRTY) {
-          const i0 = Math.max(start, first)
-          const i1 = Math.min(start + len, end)
-          dirty.recordLeaf(start, len, i === first ? first : start, len, i0, i1 - i0, pageShift)
+          // One IO page: the kernel's record is the IOPTE, inside the query.
+          if (len === 1) dirty.record(start, 1, pageShift)
+          else {
+            const i0 = Math.max(start, first)
+            const i1 = Math.min(start + len, end)
+            dirty.recordLeaf(start, len, i === first ? first : start, len, i0, i1 - i0, pageShift)
+          }
           if (!(flags & IOMMU_DIRTY_NO_CLEAR)) d.setFlags(start, sf & ~F_DIRTY)
         }
         i = start + len

@@ -20,4 +20,4 @@ export {
   type TableHarness,
   tableHarness,
 } from './helpers.ts'
-export { type PropertyOptions, propertyCase } from './property.ts'
+export { PROPERTY_SEED, type PropertyOptions, propertyCase } from './property.ts'

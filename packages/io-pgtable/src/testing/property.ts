@@ -39,8 +39,28 @@ export interface PropertyOptions {
   readonly runs?: number
   /** Longest sequence (default 16). */
   readonly commands?: number
-  /** fast-check seed, to replay a failure. */
+  /**
+   * fast-check seed. Default: {@link PROPERTY_SEED}, or the `IOMMU_PROPERTY_SEED`
+   * environment variable when set (a number, or `random` for a fresh seed each run; a
+   * failure prints the seed to replay).
+   */
   readonly seed?: number
+}
+
+/** The property test's default seed: CI runs the same sequences every time. */
+export const PROPERTY_SEED = 0x10_4d_a1
+
+/** The seed to use: the option, else `IOMMU_PROPERTY_SEED`, else {@link PROPERTY_SEED}. */
+export function propertySeed(option: number | undefined): number | undefined {
+  if (option !== undefined) return option
+  // Read without Node typings: this module also loads in browsers.
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
+    ?.env?.IOMMU_PROPERTY_SEED
+  if (env === undefined || env === '') return PROPERTY_SEED
+  if (env === 'random') return undefined
+  const n = Number(env)
+  if (!Number.isSafeInteger(n)) throw new RangeError(`IOMMU_PROPERTY_SEED: not an integer: ${env}`)
+  return n
 }
 
 /** One generated operation; numbers are chosen by fast-check and interpreted below. */
@@ -97,7 +117,8 @@ export function propertyCase(
     },
   )
   const params: FastCheck.Parameters<[Op[]]> = { numRuns: options.runs ?? 40 }
-  if (options.seed !== undefined) params.seed = options.seed
+  const seed = propertySeed(options.seed)
+  if (seed !== undefined) params.seed = seed
   f.assert(
     f.property(f.array(op, { minLength: 1, maxLength: options.commands ?? 16 }), (ops) => {
       const h = tableHarness(format, cfg, tableOptions)
