@@ -21,13 +21,12 @@ import {
   openIommufd,
 } from '../src/index.ts'
 import {
+  _testCmdSetDirtyTracking,
+  _testIoctlIoasAlloc,
   expectErrno,
-  hwptAlloc,
-  ioasAlloc,
-  ioasMap,
   PAGE_SIZE,
-  setDirtyTracking,
-} from './helpers.ts'
+} from '../src/testing/index.ts'
+import { hwptAlloc, ioasMap } from './helpers.ts'
 
 const A = MOCK_APERTURE_START
 const P = BigInt(PAGE_SIZE)
@@ -41,7 +40,7 @@ function world(opts: { huge?: boolean; pages?: number; mode?: DirtyRecords } = {
   })
   const proc = m.createProcess()
   const fd = openIommufd(m, proc)
-  const ioas = ioasAlloc(fd)
+  const ioas = _testIoctlIoasAlloc(fd)
   const pages = opts.pages ?? 64
   const buf = proc.mmap(pages * PAGE_SIZE, { populate: true })
   ioasMap(fd, ioas, buf, pages * PAGE_SIZE, A)
@@ -49,7 +48,7 @@ function world(opts: { huge?: boolean; pages?: number; mode?: DirtyRecords } = {
   const idev = fd.bindDevice(dev)
   const hwpt = hwptAlloc(fd, idev.id, ioas, IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
   idev.attach(hwpt)
-  setDirtyTracking(fd, hwpt, true)
+  _testCmdSetDirtyTracking(fd, hwpt, true)
   const domain = (fd.ctx.get(hwpt, ObjType.HWPT_PAGING) as HwptPaging).domain
   const get = (o: { iova?: bigint; length?: bigint; data: bigint; flags?: number }) =>
     fd.ioctl(IOMMU_HWPT_GET_DIRTY_BITMAP, {

@@ -6,7 +6,7 @@
 import { createMachine, DirtyHazardLog, type DirtyRecords, IommuDirtyBitmap } from '@iommu/core'
 import { describe, expect, it } from 'vitest'
 import { IovaBitmap } from '../src/index.ts'
-import { expectErrno } from './helpers.ts'
+import { expectErrno } from '../src/testing/index.ts'
 
 const PAGE = 4096
 const MIB = 1024 * 1024

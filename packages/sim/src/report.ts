@@ -112,6 +112,8 @@ export interface MigrationConfig {
   readonly unplugRound: number | null
   readonly breakage: string
   readonly detector: boolean
+  /** How the dirty reads recorded: `'kernel'` (Linux 7.2) or `'ideal'`. */
+  readonly dirtyRecords: string
 }
 
 /** Everything a migration run reports. */
