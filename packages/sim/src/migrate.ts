@@ -173,7 +173,7 @@ export function defaultOptions(o: Partial<MigrateOptions> = {}): MigrateOptions 
 /**
  * The machine's IOMMU entry for the options.
  *
- * @throws EINVAL - an unknown model name
+ * @throws EINVAL - an unknown model name, or a contiguous `iopte` mode on the mock
  */
 function iommuFor(o: MigrateOptions): Driver | IommuSpec {
   const iommu = o.iommu
@@ -226,7 +226,7 @@ export function estimateRun(o: MigrateOptions): RunEstimate {
 
 function driverFor(model: IommuModel, iopte: IopteMode): Driver {
   if (model === 'mock' && CONTIGUOUS_IOPTE_MODES.includes(iopte)) {
-    throw new RangeError(`--iopte ${iopte} needs AMD v1 contiguous leaves: use --iommu amd`)
+    throw new IommuError('EINVAL', `iopte ${iopte} needs AMD v1 contiguous leaves: use amd`)
   }
   if (model === 'mock') {
     return iopte === '4k'
