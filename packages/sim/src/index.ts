@@ -20,10 +20,10 @@ export {
 } from './cli.ts'
 export {
   type Breakage,
-  estimateRun,
-  GUEST_IOVA,
   CONTIGUOUS_IOPTE_MODES,
   defaultOptions,
+  estimateRun,
+  GUEST_IOVA,
   IOMMU_MODELS,
   IOPTE_MODES,
   type IommuModel,

@@ -80,7 +80,11 @@ export const IOPTE_MODES = [
     models: ['amd'],
   },
   { name: '16k', help: 'AMD v1 contiguous leaves: 4 x 4 KiB items (NextLevel 7)', models: ['amd'] },
-  { name: '64k', help: 'AMD v1 contiguous leaves: 16 x 4 KiB items (NextLevel 7)', models: ['amd'] },
+  {
+    name: '64k',
+    help: 'AMD v1 contiguous leaves: 16 x 4 KiB items (NextLevel 7)',
+    models: ['amd'],
+  },
 ] as const satisfies readonly {
   readonly name: string
   readonly help: string

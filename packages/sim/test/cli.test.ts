@@ -86,7 +86,7 @@ const USAGE_ERRORS: readonly (readonly [string[], string])[] = [
   [['--ring', '1000'], '--ring must be a multiple of 4K: 1000'],
   [['--hot-set', '5G'], '--hot-set 5.0 GiB is larger than --memory 4.0 GiB'],
   [['--iommu', 'mock', '--iopte', 'split'], '--iopte split needs --iommu amd'],
-  [['--iopte', '1g'], "--iopte: unknown IOPTE mode '1g' (modes: 4k, 2m, split)"],
+  [['--iopte', '1g'], "--iopte: unknown IOPTE mode '1g' (modes: 4k, 2m, split, 16k, 64k)"],
   [['--seed', '1.5'], "--seed must be an integer: '1.5'"],
   [['--seed=-1'], "--seed must be between 0 and 4294967295: '-1'"],
   [['--unplug-round', '30'], '--unplug-round 30 is past the last pre-copy round (--max-rounds 30)'],
