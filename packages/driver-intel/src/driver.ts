@@ -387,7 +387,6 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
   }
   const iommus: IntelIommu[] = []
   let machineRef: Machine | null = null
-  let self: Driver | null = null
 
   const smSupported = (iommu: IntelIommu) => (iommu.ecap & Ecap.SMTS) !== 0n
   const pasidSupported = (iommu: IntelIommu) =>
@@ -1614,7 +1613,7 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
       machineRef = ctx.machine
       const config = (ctx.config as VtdIommuHwConfig | undefined) ?? options.hw ?? {}
       const mem = ctx.machine.memory
-      const hw = new VtdIommuHw(ctx.machine, self as Driver, `dmar${ctx.index}`, config)
+      const hw = new VtdIommuHw(ctx.machine, `dmar${ctx.index}`, config)
       const cap = hw.cap
       const ecap = hw.ecap
       if (!(ecap & Ecap.SMTS) || !(ecap & Ecap.QI)) {
@@ -1827,7 +1826,6 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     dirtyOps,
     nesting: { domainAllocNested },
   })
-  self = driver
   testHooks.set(driver, hooks)
   return driver
 }

@@ -34,7 +34,7 @@ import {
   Pgtt,
   RespCode,
   type VtdDomain,
-  type VtdIommuHw,
+  VtdIommuHw,
 } from '../src/index.ts'
 
 const { NEST_PARENT, DIRTY_TRACKING, PASID } = HwptAllocFlags
@@ -69,6 +69,17 @@ function pasidEntry(m: Machine, unit: VtdIommuHw, dev: PciDevice, pasid: number)
   const dir = Number(mem.read64(ctx) & ~0xfffn)
   return Number(mem.read64(dir + (pasid >> 6) * 8) & ~0xfffn) + (pasid & 63) * 64
 }
+
+describe('unit binding', () => {
+  it('leaves the unit → driver binding to the machine: every unit it creates is bound to the descriptor', () => {
+    const d = intel()
+    const m = createMachine({ iommus: [d, d] })
+    expect(m.units.map((u) => u.driver === d)).toEqual([true, true])
+    expect(m.units[0]).not.toBe(m.units[1])
+    // The bare hardware carries no driver of its own.
+    expect(Object.hasOwn(new VtdIommuHw(m, 'bare'), 'driver')).toBe(false)
+  })
+})
 
 describe('domain_alloc_paging_flags (reference §1.7)', () => {
   it('prefers the first stage and falls back to the second stage as 7.2 does', () => {

@@ -2,7 +2,7 @@
  * A hand-programmed VT-d unit for hardware-level tests: no Linux driver, only the
  * structures and registers the specification describes, written by the test.
  */
-import { createMachine, DmaTransaction, type Driver, FramePurpose, type Machine } from '@iommu/core'
+import { createMachine, DmaTransaction, FramePurpose, type Machine } from '@iommu/core'
 import {
   Ctx,
   Gcmd,
@@ -39,7 +39,7 @@ export class HwRig {
   constructor(config: VtdIommuHwConfig = {}) {
     this.m = createMachine()
     const mem = this.m.memory
-    this.hw = new VtdIommuHw(this.m, { name: 'hand' } as Driver, 'dmar-test', config)
+    this.hw = new VtdIommuHw(this.m, 'dmar-test', config)
     this.root = mem.allocFrame(FramePurpose.IOMMU_HW) * 4096
     this.queue = mem.allocFrames(2, FramePurpose.IOMMU_HW, 2) * 4096
     this.status = mem.allocFrame(FramePurpose.IOMMU_HW) * 4096

@@ -74,7 +74,7 @@ function write64s(m: Machine, pa: number, e: readonly bigint[]): void {
  */
 function nestedRig(detect: boolean): Rig {
   const m = createMachine({ iommus: [smmuv3()] })
-  const hw = new SmmuV3Hw(m, (m.units[0] as SmmuV3Hw).driver, 'bench', { detectStale: detect })
+  const hw = new SmmuV3Hw(m, 'bench', { detectStale: detect })
   const dev = new PciDevice(m.memory, hw, '00:02.0', {})
   const strtab = m.memory.allocFrames(4, FramePurpose.IOMMU_HW, 4) * 4096
   const cmdq = m.memory.allocFrame(FramePurpose.IOMMU_HW) * 4096

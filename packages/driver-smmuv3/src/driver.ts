@@ -465,7 +465,6 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
   // The ASID space is global (`arm_smmu_asid_xa`).
   const asids = new Map<number, SmmuDomain>()
   let machineRef: Machine | null = null
-  let self: Driver | null = null
 
   const smmuAt = (index: number): SmmuDevice => smmus[index] as SmmuDevice
 
@@ -1964,7 +1963,7 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
     createUnit(ctx: UnitContext) {
       machineRef = ctx.machine
       const config = (ctx.config as SmmuV3HwConfig | undefined) ?? options.hw ?? {}
-      const hw = new SmmuV3Hw(ctx.machine, self as Driver, `smmu${ctx.index}`, config)
+      const hw = new SmmuV3Hw(ctx.machine, `smmu${ctx.index}`, config)
       const p = hwProbe(hw)
       const { cmdqShift, evtqShift, priqShift, ...dev } = p
       // arm_smmu_init_structures(): queues and the stream table.
@@ -2164,7 +2163,6 @@ export function smmuv3(options: SmmuV3Options = {}): Driver<SmmuCaps> {
     dirtyOps,
     nesting: { getViommuSize, viommuInit },
   })
-  self = driver
   testHooks.set(driver, hooks)
   return driver
 }

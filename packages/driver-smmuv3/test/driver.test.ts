@@ -27,7 +27,7 @@ import {
   MSI_IOVA_BASE,
   MSI_IOVA_LENGTH,
   type SmmuDomain,
-  type SmmuV3Hw,
+  SmmuV3Hw,
   type SmmuV3HwConfig,
   Ste,
   SteCfg,
@@ -72,6 +72,15 @@ function ste(r: Rig): [bigint, bigint] {
 const config = (r: Rig) => fieldGet(Ste.Q0_CFG, ste(r)[0])
 
 describe('probe', () => {
+  it('leaves the unit → driver binding to the machine: every unit it creates is bound to the descriptor', () => {
+    const d = smmuv3()
+    const m = createMachine({ iommus: [d, d] })
+    expect(m.units.map((u) => u.driver === d)).toEqual([true, true])
+    expect(m.units[0]).not.toBe(m.units[1])
+    // The bare hardware carries no driver of its own.
+    expect(Object.hasOwn(new SmmuV3Hw(m, 'bare'), 'driver')).toBe(false)
+  })
+
   it('refuses an SMMU without translation, without AArch64 tables, or with a tiny command queue', () => {
     const bad: SmmuV3HwConfig[] = [
       { idr0: DEFAULT_IDR0 & ~(Idr0.S1P | Idr0.S2P) },

@@ -84,7 +84,7 @@ interface Bare {
 /** A unit the test programs by hand: linear stream table of 256 STEs, queues, SMMUEN. */
 function bare(config: SmmuV3HwConfig = {}, evtqShift = 7): Bare {
   const m = createMachine({ iommus: [smmuv3()] })
-  const hw = new SmmuV3Hw(m, (m.units[0] as SmmuV3Hw).driver, 'bare', config)
+  const hw = new SmmuV3Hw(m, 'bare', config)
   const strtab = m.memory.allocFrames(4, FramePurpose.IOMMU_HW, 4) * 4096
   const cmdq = m.memory.allocFrame(FramePurpose.IOMMU_HW) * 4096
   const evtq = m.memory.allocFrame(FramePurpose.IOMMU_HW) * 4096

@@ -301,7 +301,8 @@ class Translation {
 /** One VT-d DMA-remapping hardware unit (DRHD). */
 export class VtdIommuHw implements IommuUnit {
   readonly name: string
-  readonly driver: Driver
+  /** Bound by the machine when the unit is added (never assigned here; see `IommuUnit`). */
+  declare readonly driver: Driver
   readonly maxPasids: number
   readonly memory: PhysicalMemory
   readonly cap: bigint
@@ -391,9 +392,8 @@ export class VtdIommuHw implements IommuUnit {
   #pscSeen = -1
   readonly #pscProbe: TableTranslator
 
-  constructor(machine: Machine, driver: Driver, name: string, config: VtdIommuHwConfig = {}) {
+  constructor(machine: Machine, name: string, config: VtdIommuHwConfig = {}) {
     this.name = name
-    this.driver = driver
     this.memory = machine.memory
     this.cap = config.cap ?? DEFAULT_CAP
     this.ecap = config.ecap ?? DEFAULT_ECAP

@@ -331,7 +331,8 @@ function decodeQueueBase(v: bigint): QueueCfg {
 /** One ARM SMMUv3 instance. */
 export class SmmuV3Hw implements IommuUnit {
   readonly name: string
-  readonly driver: Driver
+  /** Bound by the machine when the unit is added (never assigned here; see `IommuUnit`). */
+  declare readonly driver: Driver
   readonly maxPasids: number
   readonly memory: PhysicalMemory
   /** The TLB. */
@@ -410,9 +411,8 @@ export class SmmuV3Hw implements IommuUnit {
   readonly #stalled = new Set<number>()
   #nextStag = 0
 
-  constructor(machine: Machine, driver: Driver, name: string, config: SmmuV3HwConfig = {}) {
+  constructor(machine: Machine, name: string, config: SmmuV3HwConfig = {}) {
     this.name = name
-    this.driver = driver
     this.memory = machine.memory
     this.#idr = [
       config.idr0 ?? DEFAULT_IDR0,
