@@ -3,7 +3,8 @@
  * with small, huge-page and memfd buffers (reference iommufd-uapi.md §7.1, §2.7–2.9,
  * §3.7, §1.4).
  */
-import { afterEach, beforeEach, describe, it } from 'vitest'
+import { MockPagetableType } from '@iommu/core/testing'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
   fdClose,
   fdInstall,
@@ -17,6 +18,7 @@ import {
 import {
   _testCmdCreateAccess,
   _testCmdDestroyAccessPages,
+  _testCmdHwptAlloc,
   _testCmdMdCheckMap,
   _testCmdMdCheckRefs,
   _testCmdMockDomain,
@@ -30,15 +32,19 @@ import {
   PAGE_SIZE,
 } from '../src/testing/index.ts'
 import {
+  IOMMU_HWPT_DATA_SELFTEST,
   IOMMU_TEST_DEV_CACHE_DEFAULT,
   IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
   IOMMU_TEST_OP_DEV_CHECK_CACHE,
   MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+  MOCK_IOMMUPT_DEFAULT,
+  MOCK_IOMMUPT_HUGE,
 } from '../src/uapi/index.ts'
 import {
   APERTURE,
   accessPages,
   type Env,
+  errnoOf,
   hwptAlloc,
   ioasMap,
   ioasMapFile,
@@ -269,3 +275,43 @@ for (const variant of VARIANTS) {
     })
   })
 }
+
+describe('IOMMU_HWPT_ALLOC with struct iommu_hwpt_selftest (mock_domain_alloc_pgtable)', () => {
+  let env: Env
+  beforeEach(() => {
+    env = setup()
+  })
+  afterEach(() => teardown(env))
+
+  /** The errno of a paging HWPT asking for `pagetable_type`, with `len` bytes of data. */
+  const alloc = (pagetableType: number, len = 8, dataType = IOMMU_HWPT_DATA_SELFTEST) => {
+    const ioas = _testIoctlIoasAlloc(env.fd)
+    const { idev_id } = _testCmdMockDomain(env.fd, ioas)
+    const data = new Uint8Array(16)
+    new DataView(data.buffer).setUint32(4, pagetableType, true)
+    return errnoOf(() =>
+      _testCmdHwptAlloc(env.fd, idev_id, ioas, 0, 0, dataType, data.subarray(0, len), len),
+    )
+  }
+
+  it('takes MOCK_IOMMUPT_DEFAULT and MOCK_IOMMUPT_HUGE; 7.2 knows no other type: EOPNOTSUPP', () => {
+    expect([MOCK_IOMMUPT_DEFAULT, MOCK_IOMMUPT_HUGE].map((t) => alloc(t))).toEqual(['OK', 'OK'])
+    // 2 is not a type in 7.2's iommufd_test.h (an AMD v1 mock table is not one either).
+    expect([2, 3, 0x8000_0000, 0xffff_ffff].map((t) => alloc(t))).toEqual([
+      'EOPNOTSUPP',
+      'EOPNOTSUPP',
+      'EOPNOTSUPP',
+      'EOPNOTSUPP',
+    ])
+    // Only `iotlb` is required (offsetofend): 4 bytes read as MOCK_IOMMUPT_DEFAULT.
+    expect(alloc(2, 4)).toBe('OK')
+    // Longer than the kernel's struct, or too short: __iommu_copy_struct_from_user's EINVAL.
+    expect([alloc(0, 12), alloc(0, 2)]).toEqual(['EINVAL', 'EINVAL'])
+    // Another driver's data type: EOPNOTSUPP before the copy.
+    expect(alloc(0, 8, 1)).toBe('EOPNOTSUPP')
+  })
+
+  it('keeps the uAPI constants of 7.2: MockPagetableType has DEFAULT and HUGE only', () => {
+    expect(MockPagetableType).toEqual({ DEFAULT: MOCK_IOMMUPT_DEFAULT, HUGE: MOCK_IOMMUPT_HUGE })
+  })
+})

@@ -108,8 +108,11 @@ export const MOCK_DEV_CACHE_NUM = 4
 export const IOMMU_TEST_DEV_CACHE_DEFAULT = 0xbaddad
 /** `IOMMU_TEST_PASID_RESERVED`: the PASID with the fake second-attach error. */
 export const IOMMU_TEST_PASID_RESERVED = 1024
-/** `MOCK_IOMMUPT_*`: the `pagetable_type` of the selftest HWPT data. */
-export const MockPagetableType = { DEFAULT: 0, HUGE: 1, AMDV1: 2 } as const
+/**
+ * `MOCK_IOMMUPT_*`: the `pagetable_type` of the selftest HWPT data, exactly 7.2's
+ * `iommufd_test.h`; `mock_domain_alloc_pgtable` answers EOPNOTSUPP for any other value.
+ */
+export const MockPagetableType = { DEFAULT: 0, HUGE: 1 } as const
 
 const F_PRESENT = 1
 const F_READ = 2
@@ -828,6 +831,7 @@ export function mockIommu(options: MockIommuOptions = {}): Driver<MockCaps> {
       }
       type = copyStructFromUser(data, IOMMU_HWPT_DATA_SELFTEST, 8, 4).getUint32(4, true)
     }
+    // mock_domain_alloc_pgtable: a switch over the two types 7.2 knows.
     if (type !== MockPagetableType.DEFAULT && type !== MockPagetableType.HUGE) {
       throw new IommuError('EOPNOTSUPP', `mock: pagetable_type ${type}`)
     }
