@@ -332,6 +332,16 @@ describe('the missing-invalidation detector', () => {
     expect(v.unit.staleUses).toEqual([])
   })
 
+  it('stays silent on a write through a cached read-only leaf: a permission fault, not staleness', () => {
+    // A read fills the IOTLB with the read-only leaf; the write hits that entry and faults.
+    // The entry matches memory: the detector walks with no access to compare.
+    const v = vm({ hugePages: false, pages: 4, prot: IOMMU_IOAS_MAP_READABLE })
+    v.fd.bindDevice(v.dev).attach(v.ioas)
+    v.dev.dma.read(IOVA + 0x2000n, 1)
+    expect(() => v.dev.dma.write(IOVA + 0x2010n, new Uint8Array([1]))).toThrow(DmaFault)
+    expect(v.unit.staleUses).toEqual([])
+  })
+
   it('catches a DTE change whose INVALIDATE_DEVTAB_ENTRY was dropped', () => {
     const v = vm({ hugePages: false, pages: 16 })
     const idev = v.fd.bindDevice(v.dev)

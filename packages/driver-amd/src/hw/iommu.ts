@@ -607,15 +607,9 @@ export class AmdIommuHw implements IommuUnit {
   #checkEntry(e: number, dte: CachedDte, txn: DmaTransaction): void {
     const tlb = this.iotlb
     const p = this.#peek
-    this.#walker.walk(
-      dte.rootPfn,
-      dte.mode,
-      txn.iovaPfn,
-      txn.write ? WRITE : READ,
-      dte.ad,
-      false,
-      p,
-    )
+    // Look with no access: the check compares the mapping and its permissions with the
+    // cached ones; a write through a read-only leaf is a permission fault, not staleness.
+    this.#walker.walk(dte.rootPfn, dte.mode, txn.iovaPfn, 0, dte.ad, false, p)
     let what: string | null = null
     const dtePerm = (dte.ir ? READ : 0) | (dte.iw ? WRITE : 0)
     if (
