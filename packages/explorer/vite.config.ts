@@ -34,21 +34,19 @@ function noNodeBuiltins(): Plugin {
 }
 
 /**
- * vitest and fast-check are optional peers that the packages' `/testing` entries import
- * dynamically (inside try/catch) for their conformance kits. In the browser they resolve
- * to a module that fails to load, so those kits report "needs vitest" as they would
- * without the peer installed.
+ * Nothing the page imports may reach a test framework (vitest, fast-check): the testing
+ * entries the explorer uses (`@iommu/core/testing/mock`) load none, and the build fails
+ * if one comes back.
  */
-function stubTestPeers(): Plugin {
-  const STUB = '\0iommu:test-peer-stub'
+function noTestPeers(): Plugin {
   return {
-    name: 'iommu:stub-test-peers',
+    name: 'iommu:no-test-peers',
     enforce: 'pre',
-    resolveId(id) {
-      return id === 'vitest' || id === 'fast-check' ? STUB : null
-    },
-    load(id) {
-      return id === STUB ? 'throw new Error("not available in the browser")' : null
+    resolveId(id, importer) {
+      if (id === 'vitest' || id.startsWith('vitest/') || id === 'fast-check') {
+        this.error(`${importer ?? '?'} imports '${id}': test frameworks stay out of the page`)
+      }
+      return null
     },
   }
 }
@@ -94,7 +92,7 @@ function escapeRe(s: string): string {
 
 export default defineConfig({
   base: './',
-  plugins: [noNodeBuiltins(), stubTestPeers(), singleFile()],
+  plugins: [noNodeBuiltins(), noTestPeers(), singleFile()],
   resolve: {
     conditions: ['@iommu/source', ...defaultClientConditions],
   },
@@ -102,7 +100,6 @@ export default defineConfig({
     jsx: { runtime: 'automatic', importSource: 'preact' },
   },
   build: {
-    // Top-level await (the optional-peer probes) needs ES2022 modules.
     target: 'es2022',
     outDir: 'dist',
     emptyOutDir: true,

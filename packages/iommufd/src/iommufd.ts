@@ -16,7 +16,7 @@ import {
   PROT_WRITE,
   type Process,
 } from '@iommu/core'
-import { MockIommuUnit } from '@iommu/core/testing'
+import { MockIommuUnit } from '@iommu/core/testing/mock'
 import { type IommufdAccess, type IommufdAccessOps, iommufdAccessCreate } from './access.ts'
 import { type Caller, type Credentials, IommufdCtx, type IommufdMmap, UNPRIVILEGED } from './ctx.ts'
 import { type IommufdDevice, iommufdDeviceBind } from './device.ts'

@@ -28,7 +28,7 @@ import {
   MockIommuUnit,
   MockNestedDomain,
   mockMarkDirty,
-} from '@iommu/core/testing'
+} from '@iommu/core/testing/mock'
 import {
   IOMMUFD_ACCESS_RW_SLOW_PATH,
   IOMMUFD_ACCESS_RW_WRITE,

@@ -29,17 +29,21 @@ import type { PciDevice, PciDeviceOptions } from '../machine/pci.ts'
 import type { Process } from '../machine/process.ts'
 import { mockIommu } from './mock-iommu.ts'
 
-// vitest is an optional peer: the mock driver in this entry point is usable without it.
-let vitest: typeof Vitest | null = null
-try {
-  vitest = await import('vitest')
-} catch {
-  vitest = null
-}
-
+/**
+ * vitest, looked up when a suite or a case is defined, never imported: vitest is an
+ * optional peer, and importing this entry (for the mock driver, at run time, in a browser
+ * bundle) must not load it. Inside a vitest worker its API is `globalThis.__vitest_index__`,
+ * the object behind `import.meta.vitest` (vitest's in-source testing), the same module a
+ * test file imports as `'vitest'`.
+ */
 function vt(): typeof Vitest {
-  if (vitest === null) throw new Error('describeDriverConformance needs vitest (a peer dependency)')
-  return vitest
+  const api = (globalThis as { __vitest_index__?: typeof Vitest }).__vitest_index__
+  if (api === undefined) {
+    throw new Error(
+      'the driver conformance kit runs inside vitest (a peer dependency): call it from a test file',
+    )
+  }
+  return api
 }
 
 /** Options of {@link describeDriverConformance}. */

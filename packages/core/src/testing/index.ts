@@ -1,5 +1,7 @@
 /**
- * @iommu/core/testing — the mock IOMMU driver and the driver conformance kit.
+ * @iommu/core/testing — the mock IOMMU driver (also alone: `@iommu/core/testing/mock`) and
+ * the driver conformance kit. Importing it loads no test framework: the kit finds vitest
+ * when a suite or a case is defined.
  *
  * @module
  */
@@ -11,39 +13,4 @@ export {
   describeDriverConformance,
   driverConformanceCases,
 } from './conformance.ts'
-export {
-  IOMMU_HW_INFO_SELFTEST_REGVAL,
-  IOMMU_HW_INFO_TYPE_SELFTEST,
-  IOMMU_HW_QUEUE_TYPE_SELFTEST,
-  IOMMU_HWPT_DATA_SELFTEST,
-  IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
-  IOMMU_TEST_DEV_CACHE_DEFAULT,
-  IOMMU_TEST_HW_QUEUE_MAX,
-  IOMMU_TEST_INVALIDATE_FLAG_ALL,
-  IOMMU_TEST_PASID_RESERVED,
-  IOMMU_VEVENTQ_TYPE_SELFTEST,
-  IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
-  IOMMU_VIOMMU_TYPE_SELFTEST,
-  MOCK_APERTURE_LAST,
-  MOCK_APERTURE_START,
-  MOCK_DEV_CACHE_ID_MAX,
-  MOCK_DEV_CACHE_NUM,
-  MOCK_HUGE_PAGE_SIZE,
-  MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,
-  MOCK_NESTED_DOMAIN_IOTLB_NUM,
-  MOCK_PAGE_SIZE,
-  MOCK_PASID_WIDTH,
-  MOCK_S1_ADDR_MASK,
-  MOCK_S1_VALID,
-  MOCK_S1_WRITE,
-  type MockDev,
-  MockDomain,
-  type MockFaultRecord,
-  type MockIommuOptions,
-  MockIommuUnit,
-  MockNestedDomain,
-  MockPagetableType,
-  type MockViommu,
-  mockIommu,
-  mockMarkDirty,
-} from './mock-iommu.ts'
+export * from './mock/index.ts'

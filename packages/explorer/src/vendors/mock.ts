@@ -1,5 +1,5 @@
 /**
- * The selftest mock IOMMU (`@iommu/core/testing`) in the explorer. Its "hardware" is a
+ * The selftest mock IOMMU (`@iommu/core/testing/mock`) in the explorer. Its "hardware" is a
  * RID → domain table and its IOPTEs are per-IO-page flags, not tables in memory, so the
  * explorer lists the domain's IOPTEs over the mapped ranges instead of a tree.
  *
@@ -7,7 +7,7 @@
  */
 
 import type { IommuDomain } from '@iommu/core'
-import { MockDomain, mockIommu } from '@iommu/core/testing'
+import { MockDomain, mockIommu } from '@iommu/core/testing/mock'
 import { decodeStruct, flag, hex, type Layout } from '../decode/bitfield.ts'
 import type { DomainEntriesView, ListRow, MappedRange, VendorDescriptor } from './types.ts'
 
