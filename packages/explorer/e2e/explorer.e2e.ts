@@ -378,6 +378,56 @@ describe('explorer in Chromium', () => {
     await page.close()
   })
 
+  it('lists the dirty-tracking hazard of a 16 KiB contiguous AMD leaf in the Detectors tab', async () => {
+    const page = await open(server.url)
+    await page.click('button[name=edit-machine]')
+    await page.selectOption('select[name=vendor]', 'amd')
+    // Dirty tracking is the unit's on AMD (EFR.HDSup), not a device checkbox.
+    expect(await page.locator('input[name=dev-0-dirty]').count()).toBe(0)
+    await page.screenshot({ path: join(RESULTS_DIR, 'explorer-amd-builder.png') })
+    await page.click('button[name=build]')
+    const calls = [
+      await issue(page, 'IOAS_ALLOC'),
+      await issue(page, 'IOAS_MAP', { ioas: '3', offset: '0x0', length: '16k', iova: '0x10000000' }),
+      await issue(page, 'HWPT_ALLOC', { dev: '0', pt: '3', dirtyTracking: true }),
+      await issue(page, 'ATTACH', { dev: '0', pt: '4' }),
+      await issue(page, 'SET_DIRTY_TRACKING', { hwpt: '4', enable: true }),
+      await issue(page, 'DMA_WRITE', { dev: '0', iova: '0x10000000', length: '64' }),
+      await issue(page, 'GET_DIRTY_BITMAP', { hwpt: '4', iova: '0x10000000', length: '16k' }),
+    ]
+    expect(calls.filter((c) => !c.ok)).toEqual([])
+    // 7.2 records the 16 KiB leaf one item short.
+    expect(calls.at(-1)?.text).toContain('3 dirty pages: 0x1000_0000..0x1000_2fff')
+    expect((await page.textContent('[data-tab=detectors] .badge'))?.trim()).toBe('1')
+    await page.click('[data-tab=detectors]')
+    const section = page.locator('.detector[data-detector="Dirty-tracking hazard detector"]')
+    expect(await section.locator('.chip.bad').textContent()).toBe('1 finding')
+    const detail = await section.locator('.findings li .detail span').evaluateAll((spans) =>
+      Object.fromEntries(
+        spans.map((s) => [
+          s.querySelector('b')?.textContent ?? '',
+          (s.textContent ?? '').replace(s.querySelector('b')?.textContent ?? '', '').trim(),
+        ]),
+      ),
+    )
+    expect(detail).toMatchObject({
+      kind: 'record-short',
+      HWPT: '4',
+      query: '[0x1000_0000, +16 KiB), page_size 4 KiB',
+      lost: '4 KiB: [0x1000_3000, +4 KiB)',
+      IOPTE: '[0x1000_0000, +16 KiB)',
+      recorded: '[0x1000_0000, +12 KiB)',
+    })
+    expect(await section.locator('.findings li.error').count()).toBe(1)
+    await page.screenshot({ path: join(RESULTS_DIR, 'explorer-dirty-hazards.png') })
+    // The selftest mock keeps its per-device flag (MOCK_FLAGS_DEVICE_NO_DIRTY).
+    await page.click('button[name=edit-machine]')
+    await page.selectOption('select[name=vendor]', 'mock')
+    expect(await page.locator('input[name=dev-0-dirty]').count()).toBe(1)
+    await page.screenshot({ path: join(RESULTS_DIR, 'explorer-mock-builder.png') })
+    await page.close()
+  })
+
   it('raised no page errors', () => {
     expect(pageErrors).toEqual([])
   })

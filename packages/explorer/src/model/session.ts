@@ -51,7 +51,9 @@ import {
 import { IOMMU_VIOMMU_TYPE_ARM_SMMUV3, IOMMU_VIOMMU_TYPE_SELFTEST } from '@iommu/iommufd/uapi'
 import { hex } from '../decode/bitfield.ts'
 import { vendorById } from '../vendors/index.ts'
+import { dirtyHazardReport } from './hazards.ts'
 import {
+  type DetectorReport,
   type MappedRange,
   type VendorContext,
   type VendorDescriptor,
@@ -247,7 +249,8 @@ export class Session {
         name: d.name,
         pasidBits: d.pasidBits,
         ats: d.ats,
-        dirtyTracking: d.dirtyTracking,
+        // Per device on the mock only; on hardware the unit decides (a vendor option).
+        dirtyTracking: this.vendor.deviceDirtyTracking ? d.dirtyTracking : true,
       })
       const idev = this.fd.bindDevice(dev)
       this.devices.push({ name: d.name, dev, idev, pt: null, hwpt: null })
@@ -272,6 +275,11 @@ export class Session {
     const unit = this.machine.units[0]
     if (unit === undefined) throw new Error('no IOMMU unit')
     return { machine: this.machine, unit }
+  }
+
+  /** Every detector's report: the vendor's own, then the dirty-tracking hazard detector. */
+  detectors(): DetectorReport[] {
+    return [...this.vendor.detectors(this.vendorContext), dirtyHazardReport(this.machine)]
   }
 
   /** The driver of the unit (for hooks). */

@@ -88,7 +88,8 @@ export function App() {
   const ranges = hwpt === null ? [] : session.hwptRanges(hwpt)
   const focus = state.view.iova !== undefined ? BigInt(state.view.iova) : (ranges[0]?.iova ?? null)
   const failed = session.log.filter((e) => e.error !== null).length
-  const findings = session.vendor.detectors(ctx).reduce((n, r) => n + r.findings.length, 0)
+  const detectors = session.detectors()
+  const findings = detectors.reduce((n, r) => n + r.findings.length, 0)
 
   return (
     <div class="app">
@@ -219,7 +220,7 @@ export function App() {
             ) : tab === 'registers' ? (
               <RegistersView session={session} />
             ) : tab === 'detectors' ? (
-              <DetectorsView reports={session.vendor.detectors(ctx)} />
+              <DetectorsView reports={detectors} />
             ) : (
               <MigrationView
                 vendor={session.vendor}

@@ -179,16 +179,19 @@ export function MachinePanel({ machine, seed, onBuild, onDemo }: Props) {
                 }
               />
             </label>
-            <label title="The device's IOMMU path supports dirty tracking">
-              <input
-                type="checkbox"
-                checked={d.dirtyTracking}
-                onChange={(e) =>
-                  setDev(i, { dirtyTracking: (e.target as HTMLInputElement).checked })
-                }
-              />
-              dirty
-            </label>
+            {vendor.deviceDirtyTracking ? (
+              <label title="The mock device tracks dirty pages (else MOCK_FLAGS_DEVICE_NO_DIRTY)">
+                <input
+                  type="checkbox"
+                  name={`dev-${i}-dirty`}
+                  checked={d.dirtyTracking}
+                  onChange={(e) =>
+                    setDev(i, { dirtyTracking: (e.target as HTMLInputElement).checked })
+                  }
+                />
+                dirty
+              </label>
+            ) : null}
             <button
               type="button"
               class="icon"

@@ -110,12 +110,13 @@ function permName(p: number): string {
 export const amdVendor: VendorDescriptor = {
   id: 'amd',
   label: 'AMD-Vi',
+  deviceDirtyTracking: false,
   about:
     'AMD IOMMU v1 host tables, DTE, IOTLB + DTE cache, command buffer, event log, HAD dirty tracking',
   options: [
     {
       key: 'hdsup',
-      label: 'EFR.HDSup (hardware dirty bits)',
+      label: 'Dirty tracking (EFR.HDSup: hardware dirty bits)',
       kind: 'boolean',
       default: true,
       help: 'Without it HWPT_ALLOC with DIRTY_TRACKING is EOPNOTSUPP',

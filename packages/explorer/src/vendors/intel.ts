@@ -136,12 +136,13 @@ function tlbView(title: string, ref: string, c: TranslationCache, tagName: strin
 export const intelVendor: VendorDescriptor = {
   id: 'intel',
   label: 'Intel VT-d',
+  deviceDirtyTracking: false,
   about:
     'VT-d scalable mode: root/context/PASID tables, second-stage (and first-stage) tables, IOTLB, PSC, context and PASID caches, queued invalidation, SSADE dirty tracking',
   options: [
     {
       key: 'ssads',
-      label: 'ECAP.SSADS (second-stage A/D)',
+      label: 'Dirty tracking (ECAP.SSADS: second-stage A/D)',
       kind: 'boolean',
       default: true,
       help: 'Without it HWPT_ALLOC with DIRTY_TRACKING is EOPNOTSUPP',

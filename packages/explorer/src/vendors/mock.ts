@@ -102,6 +102,7 @@ export function mockDomainEntries(
 export const mockVendor: VendorDescriptor = {
   id: 'mock',
   label: 'Selftest mock',
+  deviceDirtyTracking: true,
   about:
     'The kernel selftest’s mock IOMMU: configurable IO page size, injected dirty bits, no tables in memory',
   options: [

@@ -148,12 +148,13 @@ function tlbView(
 export const smmuv3Vendor: VendorDescriptor = {
   id: 'smmuv3',
   label: 'ARM SMMUv3',
+  deviceDirtyTracking: false,
   about:
     'SMMUv3: stream table, STE and CD, ARM LPAE stage 1/2 tables, TLB and ATC, command/event queues, HTTU dirty tracking',
   options: [
     {
       key: 'httu',
-      label: 'IDR0.HTTU = access + dirty',
+      label: 'Dirty tracking (IDR0.HTTU = access + dirty)',
       kind: 'boolean',
       default: true,
       help: 'Without hardware dirty updates HWPT_ALLOC with DIRTY_TRACKING is EOPNOTSUPP',

@@ -109,6 +109,13 @@ export interface VendorDescriptor {
   readonly id: string
   /** Display name (`'AMD-Vi'`). */
   readonly label: string
+  /**
+   * Whether dirty tracking is a per-device property (the selftest mock's
+   * `MOCK_FLAGS_DEVICE_NO_DIRTY`): the machine builder then offers a checkbox per device.
+   * On hardware it is the unit's (AMD EFR.HDSup, VT-d ECAP.SSADS, SMMUv3 IDR0.HTTU): one of
+   * the vendor's {@link options}.
+   */
+  readonly deviceDirtyTracking: boolean
   /** One line on what is modelled. */
   readonly about: string
   readonly options: readonly VendorOption[]
@@ -124,7 +131,10 @@ export interface VendorDescriptor {
   caches(ctx: VendorContext): ListView[]
   /** Command and event queues, with decoded records. */
   queues(ctx: VendorContext): ListView[]
-  /** The vendor's own detectors (e.g. AMD's missing-invalidation detector). */
+  /**
+   * The vendor's own detectors (e.g. AMD's missing-invalidation detector); the session adds
+   * the machine's dirty-tracking hazard detector for every vendor.
+   */
   detectors(ctx: VendorContext): DetectorReport[]
   /** The domain's IO page table in memory, or null (identity, blocked, mock). */
   pageTable(domain: IommuDomain): TableSource | null
