@@ -15,7 +15,7 @@ import {
 } from '@iommu/iommufd'
 import { runUapiFuzz } from '@iommu/iommufd/testing'
 import { describe, expect, it } from 'vitest'
-import { amd } from '../src/index.ts'
+import { type AmdIommuHw, amd } from '../src/index.ts'
 
 const HUGE = 1n << 52n
 const RW = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE
@@ -70,10 +70,16 @@ describe('a 2^52-byte MAP over a 64 KiB buffer on AMD', () => {
 describe('random ioctls on the AMD model', () => {
   it('fail only with errno, leak nothing and lose no dirty page (seed 1)', () => {
     const r = runUapiFuzz(
-      { name: 'amd', machine: () => createMachine({ iommus: [amd()] }) },
+      {
+        name: 'amd',
+        machine: () => createMachine({ iommus: [amd()] }),
+        staleUses: (m) => (m.units[0] as AmdIommuHw).staleUses,
+      },
       { seed: 1, ops: 4000, opsPerWorld: 250 },
     )
     expect(r.problems).toEqual([])
+    // The driver never left a stale translation for the hardware to use.
+    expect(r.dirty.staleUses).toBe(0)
     expect(r.dirty.falseNegativesWellFormed).toBe(0)
     // The run reached what it checks: successes, many errnos, DMA, dirty pages.
     expect(r.succeeded).toBeGreaterThan(500)

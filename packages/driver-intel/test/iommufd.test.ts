@@ -25,6 +25,7 @@ import {
   type Iommufd,
   openIommufd,
 } from '@iommu/iommufd'
+import { runUapiFuzz } from '@iommu/iommufd/testing'
 import { describe, expect, it } from 'vitest'
 import {
   Fr,
@@ -454,5 +455,23 @@ describe('cache views for tools', () => {
     expect(tlb.validEntries().map((i) => [tlb.tag(i), tlb.pasid(i), tlb.vpn(i)])).toEqual([
       [tag?.did, 0, Number(IOVA / BigInt(PAGE)) + 5],
     ])
+  })
+})
+
+describe('random ioctls on the VT-d model', () => {
+  it('fail only with errno, leak nothing, lose no dirty page, leave nothing stale (seed 1)', () => {
+    const r = runUapiFuzz(
+      {
+        name: 'intel',
+        machine: () => createMachine({ iommus: [intel()] }),
+        staleUses: (m) => (m.units[0] as VtdIommuHw).staleUses,
+      },
+      { seed: 1, ops: 4000, opsPerWorld: 250 },
+    )
+    expect(r.problems).toEqual([])
+    expect(r.dirty.staleUses).toBe(0)
+    // The run reached what it checks: DMA writes and dirty pages read back.
+    expect(r.dmaWrites).toBeGreaterThan(100)
+    expect(r.dirty.expected).toBeGreaterThan(5)
   })
 })

@@ -28,6 +28,7 @@ import {
   type Iommufd,
   openIommufd,
 } from '@iommu/iommufd'
+import { runUapiFuzz } from '@iommu/iommufd/testing'
 import { IOMMU_HW_INFO_TYPE_ARM_SMMUV3 } from '@iommu/iommufd/uapi'
 import { describe, expect, it } from 'vitest'
 import {
@@ -45,6 +46,7 @@ import {
   smmuv3EventLog,
   smmuv3TestHooks,
 } from '../src/index.ts'
+import { traceCommands } from './helpers.ts'
 
 const PAGE = 4096
 const IOVA = 0x1_0000_0000n
@@ -255,6 +257,43 @@ describe('SMMUv3 dirty tracking through iommufd', () => {
     expect(dirtyBits(v, hwpt, 16)).toEqual([3])
     expect(v.unit.staleUses).toEqual([])
   })
+
+  it('with flushAfterDirtyClear, a clear gathering 2^32 + 1 pages invalidates two: SCALE 32 does not fit', () => {
+    const v = vm({ hugePages: false, pages: 2, driver: { flushAfterDirtyClear: true } })
+    // A second area 16 TiB up: enabling again clears both areas into one gather.
+    const far = IOVA + (1n << 44n)
+    v.fd.ioctl(IOMMU_IOAS_MAP, {
+      size: 40,
+      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+      ioas_id: v.ioas,
+      user_va: BigInt(v.guest + PAGE),
+      length: BigInt(PAGE),
+      iova: far,
+    })
+    const hwpt = dirtyHwpt(v)
+    // Both leaves dirty, so the gather runs from one to the other.
+    v.dev.dma.write(IOVA, new Uint8Array([1]))
+    v.dev.dma.write(far, new Uint8Array([1]))
+    const enable = {
+      size: 16,
+      flags: IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+      hwpt_id: hwpt,
+      __reserved: 0,
+    }
+    const tlbis = traceCommands(v.unit, () => v.fd.ioctl(IOMMU_HWPT_SET_DIRTY_TRACKING, enable))
+      .filter((c) => c.op === 'TLBI_NH_VA')
+      .map((c) => [Number((c.dw0 >> 20n) & 31n), Number((c.dw0 >> 12n) & 31n), c.dw1 & ~0xfffn])
+    // arm_smmu_cmdq_batch_add_range over [IOVA, far + 4 KiB): 2^32 + 1 pages, 5 bits a
+    // command from the lowest set one: (NUM 1, SCALE 0), then (NUM 1, SCALE 32), whose
+    // FIELD_PREP into the 5-bit SCALE leaves 0: one page at IOVA + 4 KiB, not 16 TiB.
+    expect(tlbis).toEqual([
+      [0, 0, IOVA],
+      [0, 0, IOVA + BigInt(PAGE)],
+    ])
+    // The far leaf stays cached writable-dirty: the next write there is not logged.
+    v.dev.dma.write(far, new Uint8Array([2]))
+    expect(v.unit.staleUses).toMatchObject([{ cache: 'tlb', iova: far, write: true }])
+  })
 })
 
 /** Physical address of the device's CD 0, through the STE's S1ContextPtr. */
@@ -271,6 +310,31 @@ function stePa(v: Vm): number {
   const l1 = v.m.memory.read64(base + (sid >>> 8) * 8)
   return Number(l1 & 0x000f_ffff_ffff_ffc0n) + (sid & 0xff) * 64
 }
+
+describe('the uAPI fuzzer on SMMUv3 (7.2: no TLB flush after a clearing dirty read)', () => {
+  const fuzz = (hook: boolean) =>
+    runUapiFuzz(
+      {
+        name: 'smmuv3',
+        machine: () => createMachine({ iommus: [smmuv3()] }),
+        ...(hook ? { staleUses: (m: Machine) => (m.units[0] as SmmuV3Hw).staleUses } : {}),
+      },
+      { seed: 1, ops: 5000, opsPerWorld: 250 },
+    )
+
+  it('counts the writes the TLB absorbed unlogged, explained by the hardware detector', () => {
+    const r = fuzz(true)
+    expect(r.problems).toEqual([])
+    expect([r.dirty.unlogged, r.dirty.staleUses, r.dirty.falseNegatives]).toEqual([7, 5, 0])
+  })
+
+  it('reports them as findings when no detector explains them', () => {
+    const r = fuzz(false)
+    expect(r.dirty.unlogged).toBe(0)
+    expect(r.problems.map((p) => p.kind)).toEqual(Array(7).fill('dirty-false-negative'))
+    expect(r.problems[0]?.detail).toMatch(/IOPTE is not dirty, and the hardware reported no stale/)
+  })
+})
 
 describe('the missing-invalidation detector', () => {
   it('catches an unmap whose TLBI was dropped, and the device sees the stale page', () => {

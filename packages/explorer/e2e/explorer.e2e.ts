@@ -388,7 +388,12 @@ describe('explorer in Chromium', () => {
     await page.click('button[name=build]')
     const calls = [
       await issue(page, 'IOAS_ALLOC'),
-      await issue(page, 'IOAS_MAP', { ioas: '3', offset: '0x0', length: '16k', iova: '0x10000000' }),
+      await issue(page, 'IOAS_MAP', {
+        ioas: '3',
+        offset: '0x0',
+        length: '16k',
+        iova: '0x10000000',
+      }),
       await issue(page, 'HWPT_ALLOC', { dev: '0', pt: '3', dirtyTracking: true }),
       await issue(page, 'ATTACH', { dev: '0', pt: '4' }),
       await issue(page, 'SET_DIRTY_TRACKING', { hwpt: '4', enable: true }),
@@ -402,14 +407,16 @@ describe('explorer in Chromium', () => {
     await page.click('[data-tab=detectors]')
     const section = page.locator('.detector[data-detector="Dirty-tracking hazard detector"]')
     expect(await section.locator('.chip.bad').textContent()).toBe('1 finding')
-    const detail = await section.locator('.findings li .detail span').evaluateAll((spans) =>
-      Object.fromEntries(
-        spans.map((s) => [
-          s.querySelector('b')?.textContent ?? '',
-          (s.textContent ?? '').replace(s.querySelector('b')?.textContent ?? '', '').trim(),
-        ]),
-      ),
-    )
+    const detail = await section
+      .locator('.findings li .detail span')
+      .evaluateAll((spans) =>
+        Object.fromEntries(
+          spans.map((s) => [
+            s.querySelector('b')?.textContent ?? '',
+            (s.textContent ?? '').replace(s.querySelector('b')?.textContent ?? '', '').trim(),
+          ]),
+        ),
+      )
     expect(detail).toMatchObject({
       kind: 'record-short',
       HWPT: '4',

@@ -195,6 +195,31 @@ describe('random ioctls on the mock IOMMU', () => {
     expect(r.dmaWrites).toBeGreaterThan(100)
     expect(r.dirty.wellFormedReads).toBeGreaterThan(10)
     expect(r.dirty.expected).toBeGreaterThan(10)
+    // Every miss was explained by the dirty-tracking hazard log: a bitmap page that could
+    // not be pinned (lost), a walk stopped at a gap (missed, still dirty).
+    expect(r.dirty.falseNegatives).toBe(0)
+    expect(r.dirty.lostByKind).toEqual({ 'bitmap-pin-failed': 1 })
+    expect(r.dirty.missedByKind).toEqual({ 'walk-stopped': 5 })
+  })
+
+  it('report every miss the hazard log does not explain, malformed reads too (detector off)', () => {
+    const r = runUapiFuzz(
+      {
+        name: 'mock, no hazard detector',
+        machine: () => {
+          const m = createMachine({ iommus: [mockIommu()] })
+          m.dirtyHazards.enabled = false
+          return m
+        },
+      },
+      { seed: 1, ops: 5000, opsPerWorld: 250 },
+    )
+    // The same six misses, now unexplained: each one a finding.
+    expect([r.dirty.lost, r.dirty.missed, r.dirty.falseNegatives]).toEqual([0, 0, 6])
+    expect(r.problems.map((p) => p.kind)).toEqual(Array(6).fill('dirty-false-negative'))
+    expect(r.problems[0]?.detail).toMatch(
+      /not in the bitmap, and the dirty hazard log does not list it/,
+    )
   })
 })
 

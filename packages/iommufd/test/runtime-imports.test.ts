@@ -12,7 +12,9 @@ import { describe, expect, it } from 'vitest'
 /** This package's directory: bare specifiers resolve from its dependencies. */
 const PKG = fileURLToPath(new URL('..', import.meta.url))
 /** tsx, a root dev dependency, to load the TypeScript sources. */
-const TSX = pathToFileURL(createRequire(new URL('../../../package.json', import.meta.url)).resolve('tsx')).href
+const TSX = pathToFileURL(
+  createRequire(new URL('../../../package.json', import.meta.url)).resolve('tsx'),
+).href
 
 /** A resolve hook that reports every resolved URL to the main thread. */
 const HOOKS = `

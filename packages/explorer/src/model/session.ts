@@ -51,7 +51,6 @@ import {
 import { IOMMU_VIOMMU_TYPE_ARM_SMMUV3, IOMMU_VIOMMU_TYPE_SELFTEST } from '@iommu/iommufd/uapi'
 import { hex } from '../decode/bitfield.ts'
 import { vendorById } from '../vendors/index.ts'
-import { dirtyHazardReport } from './hazards.ts'
 import {
   type DetectorReport,
   type MappedRange,
@@ -60,6 +59,7 @@ import {
   type VendorOptions,
   vendorOptions,
 } from '../vendors/types.ts'
+import { dirtyHazardReport } from './hazards.ts'
 import type { Command, ExplorerState, MachineSpec, ViommuType } from './scenario.ts'
 
 const PAGE = 4096

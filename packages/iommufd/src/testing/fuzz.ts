@@ -10,11 +10,15 @@
  *   errno (an ioctl's also carries `syscall: 'ioctl'`);
  * - nothing leaks: at the end of each "world" (a machine, a VMM, a few hundred operations)
  *   everything is closed and every pin, every charge and every frame is back to zero;
- * - dirty tracking loses nothing: every 2 KiB unit a device DMA-wrote through a HWPT with
- *   tracking enabled, since that unit was last read and cleared, is set in the bitmap a
- *   later IOMMU_HWPT_GET_DIRTY_BITMAP returns, unless the kernel is known to lose it
- *   (see {@link lostByKernel}: the one place where the dirty-tracking hazard detector's
- *   lost pages are subtracted).
+ * - dirty tracking loses nothing it does not own up to: every 2 KiB unit a device
+ *   DMA-wrote through a HWPT with tracking enabled, since that unit was last read and
+ *   cleared, is set in the bitmap the next IOMMU_HWPT_GET_DIRTY_BITMAP over it returns,
+ *   unless a detector explains the miss: the machine's dirty-tracking hazard log
+ *   (`machine.dirtyHazards`: Linux 7.2 lost the unit's dirt, or left it dirty for a later
+ *   read) or the IOMMU hardware's missing-invalidation detector (a write through a stale
+ *   cached translation that the hardware never logged as dirty). Every other miss, in a
+ *   well-formed read or a malformed one, is a finding; so is a write the IOMMU did not log
+ *   while no stale translation explains it.
  *
  * The run is a pure function of the seed and the machine factory.
  *
@@ -22,12 +26,18 @@
  */
 
 import {
+  type DirtyHazard,
+  type DirtyHazardKind,
+  type DirtyHazardLog,
   DmaFault,
   DomainType,
   ERRNO,
   FRAME_SIZE,
+  IOMMU_DIRTY_NO_CLEAR,
+  IommuDirtyBitmap,
   type IommuDomain,
   IommuError,
+  IovaRangeList,
   MAP_SHARED,
   type Machine,
   type PciDevice,
@@ -161,6 +171,16 @@ export interface UapiFuzzTarget {
    * also gets the selftest's mock devices.
    */
   machine(): Machine
+  /**
+   * The IOMMU hardware's missing-invalidation detector, when it has one (`staleUses` of
+   * the AMD, VT-d and SMMUv3 models): the live list of DMA accesses that used a cached
+   * translation software should have invalidated. A DMA write that reaches memory without
+   * its IOPTE becoming dirty is a finding unless a stale use of a write was added to this
+   * list during it. Linux 7.2's SMMUv3 driver needs it: it does not invalidate the TLB
+   * after a clearing dirty read, so a leaf cached writable-dirty absorbs later writes
+   * without logging them (unless the target uses `smmuv3({ flushAfterDirtyClear: true })`).
+   */
+  staleUses?(m: Machine): readonly { readonly write: boolean }[]
 }
 
 /** Options of {@link runUapiFuzz}. */
@@ -213,15 +233,34 @@ export interface UapiFuzzReport {
     reads: number
     /** ... of which well-formed: a valid, big enough bitmap and a range fully mapped. */
     wellFormedReads: number
-    /** Written units the oracle expected to find set. */
+    /** Written units a read covered, which the oracle expected to find set. */
     expected: number
-    /** Expected units the hazard detector reported lost (subtracted). */
+    /**
+     * Written units whose dirt a clearing read lost, as the hazard log explains it: in
+     * the read's range and missing from its bitmap, or outside it (a dirty IOPTE cleaned
+     * whole, `'iopte-outside-query'`). They are not expected again.
+     */
     lost: number
-    /** Expected units missing from the bitmap, in all reads / in well-formed reads. */
+    /** {@link lost} by hazard kind. */
+    readonly lostByKind: Record<string, number>
+    /** Expected units missing from a bitmap that the hazard log lists as still dirty (`'missed'`): still expected. */
+    missed: number
+    /** {@link missed} by hazard kind. */
+    readonly missedByKind: Record<string, number>
+    /**
+     * Units of DMA writes the IOMMU did not log as dirty while its hardware detector
+     * reported a write through a stale translation (see {@link UapiFuzzTarget.staleUses}):
+     * lost before any read, not expected.
+     */
+    unlogged: number
+    /** Stale uses the hardware detector reported, writes and reads (0 without the hook). */
+    staleUses: number
+    /**
+     * Expected units missing from a bitmap that no detector explains, in all reads / in
+     * well-formed reads; each one is also a `'dirty-false-negative'` finding.
+     */
     falseNegatives: number
     falseNegativesWellFormed: number
-    /** A few misses in malformed reads while no hazard detector explains them. */
-    readonly samples: string[]
   }
   readonly problems: UapiFuzzProblem[]
 }
@@ -238,12 +277,6 @@ interface DirtyRecord {
   tracking: boolean
   /** Written units (IOVA >> UNIT_SHIFT) → the area they were written through. */
   readonly written: Map<number, IoptArea>
-  /**
-   * Written units a clearing read may have cleared without reporting: outside its range
-   * but in an area it covered in part, so possibly in the same huge IOPTE (an IOPTE never
-   * spans two areas). Written again, a unit leaves the set.
-   */
-  readonly exposed: Set<number>
 }
 
 interface World {
@@ -309,6 +342,8 @@ class Fuzzer {
   #what = ''
   /** fail_nth for the API calls of the current step, 0 for none. */
   #inject = 0
+  /** The errno name of the last failure classified, or null. */
+  #lastErrno: string | null = null
 
   constructor(target: UapiFuzzTarget, o: UapiFuzzOptions) {
     this.#target = target
@@ -336,9 +371,13 @@ class Fuzzer {
         wellFormedReads: 0,
         expected: 0,
         lost: 0,
+        lostByKind: {},
+        missed: 0,
+        missedByKind: {},
+        unlogged: 0,
+        staleUses: 0,
         falseNegatives: 0,
         falseNegativesWellFormed: 0,
-        samples: [],
       },
       problems: [],
     }
@@ -391,6 +430,7 @@ class Fuzzer {
   /** Count an error, or report it when it is not an `IommuError` with a Linux errno. */
   #classify(e: unknown, ioctl: boolean, world: number): void {
     this.#outcome = e instanceof Error ? e.message : String(e)
+    this.#lastErrno = null
     if (e instanceof DmaFault) {
       this.report.dmaFaults++
       return
@@ -406,6 +446,7 @@ class Fuzzer {
       return
     }
     this.report.errnos[e.code] = (this.report.errnos[e.code] ?? 0) + 1
+    this.#lastErrno = e.code
   }
 
   // ---------------------------------------------------------------- worlds
@@ -1514,7 +1555,7 @@ class Fuzzer {
   #record(w: World, hwpt: HwptPaging): DirtyRecord {
     let rec = w.dirty.get(hwpt)
     if (rec === undefined) {
-      rec = { tracking: false, written: new Map(), exposed: new Set() }
+      rec = { tracking: false, written: new Map() }
       w.dirty.set(hwpt, rec)
     }
     return rec
@@ -1529,7 +1570,6 @@ class Fuzzer {
     const rec = this.#record(w, hwpt)
     rec.tracking = (flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE) !== 0
     rec.written.clear()
-    rec.exposed.clear()
   }
 
   // ---------------------------------------------------------------- raw and unknown ioctls
@@ -1611,32 +1651,59 @@ class Fuzzer {
     this.#what = `dma ${write ? 'write' : 'read'} ${dev.name} 0x${iova.toString(16)} +${len}`
     const data = new Uint8Array(len)
     data[0] = 1 + r.int(255)
+    const stale = this.#target.staleUses?.(w.m) ?? []
+    const staleBefore = stale.length
     try {
       if (write) {
         dev.dma.write(iova, data)
         this.report.dmaWrites++
-        this.#recordWrite(w, dev, iova, len)
+        let staleWrite = false
+        for (let i = staleBefore; i < stale.length; i++) {
+          if (stale[i]?.write) staleWrite = true
+        }
+        this.#recordWrite(w, dev, iova, len, staleWrite)
       } else {
         dev.dma.read(iova, len)
       }
     } catch (e) {
       this.#classify(e, false, w.index)
+    } finally {
+      this.report.dirty.staleUses += stale.length - staleBefore
     }
   }
 
-  /** The oracle: remember which units a device wrote through a tracking HWPT. */
-  #recordWrite(w: World, dev: PciDevice, iova: bigint, len: number): void {
+  /**
+   * The oracle: remember which units a device wrote through a tracking HWPT, after checking
+   * that the IOMMU logged them: each one's IOPTE is dirty now (a read-only look through
+   * the domain's `dirtyOps`). A unit left clean is lost for good: explained when the
+   * hardware detector saw a write through a stale translation during this DMA
+   * (`staleWrite`), else a finding.
+   */
+  #recordWrite(w: World, dev: PciDevice, iova: bigint, len: number, staleWrite: boolean): void {
     const domain: IommuDomain | null = w.m.iommu.iommuGetDomainForDev(dev)
     const hwpt = domain?.cookie
-    if (!(hwpt instanceof HwptPaging)) return
+    if (domain === null || !(hwpt instanceof HwptPaging)) return
     const rec = w.dirty.get(hwpt)
     if (rec === undefined || !rec.tracking) return
     const last = iova + BigInt(len) - 1n
+    const logged = dirtyUnits(domain, iova, last)
     for (let u = iova >> UNIT_SHIFT; u <= last >> UNIT_SHIFT; u++) {
       const area = hwpt.ioas.iopt.areaIterFirst(u << UNIT_SHIFT, u << UNIT_SHIFT)
       if (area === null) continue
+      if (logged !== null && !logged.has(u << UNIT_SHIFT)) {
+        // Not expected from any read: reported here, once.
+        if (staleWrite) this.report.dirty.unlogged++
+        else {
+          this.#problem(
+            'dirty-false-negative',
+            w.index,
+            `HWPT ${hwpt.id}: the DMA wrote IOVA 0x${(u << UNIT_SHIFT).toString(16)} but its ` +
+              'IOPTE is not dirty, and the hardware reported no stale translation',
+          )
+        }
+        continue
+      }
       rec.written.set(Number(u), area)
-      rec.exposed.delete(Number(u))
     }
   }
 
@@ -1695,14 +1762,35 @@ class Fuzzer {
         : !covered
           ? 'a range with a gap'
           : ''
-    if (!this.#issue(w, IOMMU_HWPT_GET_DIRTY_BITMAP, arg, 'IOMMU_HWPT_GET_DIRTY_BITMAP')) return
+    const mark = w.m.dirtyHazards.entries.length
+    const ok = this.#issue(w, IOMMU_HWPT_GET_DIRTY_BITMAP, arg, 'IOMMU_HWPT_GET_DIRTY_BITMAP')
+    // A failure after the walk began (EDEADLK: the kernel would never return) may have
+    // cleaned and reported part of the range; every other failure comes before it.
+    if (!ok && this.#lastErrno !== 'EDEADLK') return
     const view = kernelView(IOMMU_HWPT_GET_DIRTY_BITMAP_LAYOUT, arg)
     const target = this.#hwptPaging(w, view.hwpt_id)
     if (target === null) return
-    this.#checkDirty(w, target, view, shape)
+    this.#checkDirty(w, target, view, shape, mark, ok)
   }
 
-  #checkDirty(w: World, hwpt: HwptPaging, a: Record<string, unknown>, shape: string): void {
+  /**
+   * The oracle's check of one GET_DIRTY_BITMAP (`a` as the kernel saw it). Each written
+   * unit in the range is set in the bitmap, or the hazard entries the read added (from
+   * index `mark` of `machine.dirtyHazards`) list it as lost (cleaned, never reported: not
+   * expected again) or missed (still dirty: expected from a later read); any other miss is
+   * a finding. A clearing read may also lose written units outside its range (a dirty
+   * IOPTE cleaned whole): the hazard log lists those too. A read that failed midway
+   * (`ok` false) settles what its bitmap shows and what it lost, and finds nothing: the
+   * units it did not reach are still dirty.
+   */
+  #checkDirty(
+    w: World,
+    hwpt: HwptPaging,
+    a: Record<string, unknown>,
+    shape: string,
+    mark: number,
+    ok: boolean,
+  ): void {
     const wellFormed = shape === ''
     const { iova = 0n, length = 0n, page_size: ps = 0n, data = 0n, flags = 0 } = a
     if (
@@ -1716,56 +1804,57 @@ class Fuzzer {
       return
     }
     const d = this.report.dirty
-    d.reads++
-    if (wellFormed) d.wellFormedReads++
+    if (ok) {
+      d.reads++
+      if (wellFormed) d.wellFormedReads++
+    }
     const rec = w.dirty.get(hwpt)
     if (rec === undefined) return
+    const clear = (flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) === 0
     const last = iova + ((length - 1n) & U64_MAX)
     const pgshift = lowBitShift(ps)
-    const lost = lostByKernel(w, hwpt, a)
+    const hazards = w.m.dirtyHazards
     const areas = new Set(hwpt.ioas.iopt.areas)
+    const count = (by: Record<string, number>, kind: string) => {
+      by[kind] = (by[kind] ?? 0) + 1
+    }
     for (const [u, area] of rec.written) {
       const at = BigInt(u) << UNIT_SHIFT
-      if (at < iova || at > last) continue
       // Dirt goes with its IOPTE: an area unmapped since the write owes nothing.
       if (!areas.has(area) || area.pages === null) {
         rec.written.delete(u)
         continue
       }
-      d.expected++
-      if (lost?.has(u)) {
+      const inside = at >= iova && at <= last
+      if (inside && ok) d.expected++
+      if (inside && bitSet(w.proc, data, (at >> pgshift) - (iova >> pgshift))) {
+        if (clear) rec.written.delete(u)
+        continue
+      }
+      const why = unreportedBy(hazards, at, mark)
+      if (why?.lost) {
         d.lost++
-      } else if (!bitSet(w.proc, data, (at >> pgshift) - (iova >> pgshift))) {
-        d.falseNegatives++
-        // An earlier read that covered part of this unit's area may have cleared its
-        // IOPTE without reporting it: the kernel's loss, for the hazard detector to list.
-        const why = rec.exposed.has(u)
-          ? 'after a read that cleared part of its area'
-          : wellFormed
-            ? ''
-            : `in a read with ${shape}`
-        if (why === '') d.falseNegativesWellFormed++
-        const what =
-          `${why === '' ? 'well-formed read' : `read (${why})`} of HWPT ${hwpt.id}: IOVA ` +
-          `0x${at.toString(16)} was written by DMA and is not in the bitmap`
-        // Without the detector such a miss may be the kernel's own loss (a range it stops
-        // at a gap in, a bitmap it cannot pin, a huge IOPTE cleared in part): a sample,
-        // not a finding.
-        if (why === '' || lost !== null) this.#problem('dirty-false-negative', w.index, what)
-        else if (d.samples.length < 5) d.samples.push(`op ${this.#op}: ${this.#what}: ${what}`)
-      }
-      if (!(flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR)) {
+        count(d.lostByKind, why.kind)
         rec.written.delete(u)
-        rec.exposed.delete(u)
+        continue
       }
-    }
-    if (flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) return
-    // Areas the read covered only in part: their other written units may share an IOPTE
-    // with what it cleared.
-    for (const [u, area] of rec.written) {
-      const at = BigInt(u) << UNIT_SHIFT
-      if (at >= iova && at <= last) continue
-      if (area.iova <= last && area.last >= iova) rec.exposed.add(u)
+      if (!inside || !ok) continue
+      if (why !== null) {
+        d.missed++
+        count(d.missedByKind, why.kind)
+        continue
+      }
+      d.falseNegatives++
+      if (wellFormed) d.falseNegativesWellFormed++
+      this.#problem(
+        'dirty-false-negative',
+        w.index,
+        `${wellFormed ? 'well-formed read' : `read (with ${shape})`} of HWPT ${hwpt.id}: IOVA ` +
+          `0x${at.toString(16)} was written by DMA, is not in the bitmap, and the dirty ` +
+          'hazard log does not list it',
+      )
+      // Reported once: the next read starts from what this one cleaned.
+      if (clear) rec.written.delete(u)
     }
   }
 
@@ -1936,23 +2025,57 @@ function bitSet(proc: Process, data: bigint, bit: bigint): boolean {
 }
 
 /**
- * THE ONE PLACE where pages the kernel is known to lose are subtracted from the dirty
- * oracle: the units (IOVA >> 11) whose dirt the GET_DIRTY_BITMAP just done did not report
- * although the device wrote them, as the dirty-tracking hazard detector lists them; null
- * while no detector is available.
- *
- * TODO(dirty hazard detector): the detector is not in `@iommu/core` yet. Until it is,
- * misses in well-formed reads are findings and misses in malformed reads (a range the
- * kernel stops at a gap in, a bitmap it cannot pin) are counted and sampled. Return the
- * detector's lost units for `hwpt`'s domain here when it lands; every remaining miss then
- * becomes a finding.
+ * THE ONE PLACE where the dirty oracle asks the dirty-tracking hazard detector: whether
+ * the read that added entries from index `since` of `log` left the written unit at `at`
+ * out, and how: `lost` (its IOPTE was cleaned, the dirt is gone) or not (`'missed'`: still
+ * dirty, a later read reports it), with the hazard kind; null when no entry lists it.
  */
-function lostByKernel(
-  _w: World,
-  _hwpt: HwptPaging,
-  _arg: Record<string, unknown>,
-): ReadonlySet<number> | null {
-  return null
+function unreportedBy(
+  log: DirtyHazardLog,
+  at: bigint,
+  since: number,
+): { readonly lost: boolean; readonly kind: DirtyHazardKind } | null {
+  let missed: DirtyHazardKind | null = null
+  for (let i = since; i < log.entries.length; i++) {
+    const h = log.entries[i] as DirtyHazard
+    if (h.lost.has(at)) return { lost: true, kind: h.kind }
+    if (missed === null && h.missed.has(at)) missed = h.kind
+  }
+  return missed === null ? null : { lost: false, kind: missed }
+}
+
+/**
+ * The 2 KiB units of `[iova, last]` whose IOPTE is dirty now, by a read-only look through
+ * the domain's `dirtyOps` (ideal records: each dirty IOPTE ∩ the range), or null when the
+ * driver refused the look.
+ */
+function dirtyUnits(domain: IommuDomain, iova: bigint, last: bigint): IovaRangeList | null {
+  const ops = domain.dirtyOps
+  if (ops === null) return null
+  // Walks are asked for whole IO pages, as the kernel asks (areas are aligned to them).
+  const pgsize = domain.pgsizeBitmap & -domain.pgsizeBitmap
+  if (pgsize === 0n) return null
+  const start = iova - (iova % pgsize)
+  const end = last - (last % pgsize) + pgsize
+  const units = new IovaRangeList()
+  const sink = {
+    set(pfn: number, count: number, shift: number) {
+      const scale = 2 ** (shift - Number(UNIT_SHIFT))
+      units.add(pfn * scale, (pfn + count) * scale)
+    },
+  }
+  try {
+    ops.readAndClearDirty(
+      domain,
+      start,
+      end - start,
+      IOMMU_DIRTY_NO_CLEAR,
+      new IommuDirtyBitmap(sink, null, { mode: 'ideal' }),
+    )
+  } catch {
+    return null
+  }
+  return units
 }
 
 /** A short printable form of an ioctl argument (bigint as hex). */
