@@ -21,7 +21,7 @@ import {
   type PciDevice,
   type Process,
 } from '@iommu/core'
-import { mockIommu } from '@iommu/core/testing'
+import { mockIommu } from '@iommu/core/testing/mock'
 import { AmdIommuHw, amd } from '@iommu/driver-amd'
 import { PageTable } from '@iommu/io-pgtable'
 import {

@@ -29,21 +29,22 @@ import type { PciDevice, PciDeviceOptions } from '../machine/pci.ts'
 import type { Process } from '../machine/process.ts'
 import { mockIommu } from './mock-iommu.ts'
 
-/**
- * vitest, looked up when a suite or a case is defined, never imported: vitest is an
- * optional peer, and importing this entry (for the mock driver, at run time, in a browser
- * bundle) must not load it. Inside a vitest worker its API is `globalThis.__vitest_index__`,
- * the object behind `import.meta.vitest` (vitest's in-source testing), the same module a
- * test file imports as `'vitest'`.
- */
+// vitest is an optional peer of this entry; run-time users of the mock import
+// `@iommu/core/testing/mock`, which never reaches this module.
+let vitest: typeof Vitest | null = null
+try {
+  vitest = await import('vitest')
+} catch {
+  vitest = null
+}
+
 function vt(): typeof Vitest {
-  const api = (globalThis as { __vitest_index__?: typeof Vitest }).__vitest_index__
-  if (api === undefined) {
+  if (vitest === null) {
     throw new Error(
-      'the driver conformance kit runs inside vitest (a peer dependency): call it from a test file',
+      'the driver conformance kit needs vitest (a peer dependency): call it from a test file',
     )
   }
-  return api
+  return vitest
 }
 
 /** Options of {@link describeDriverConformance}. */

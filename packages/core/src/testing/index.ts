@@ -1,7 +1,7 @@
 /**
  * @iommu/core/testing — the mock IOMMU driver (also alone: `@iommu/core/testing/mock`) and
- * the driver conformance kit. Importing it loads no test framework: the kit finds vitest
- * when a suite or a case is defined.
+ * the driver conformance kit, which needs vitest (an optional peer). Run-time code that
+ * only needs the mock imports `@iommu/core/testing/mock`, which loads no test framework.
  *
  * @module
  */

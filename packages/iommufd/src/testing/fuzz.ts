@@ -52,7 +52,7 @@ import {
   IOMMU_VEVENTQ_TYPE_SELFTEST,
   IOMMU_VIOMMU_TYPE_SELFTEST,
   MOCK_APERTURE_START,
-} from '@iommu/core/testing'
+} from '@iommu/core/testing/mock'
 import type { IommufdDevice } from '../device.ts'
 import { fdClose, fdGet, fdInstall, fdPoll, fdRead, fdWrite } from '../fd-table.ts'
 import { HwptPaging } from '../hw-pagetable.ts'

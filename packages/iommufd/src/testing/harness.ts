@@ -24,7 +24,7 @@ import {
   type Process,
   type ProcessOptions,
 } from '@iommu/core'
-import { mockIommu } from '@iommu/core/testing'
+import { mockIommu } from '@iommu/core/testing/mock'
 import type * as Vitest from 'vitest'
 import { fdInstall } from '../fd-table.ts'
 import { type Iommufd, type OpenIommufdOptions, openIommufd } from '../iommufd.ts'
