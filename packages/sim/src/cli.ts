@@ -26,6 +26,8 @@ import { formatBytes, formatRounds, formatTotals, toJson, toSvg, verified } from
 const MIB = 2 ** 20
 const GIB = 2 ** 30
 const TIB = 2 ** 40
+/** The models `--viommu` runs on: a nest parent and a guest-visible stage-1 format. */
+const VIOMMU_MODELS: readonly IommuModel[] = ['intel', 'smmuv3']
 
 /** Exit statuses, as `--help` lists them. */
 export const EXIT = { OK: 0, VERIFY_FAILED: 1, USAGE: 2 } as const
@@ -168,14 +170,29 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: 'hot-unplug the last DIMM during pre-copy round N (< --max-rounds, 2+ DIMMs)',
   },
   {
+    name: 'ideal',
+    kind: 'flag',
+    help: 'fix the known 7.2 kernel bugs: ideal dirty records, and the TLBI after a dirty clear on smmuv3',
+  },
+  {
+    name: 'viommu',
+    kind: 'flag',
+    help: 'a guest with a vIOMMU: nested translation on a nest parent (intel, smmuv3)',
+  },
+  {
     name: 'break-tracker',
     kind: 'flag',
     help: 'never enable dirty tracking (verification must then fail)',
   },
   {
+    name: 'break-invalidation',
+    kind: 'flag',
+    help: "with --viommu: the VMM drops the guest's invalidations (verification must then fail)",
+  },
+  {
     name: 'no-detector',
     kind: 'flag',
-    help: "skip the AMD model's missing-invalidation detector (faster)",
+    help: "skip the IOMMU model's missing-invalidation detector (faster)",
   },
   { name: 'json', kind: 'file', arg: 'FILE', help: 'write every figure as JSON' },
   { name: 'svg', kind: 'file', arg: 'FILE', help: 'write a chart of dirty pages per round' },
@@ -207,6 +224,11 @@ Exit status:
   ${EXIT.VERIFY_FAILED}  verification failed: pages differ
   ${EXIT.USAGE}  bad options or an output file that cannot be written (one line on stderr, no work done)
 `
+}
+
+/** `a`, `a or b`, `a, b or c`. */
+function orList(xs: readonly string[]): string {
+  return xs.length < 2 ? (xs[0] ?? '') : `${xs.slice(0, -1).join(', ')} or ${xs.at(-1)}`
 }
 
 /** Parse a size like `4G`, `512M`, `65536`, `1.5G` (binary units) into whole bytes. */
@@ -368,7 +390,7 @@ export function optionsFromArgs(args: string[], host: HostInfo = hostInfo()): Pa
   const iopte = get<IopteMode>('iopte') ?? '4k'
   const mode = IOPTE_MODES.find((m) => m.name === iopte)
   if (mode !== undefined && !(mode.models as readonly string[]).includes(iommu)) {
-    throw new UsageError(`--iopte ${iopte} needs --iommu ${mode.models.join(' or ')}`)
+    throw new UsageError(`--iopte ${iopte} needs --iommu ${orList(mode.models)}`)
   }
   const memoryBytes = get<number>('memory') ?? 4 * GIB
   const base = defaultOptions({ memoryBytes })
@@ -405,6 +427,23 @@ export function optionsFromArgs(args: string[], host: HostInfo = hostInfo()): Pa
   if (unplugRound !== null && memoryBytes / dimmBytes < 2) {
     throw new UsageError('--unplug-round needs at least 2 DIMMs (--dimm smaller than --memory)')
   }
+  const viommu = flag('viommu')
+  if (viommu && !VIOMMU_MODELS.includes(iommu)) {
+    throw new UsageError(
+      `--viommu needs --iommu ${orList(VIOMMU_MODELS)} (${iommu === 'amd' ? '7.2 AMD has no nest parent' : 'the mock has no guest-visible stage-1 format'})`,
+    )
+  }
+  if (viommu && unplugRound !== null) {
+    throw new UsageError(
+      '--unplug-round and --viommu: hot-unplug with a vIOMMU guest is not modelled',
+    )
+  }
+  if (flag('break-invalidation') && !viommu) {
+    throw new UsageError('--break-invalidation needs --viommu')
+  }
+  if (flag('break-invalidation') && flag('break-tracker')) {
+    throw new UsageError('--break-invalidation and --break-tracker: break one thing at a time')
+  }
   const json = (values.json as string | undefined) ?? null
   const svg = (values.svg as string | undefined) ?? null
   for (const [name, path] of [
@@ -434,8 +473,14 @@ export function optionsFromArgs(args: string[], host: HostInfo = hostInfo()): Pa
       hotOffset: Math.min(w.hotOffset, memoryBytes - hotBytes),
     },
     unplugRound,
-    breakage: flag('break-tracker') ? 'tracking-never-enabled' : 'none',
+    breakage: flag('break-tracker')
+      ? 'tracking-never-enabled'
+      : flag('break-invalidation')
+        ? 'drop-guest-invalidation'
+        : 'none',
     detector: !flag('no-detector'),
+    ideal: flag('ideal'),
+    viommu,
   }
   if (!flag('force')) {
     const est = estimateRun(options)
@@ -485,8 +530,8 @@ export function main(argv: string[]): number {
   const { options, json, svg, progress } = parsed
   const o = options
   process.stdout.write(
-    `iommu-sim migrate: ${formatBytes(o.memoryBytes)} guest on ${o.iommu}, ${o.iopte} IOPTEs, ` +
-      `${(o.bandwidth * 8) / 1e9} Gbit/s link, seed ${o.seed}\n`,
+    `iommu-sim migrate: ${formatBytes(o.memoryBytes)} guest on ${o.iommu}${o.viommu ? ' with a vIOMMU' : ''}, ${o.iopte} IOPTEs, ` +
+      `${(o.bandwidth * 8) / 1e9} Gbit/s link, seed ${o.seed}${o.ideal ? ', known kernel bugs fixed' : ''}\n`,
   )
   const bar = progress
     ? new cliProgress.SingleBar(

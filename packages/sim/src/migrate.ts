@@ -13,7 +13,6 @@ import {
   createMachine,
   type DirtyRecords,
   type Driver,
-  type IommuDomain,
   IommuError,
   type IommuSpec,
   IotlbGather,
@@ -21,10 +20,8 @@ import {
   type PciDevice,
   type Process,
 } from '@iommu/core'
-import { mockIommu } from '@iommu/core/testing/mock'
-import { AmdIommuHw, amd } from '@iommu/driver-amd'
-import { PageTable } from '@iommu/io-pgtable'
 import {
+  type HwptPaging,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
@@ -42,9 +39,25 @@ import {
   IOMMU_OPTION_HUGE_PAGES,
   IOMMU_OPTION_OP_SET,
   type Iommufd,
+  type IommufdDevice,
+  ObjType,
   openIommufd,
 } from '@iommu/iommufd'
 import { type MigrationReport, type RoundReport, summarizeHazards } from './report.ts'
+import {
+  buildVendor,
+  CONTIGUOUS_IOPTE_MODES,
+  IOMMU_MODELS,
+  type IommuModel,
+  type IopteMode,
+  isIommuModel,
+  pageTableOf,
+  summarizeStale,
+  VENDORS,
+  type Vendor,
+  vendorOfUnit,
+} from './vendors.ts'
+import { GuestIommu } from './viommu.ts'
 import { stampBytes, Workload, type WorkloadConfig } from './workload.ts'
 
 const PAGE = 4096
@@ -57,55 +70,47 @@ const GIB = 1024 * MIB
  */
 export const GUEST_IOVA = 0x1_0000_0000
 
-/** The IOMMU models the simulator has by name. */
-export const IOMMU_MODELS = ['amd', 'mock'] as const
-/** One of {@link IOMMU_MODELS}. */
-export type IommuModel = (typeof IOMMU_MODELS)[number]
-
-/** Whether `name` is one of {@link IOMMU_MODELS}. */
-export function isIommuModel(name: string): name is IommuModel {
-  return (IOMMU_MODELS as readonly string[]).includes(name)
-}
+export {
+  CONTIGUOUS_IOPTE_MODES,
+  IOMMU_MODELS,
+  IOPTE_MODES,
+  type IommuModel,
+  type IopteMode,
+  isIommuModel,
+} from './vendors.ts'
 
 /**
- * The IOPTE size policies: a name for `--iopte`, its help, and the named IOMMU models it
- * runs on (a policy that resizes IOPTEs needs a page-table driver). One line per policy.
+ * How to break the run on purpose (verification must then fail):
+ * - `tracking-never-enabled`: the VMM never enables dirty tracking (on the nest parent
+ *   with `viommu`);
+ * - `drop-guest-invalidation` (`viommu` only): the VMM drops the guest's invalidations
+ *   instead of forwarding them with IOMMU_HWPT_INVALIDATE.
  */
-export const IOPTE_MODES = [
-  { name: '4k', help: '4 KiB IOPTEs (huge pages off in the IOAS)', models: IOMMU_MODELS },
-  { name: '2m', help: '2 MiB IOPTEs where memory allows', models: IOMMU_MODELS },
-  {
-    name: 'split',
-    help: '2 MiB mapped, split to 4 KiB while tracking, merged after',
-    models: ['amd'],
-  },
-  { name: '16k', help: 'AMD v1 contiguous leaves: 4 x 4 KiB items (NextLevel 7)', models: ['amd'] },
-  {
-    name: '64k',
-    help: 'AMD v1 contiguous leaves: 16 x 4 KiB items (NextLevel 7)',
-    models: ['amd'],
-  },
-] as const satisfies readonly {
-  readonly name: string
-  readonly help: string
-  readonly models: readonly IommuModel[]
-}[]
-/** IOPTE size policy: one of {@link IOPTE_MODES}. */
-export type IopteMode = (typeof IOPTE_MODES)[number]['name']
-/** The modes that map AMD v1 contiguous leaves (NextLevel 7) of 4 KiB items. */
-export const CONTIGUOUS_IOPTE_MODES: readonly IopteMode[] = ['16k', '64k']
+export type Breakage = 'none' | 'tracking-never-enabled' | 'drop-guest-invalidation'
+/** Every {@link Breakage}. */
+export const BREAKAGES: readonly Breakage[] = [
+  'none',
+  'tracking-never-enabled',
+  'drop-guest-invalidation',
+]
 
-/** How to break the tracker on purpose (verification must then fail). */
-export type Breakage = 'none' | 'tracking-never-enabled'
+/** The shape of one device's workload (offsets are relative to guest RAM). */
+export type DeviceWorkload = Omit<WorkloadConfig, 'memoryBytes' | 'seed'>
+
+/** One passthrough device of the VM and what it writes. */
+export interface DeviceConfig {
+  readonly name: string
+  readonly workload: DeviceWorkload
+}
 
 /** Options of {@link migrate}. */
 export interface MigrateOptions {
   /**
-   * The IOMMU: a model by name (`'amd'`, `'mock'`), or any driver — a `Driver` made by
-   * `defineDriver` (e.g. a third-party plugin), or `{ driver, config }` to give its unit a
-   * hardware configuration. A driver object runs as given: `iopte` then only chooses how
-   * the VMM maps (the driver's page sizes decide the IOPTEs), and `detector` applies to the
-   * named `'amd'` model only.
+   * The IOMMU: a model by name (`'amd'`, `'intel'`, `'smmuv3'`, `'mock'`), or any driver —
+   * a `Driver` made by `defineDriver` (e.g. a third-party plugin), or `{ driver, config }`
+   * to give its unit a hardware configuration. A driver object runs as given: `iopte` then
+   * only chooses how the VMM maps (the driver's page sizes decide the IOPTEs), and
+   * `detector` and `ideal` apply to the named models only.
    */
   readonly iommu: IommuModel | Driver | IommuSpec
   /** Guest RAM in bytes (a multiple of the DIMM size). */
@@ -120,18 +125,36 @@ export interface MigrateOptions {
   readonly maxRounds: number
   /** Converge when the remaining dirty set can be sent within this downtime (seconds). */
   readonly maxDowntime: number
-  /** The device workload (offsets are relative to guest RAM). */
-  readonly workload: Omit<WorkloadConfig, 'memoryBytes' | 'seed'>
+  /** The device workload (offsets are relative to guest RAM), when `devices` is not given. */
+  readonly workload: DeviceWorkload
+  /**
+   * The passthrough devices, each with its own workload (seeded `seed + index`). Default:
+   * one device, `passthrough-nic`, running `workload`.
+   */
+  readonly devices?: readonly DeviceConfig[]
   /** Hot-unplug the last DIMM during this pre-copy round (null = never). */
   readonly unplugRound: number | null
   readonly breakage: Breakage
-  /** Run the AMD model's missing-invalidation detector on every IOTLB hit. */
+  /** Run the named model's missing-invalidation detector on every cache hit. */
   readonly detector: boolean
   /**
    * Dirty records as Linux 7.2 makes them (`'kernel'`, the default) or ideal ones: see
-   * `MachineOptions.dirtyRecords`.
+   * `MachineOptions.dirtyRecords`. `ideal: true` implies `'ideal'`.
    */
   readonly dirtyRecords?: DirtyRecords
+  /**
+   * Fix the known 7.2 kernel bugs: ideal dirty records, and on SMMUv3 the TLBI after a
+   * clearing dirty read (`smmuv3({ flushAfterDirtyClear: true })`). Default false: the run
+   * follows the kernel.
+   */
+  readonly ideal?: boolean
+  /**
+   * A guest with a vIOMMU: the VMM builds a nest parent (stage 2 = guest RAM) and, where
+   * the driver has them, a vIOMMU and vDEVICEs; a guest IOMMU driver writes its own
+   * stage-1 structures into guest RAM and the devices DMA to guest IOVAs (`intel`,
+   * `smmuv3`).
+   */
+  readonly viommu?: boolean
   /** Copy/write interleaving steps per round. */
   readonly stepsPerRound: number
   /** Progress callback: fraction of the current round done. */
@@ -144,8 +167,6 @@ export interface MigrateOptions {
  */
 export function defaultOptions(o: Partial<MigrateOptions> = {}): MigrateOptions {
   const memoryBytes = o.memoryBytes ?? 4 * GIB
-  const ringBytes = Math.min(64 * MIB, Math.max(MIB, memoryBytes / 16))
-  const hotBytes = Math.min(256 * MIB, Math.max(MIB, memoryBytes / 8))
   return {
     iommu: 'amd',
     memoryBytes,
@@ -155,17 +176,7 @@ export function defaultOptions(o: Partial<MigrateOptions> = {}): MigrateOptions 
     bandwidth: 10e9 / 8,
     maxRounds: 30,
     maxDowntime: 0.1,
-    workload: {
-      ringBytes,
-      ringOffset: Math.min(16 * MIB, memoryBytes / 16),
-      ringWriteBytes: 2048,
-      ringRate: 100_000,
-      randomRate: 80_000,
-      randomWriteBytes: 512,
-      locality: 0.98,
-      hotBytes,
-      hotOffset: Math.min(128 * MIB, memoryBytes / 4),
-    },
+    workload: defaultWorkload(memoryBytes),
     unplugRound: null,
     breakage: 'none',
     detector: true,
@@ -174,10 +185,32 @@ export function defaultOptions(o: Partial<MigrateOptions> = {}): MigrateOptions 
   }
 }
 
+/** The default device workload for a guest of `memoryBytes`. */
+export function defaultWorkload(memoryBytes: number): DeviceWorkload {
+  const ringBytes = Math.min(64 * MIB, Math.max(MIB, memoryBytes / 16))
+  const hotBytes = Math.min(256 * MIB, Math.max(MIB, memoryBytes / 8))
+  return {
+    ringBytes,
+    ringOffset: Math.min(16 * MIB, memoryBytes / 16),
+    ringWriteBytes: 2048,
+    ringRate: 100_000,
+    randomRate: 80_000,
+    randomWriteBytes: 512,
+    locality: 0.98,
+    hotBytes,
+    hotOffset: Math.min(128 * MIB, memoryBytes / 4),
+  }
+}
+
+/** The devices of a run: `devices`, or one NIC running `workload`. */
+export function devicesOf(o: MigrateOptions): readonly DeviceConfig[] {
+  return o.devices ?? [{ name: 'passthrough-nic', workload: o.workload }]
+}
+
 /**
  * The machine's IOMMU entry for the options.
  *
- * @throws EINVAL - an unknown model name, or a contiguous `iopte` mode on the mock
+ * @throws EINVAL - an unknown model name, or an `iopte` mode the model's page table lacks
  */
 function iommuFor(o: MigrateOptions): Driver | IommuSpec {
   const iommu = o.iommu
@@ -188,8 +221,10 @@ function iommuFor(o: MigrateOptions): Driver | IommuSpec {
       `unknown IOMMU model '${String(iommu)}' (models: ${IOMMU_MODELS.join(', ')}; or pass a Driver)`,
     )
   }
-  const driver = driverFor(iommu, o.iopte)
-  return iommu === 'amd' ? { driver, config: { detectStale: o.detector } } : driver
+  if (iommu !== 'amd' && CONTIGUOUS_IOPTE_MODES.includes(o.iopte)) {
+    throw new IommuError('EINVAL', `iopte ${o.iopte} needs AMD v1 contiguous leaves: use amd`)
+  }
+  return buildVendor(iommu, { iopte: o.iopte, detector: o.detector, ideal: o.ideal === true })
 }
 
 /** The name a report gives the IOMMU. */
@@ -217,42 +252,20 @@ export interface RunEstimate {
  */
 export function estimateRun(o: MigrateOptions): RunEstimate {
   const pages = o.memoryBytes / PAGE
-  const w = o.workload
   const round0Seconds = o.memoryBytes / o.bandwidth
-  const scattered = w.randomRate * (1 - w.locality) * round0Seconds * 1.5
-  const written = Math.min(pages, (w.ringBytes + w.hotBytes) / PAGE + scattered)
+  let written = 0
+  let rate = 0
+  for (const { workload: w } of devicesOf(o)) {
+    const scattered = w.randomRate * (1 - w.locality) * round0Seconds * 1.5
+    written += (w.ringBytes + w.hotBytes) / PAGE + scattered
+    rate += w.ringRate + w.randomRate
+  }
+  written = Math.min(pages, written)
   const bytes = 200 * MIB + (14 * MIB * o.memoryBytes) / GIB + written * PAGE
   return {
     memoryBytes: Math.ceil(bytes * 1.5),
-    round0Writes: Math.ceil((w.ringRate + w.randomRate) * round0Seconds),
+    round0Writes: Math.ceil(rate * round0Seconds),
   }
-}
-
-function driverFor(model: IommuModel, iopte: IopteMode): Driver {
-  if (model === 'mock' && CONTIGUOUS_IOPTE_MODES.includes(iopte)) {
-    throw new IommuError('EINVAL', `iopte ${iopte} needs AMD v1 contiguous leaves: use amd`)
-  }
-  if (model === 'mock') {
-    return iopte === '4k'
-      ? mockIommu({ ioPageSize: 4096, aperture: { start: 0n, end: 2n ** 48n - 1n } })
-      : mockIommu({
-          ioPageSize: 4096,
-          hugePageSize: 2 * MIB,
-          aperture: { start: 0n, end: 2n ** 48n - 1n },
-        })
-  }
-  if (iopte === '16k' || iopte === '64k') {
-    // 4 KiB items and one contiguous size: NextLevel=7 leaves of 4 or 16 replicas.
-    return amd({ pgsizeBitmap: 0x1000n | (iopte === '16k' ? 0x4000n : 0x1_0000n) })
-  }
-  // 4 KiB and 2 MiB IOPTEs only, as a VMM asking for 2M mappings expects.
-  return amd(iopte === '4k' ? {} : { pgsizeBitmap: 0x1000n | 0x20_0000n })
-}
-
-/** The page table behind a domain, for the IOPTE size operations (split / merge). */
-function pageTableOf(domain: IommuDomain): PageTable | null {
-  const pt = (domain as { pt?: unknown }).pt
-  return pt instanceof PageTable ? pt : null
 }
 
 interface Dimm {
@@ -322,25 +335,60 @@ function iovaRanges(fd: Iommufd, vmm: Process, ioas: number): IovaRange[] {
   }))
 }
 
+/** One device of the VM, as the VMM holds it. */
+interface RigDevice {
+  readonly dev: PciDevice
+  readonly idev: IommufdDevice
+  readonly workload: Workload
+  writes: number
+}
+
 /** Everything a run sets up. */
 interface Rig {
   readonly m: Machine
   readonly vmm: Process
   readonly fd: Iommufd
-  readonly dev: PciDevice
+  readonly devices: RigDevice[]
+  /** The HWPT whose dirty bits the VMM reads (the nest parent with `viommu`). */
   readonly hwpt: number
   readonly ioas: number
   readonly guestVa: number
   readonly srcPfns: Int32Array
   readonly dstPfns: Int32Array
+  readonly dest: Process
+  readonly destVa: number
   readonly dimms: Dimm[]
   readonly bitmapVa: number
   readonly bitmap: Uint8Array
+  /** The guest's IOMMU driver and the VMM's vIOMMU (`viommu`), else null. */
+  readonly guest: GuestIommu | null
+}
+
+function hwptAlloc(fd: Iommufd, devId: number, ptId: number, flags: number): number {
+  const cmd = {
+    size: 48,
+    flags,
+    dev_id: devId,
+    pt_id: ptId,
+    __reserved: 0,
+    data_type: 0,
+    data_len: 0,
+    data_uptr: 0n,
+    out_hwpt_id: 0,
+  }
+  fd.ioctl(IOMMU_HWPT_ALLOC, cmd)
+  return cmd.out_hwpt_id
 }
 
 function setup(o: MigrateOptions): Rig {
   if (o.memoryBytes % o.dimmBytes !== 0 || o.dimmBytes % (2 * MIB) !== 0) {
     throw new RangeError('guest memory must be whole DIMMs of 2 MiB multiples')
+  }
+  if (o.viommu && o.unplugRound !== null) {
+    throw new IommuError('EINVAL', 'hot-unplug with a vIOMMU guest is not modelled')
+  }
+  if (!o.viommu && o.breakage === 'drop-guest-invalidation') {
+    throw new IommuError('EINVAL', 'drop-guest-invalidation needs a vIOMMU guest')
   }
   const pages = o.memoryBytes / PAGE
   // RAM for the source guest, the destination, tables and hardware structures.
@@ -348,7 +396,7 @@ function setup(o: MigrateOptions): Rig {
   const m = createMachine({
     memorySize: ram,
     iommus: [iommuFor(o)],
-    dirtyRecords: o.dirtyRecords ?? 'kernel',
+    dirtyRecords: o.ideal ? 'ideal' : (o.dirtyRecords ?? 'kernel'),
   })
   const vmm = m.createProcess()
   const fd = openIommufd(m, vmm)
@@ -365,22 +413,25 @@ function setup(o: MigrateOptions): Rig {
       val64: 0n,
     })
   }
-  // The device first: its reserved regions shape the IOVA space guest RAM goes into.
-  const dev = m.addPciDevice({ name: 'passthrough-nic' })
-  const idev = fd.bindDevice(dev)
-  const hwptArg = {
-    size: 48,
-    flags: IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
-    dev_id: idev.id,
-    pt_id: ioas,
-    __reserved: 0,
-    data_type: 0,
-    data_len: 0,
-    data_uptr: 0n,
-    out_hwpt_id: 0,
+  // The devices first: their reserved regions shape the IOVA space guest RAM goes into.
+  const configs = devicesOf(o)
+  const devices: RigDevice[] = configs.map((c, i) => {
+    const dev = m.addPciDevice({ name: c.name, pasidBits: o.viommu ? 20 : 0 })
+    return {
+      dev,
+      idev: fd.bindDevice(dev),
+      workload: new Workload({ ...c.workload, memoryBytes: o.memoryBytes, seed: o.seed + i }),
+      writes: 0,
+    }
+  })
+  let hwpt = 0
+  if (o.viommu) {
+    // As a VMM starts with VFIO cdevs: every device on the IOAS (the vIOMMU comes later).
+    for (const d of devices) d.idev.attach(ioas)
+  } else {
+    hwpt = hwptAlloc(fd, (devices[0] as RigDevice).idev.id, ioas, IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
+    for (const d of devices) d.idev.attach(hwpt)
   }
-  fd.ioctl(IOMMU_HWPT_ALLOC, hwptArg)
-  idev.attach(hwptArg.out_hwpt_id)
   const count = o.memoryBytes / o.dimmBytes
   const iovas = layoutDimms(iovaRanges(fd, vmm, ioas), count, o.dimmBytes)
   if (iovas === null) {
@@ -391,15 +442,7 @@ function setup(o: MigrateOptions): Rig {
   for (let i = 0; i < count; i++) {
     const offset = i * o.dimmBytes
     const iova = iovas[i] as number
-    fd.ioctl(IOMMU_IOAS_MAP, {
-      size: 40,
-      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-      ioas_id: ioas,
-      __reserved: 0,
-      user_va: BigInt(guestVa + offset),
-      length: BigInt(o.dimmBytes),
-      iova: BigInt(iova),
-    })
+    ioasMap(fd, ioas, guestVa + offset, o.dimmBytes, iova)
     dimms.push({ offset, iova, bytes: o.dimmBytes, plugged: true })
   }
   // The VMM's view of guest RAM (source) and the destination VM's RAM.
@@ -411,30 +454,73 @@ function setup(o: MigrateOptions): Rig {
   dest.pageFrames(destVa, pages, true, dstPfns)
   const bitmapBytes = Math.ceil(pages / 64) * 8
   const bitmapVa = vmm.mmap(bitmapBytes)
+  let guest: GuestIommu | null = null
+  if (o.viommu) {
+    const model = typeof o.iommu === 'string' ? o.iommu : null
+    if (model !== 'intel' && model !== 'smmuv3') {
+      throw new IommuError('EINVAL', '--viommu needs --iommu intel or smmuv3')
+    }
+    guest = GuestIommu.create({
+      model,
+      m,
+      vmm,
+      fd,
+      ioas,
+      devices: devices.map((d) => ({ dev: d.dev, idev: d.idev, ring: d.workload.config })),
+      guestVa,
+      memoryBytes: o.memoryBytes,
+      gpa: (off) => gpaOf(dimms, o.dimmBytes, off),
+      dropInvalidations: o.breakage === 'drop-guest-invalidation',
+      seed: o.seed,
+    })
+    hwpt = guest.parentHwpt
+  }
   return {
     m,
     vmm,
     fd,
-    dev,
-    hwpt: hwptArg.out_hwpt_id,
+    devices,
+    hwpt,
     ioas,
     guestVa,
     srcPfns,
     dstPfns,
+    dest,
+    destVa,
     dimms,
     bitmapVa,
     bitmap: new Uint8Array(bitmapBytes),
+    guest,
   }
+}
+
+/** IOMMU_IOAS_MAP of `bytes` of the process at `va` to `iova`, read and write. */
+export function ioasMap(fd: Iommufd, ioas: number, va: number, bytes: number, iova: number): void {
+  fd.ioctl(IOMMU_IOAS_MAP, {
+    size: 40,
+    flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+    ioas_id: ioas,
+    __reserved: 0,
+    user_va: BigInt(va),
+    length: BigInt(bytes),
+    iova: BigInt(iova),
+  })
+}
+
+/** The IOVA in the IOAS (the guest-physical address) of a guest RAM offset. */
+function gpaOf(dimms: readonly Dimm[], dimmBytes: number, offset: number): number {
+  const d = dimms[Math.floor(offset / dimmBytes)] as Dimm
+  return d.iova + (offset - d.offset)
 }
 
 /**
  * Split every IOPTE of the domain's page table down to 4 KiB (before tracking) or merge
- * them back (after), flushing what changed.
+ * them back to 2 MiB (after), flushing what changed. A 1 GiB leaf splits twice.
  */
 function resizeIoptes(r: Rig, mode: 'split' | 'merge', o: MigrateOptions): number {
-  const domain = r.dev.group?.domain
-  const pt = domain ? pageTableOf(domain) : null
-  if (!domain || pt === null) {
+  const domain = r.fd.ctx.get<HwptPaging>(r.hwpt, ObjType.HWPT_PAGING).domain
+  const pt = domain === null ? null : pageTableOf(domain)
+  if (domain === null || pt === null) {
     throw new RangeError(`--iopte split needs a page-table driver; ${iommuName(o.iommu)} has none`)
   }
   const gather = new IotlbGather()
@@ -443,8 +529,8 @@ function resizeIoptes(r: Rig, mode: 'split' | 'merge', o: MigrateOptions): numbe
     for (let off = 0; off < d.bytes; off += 2 * MIB) {
       const iova = BigInt(d.iova + off)
       if (mode === 'split') {
-        // A 2 MiB leaf splits into 512 leaves of 4 KiB.
-        if (pt.split(iova, gather) > 0n) changed++
+        // A 2 MiB leaf splits into 512 leaves of 4 KiB (a 1 GiB one first into 2 MiB ones).
+        while (pt.split(iova, gather) > 0n) changed++
       } else if (pt.merge(iova, BigInt(2 * MIB), gather) > 0n) {
         changed++
       }
@@ -472,18 +558,29 @@ function readDimmBitmap(r: Rig, dimm: Dimm, flags: number): void {
 
 /**
  * Read (and clear, unless NO_CLEAR) the dirty bitmap of every plugged DIMM and collect the
- * dirty page indices into `out`.
+ * dirty page indices into `out`. With a vIOMMU guest the guest CPU's writes (its page
+ * tables: KVM's dirty log) join them; without dirty tracking on the nest parent every page
+ * the devices can reach is dirty.
  *
  * @returns how many pages are dirty
  */
 function readDirty(r: Rig, out: Int32Array, flags = 0, only?: Dimm): number {
   const bytes = r.bitmap.length
   r.bitmap.fill(0)
-  r.vmm.write(r.bitmapVa, r.bitmap)
-  for (const d of r.dimms) {
-    if (d.plugged && (only === undefined || only === d)) readDimmBitmap(r, d, flags)
+  const guest = r.guest
+  if (guest !== null && !guest.parentTracksDirty) {
+    // No IOMMU dirty tracking: the VMM must assume every DMA-mapped page changed.
+    for (const d of r.dimms) {
+      if (d.plugged) setBits(r.bitmap, d.offset / PAGE, d.bytes / PAGE)
+    }
+  } else {
+    r.vmm.write(r.bitmapVa, r.bitmap)
+    for (const d of r.dimms) {
+      if (d.plugged && (only === undefined || only === d)) readDimmBitmap(r, d, flags)
+    }
+    r.vmm.readInto(r.bitmapVa, r.bitmap)
   }
-  r.vmm.readInto(r.bitmapVa, r.bitmap)
+  guest?.harvestCpuDirty(r.bitmap, flags === 0)
   const words = new Uint32Array(r.bitmap.buffer, 0, bytes / 4)
   let n = 0
   for (let i = 0; i < words.length; i++) {
@@ -495,6 +592,13 @@ function readDirty(r: Rig, out: Int32Array, flags = 0, only?: Dimm): number {
     }
   }
   return n
+}
+
+/** Set `count` bits of a little-endian bitmap from bit `first`. */
+function setBits(bitmap: Uint8Array, first: number, count: number): void {
+  for (let p = first; p < first + count; p++) {
+    bitmap[p >> 3] = (bitmap[p >> 3] as number) | (1 << (p & 7))
+  }
 }
 
 /** Peak RSS in bytes where the runtime can tell (Node), else 0 (a browser). */
@@ -533,8 +637,10 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
   const r = setup(o)
   const pages = o.memoryBytes / PAGE
   const mem = r.m.memory
+  const guest = r.guest
   if (o.iopte === 'split') resizeIoptes(r, 'split', o)
-  if (o.breakage !== 'tracking-never-enabled') {
+  const tracking = guest === null || guest.parentTracksDirty
+  if (o.breakage !== 'tracking-never-enabled' && tracking) {
     r.fd.ioctl(IOMMU_HWPT_SET_DIRTY_TRACKING, {
       size: 16,
       flags: IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
@@ -542,27 +648,34 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
       __reserved: 0,
     })
   }
-  const workload = new Workload({ ...o.workload, memoryBytes: o.memoryBytes, seed: o.seed })
   const unplugged: [number, number][] = []
+  if (guest !== null) unplugged.push([guest.reservedOffset, o.memoryBytes])
   const excluded = {
     excludes: (off: number, len: number) => unplugged.some(([s, e]) => off < e && s < off + len),
   }
   const buf = new Uint8Array(PAGE)
-  const dev = r.dev
-  let writes = 0
   const deviceRuns = (seconds: number) => {
-    workload.run(
-      seconds,
-      (w) => {
-        const data = stampBytes(buf, w.length, w.stamp, w.offset)
-        // A write never crosses a page, so never a DIMM: one DIMM holds it.
-        const d = r.dimms[Math.floor(w.offset / o.dimmBytes)] as Dimm
-        dev.dma.write(d.iova + (w.offset - d.offset), data)
-        writes++
-      },
-      excluded,
-    )
+    for (const [i, d] of r.devices.entries()) {
+      const dma = d.dev.dma
+      d.workload.run(
+        seconds,
+        (w) => {
+          const data = stampBytes(buf, w.length, w.stamp, w.offset)
+          if (guest !== null) {
+            dma.write(guest.iova(i, w.offset), data)
+          } else {
+            // A write never crosses a page, so never a DIMM: one DIMM holds it.
+            const dm = r.dimms[Math.floor(w.offset / o.dimmBytes)] as Dimm
+            dma.write(dm.iova + (w.offset - dm.offset), data)
+          }
+          d.writes++
+        },
+        excluded,
+      )
+    }
+    guest?.deviceStatus()
   }
+  const writes = () => r.devices.reduce((n, d) => n + d.writes, 0)
 
   const rounds: RoundReport[] = []
   // This round's pages and the next round's (swapped each round); the spare one is also
@@ -586,7 +699,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
   for (let round = 0; round < o.maxRounds; round++) {
     const t0 = performance.now()
     const seconds = (toSend * PAGE) / o.bandwidth
-    const writes0 = writes
+    const writes0 = writes()
     const steps = Math.max(1, Math.min(o.stepsPerRound, toSend))
     let sent = 0
     for (let s = 0; s < steps; s++) {
@@ -596,6 +709,8 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
         mem.copyFrame(r.dstPfns[p] as number, r.srcPfns[p] as number)
       }
       deviceRuns(seconds / steps)
+      // The guest moves its rings halfway through every round.
+      if (guest !== null && s === steps >> 1) guest.moveRings()
       o.onProgress?.({ round, phase: 'pre-copy', fraction: (s + 1) / steps })
     }
     if (o.unplugRound === round && r.dimms.length > 1) {
@@ -610,7 +725,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
       dirtyPages: toSend,
       bytesSent: toSend * PAGE,
       simSeconds: seconds,
-      dmaWrites: writes - writes0,
+      dmaWrites: writes() - writes0,
       wallMs: performance.now() - t0,
       bitmapMs,
     })
@@ -623,6 +738,9 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
       converged = true
       break
     }
+    // Without dirty tracking every round resends all DMA-mapped memory: no round can make
+    // progress, so the VMM stops pre-copy after round 0.
+    if (!tracking) break
   }
 
   // Stop-and-copy: the device is quiesced; send what the last bitmap (plus a final read) holds.
@@ -669,14 +787,38 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
       if (!mem.framesEqual(r.srcPfns[p] as number, r.dstPfns[p] as number)) noteMismatch(p)
     }
   }
-  const staleUses = r.m.units[0] instanceof AmdIommuHw ? r.m.units[0].staleUses.length : 0
-  if (staleUses > 0) {
-    throw new IommuError('EIO', `the IOMMU model saw ${staleUses} stale translations`)
-  }
+  // The destination rebuilds its vIOMMU from the migrated guest and the device DMAs there.
+  const viommu =
+    guest === null
+      ? null
+      : guest.finish({
+          dest: r.dest,
+          destVa: r.destVa,
+          dstPfns: r.dstPfns,
+          dimms: r.dimms.map((d) => ({ offset: d.offset, iova: d.iova, bytes: d.bytes })),
+          iopte4k: o.iopte === '4k',
+        })
+  const unit = r.m.units[0]
+  const vendor: Vendor | null =
+    typeof o.iommu === 'string' && isIommuModel(o.iommu) ? VENDORS[o.iommu] : vendorOfUnit(unit)
+  const stale = summarizeStale(
+    vendor,
+    unit !== undefined && vendor !== null ? vendor.staleUses(unit) : [],
+    tracking && o.breakage !== 'tracking-never-enabled',
+  )
+  const hw = unit !== undefined && vendor !== null ? vendor.stats(unit) : null
   // What the kernel's dirty reads lost or left out (the dirty-tracking hazard detector).
   const hazards = summarizeHazards(r.m.dirtyHazards.entries, BigInt(GUEST_IOVA), pages)
   r.fd.close()
   const wallSeconds = (performance.now() - wall0) / 1000
+  const dirtyPath =
+    vendor === null
+      ? "the driver's read_and_clear_dirty"
+      : guest !== null
+        ? guest.parentTracksDirty
+          ? vendor.nestedDirtyPath
+          : `${vendor.nestedDirtyPath}, all DMA-mapped pages sent every round`
+        : vendor.dirtyPath
   return {
     config: {
       iommu: iommuName(o.iommu),
@@ -688,10 +830,17 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
       maxRounds: o.maxRounds,
       maxDowntime: o.maxDowntime,
       workload: o.workload,
+      devices: devicesOf(o).map((d) => d.name),
       unplugRound: o.unplugRound,
       breakage: o.breakage,
       detector: o.detector,
-      dirtyRecords: o.dirtyRecords ?? 'kernel',
+      dirtyRecords: o.ideal ? 'ideal' : (o.dirtyRecords ?? 'kernel'),
+      ideal: o.ideal === true,
+      viommu: o.viommu === true,
+    },
+    vendor: {
+      name: vendor?.label ?? iommuName(o.iommu),
+      dirtyPath,
     },
     thresholdPages: threshold,
     rounds,
@@ -699,13 +848,17 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
     downtimeSeconds: downtime,
     totalSimSeconds: simTime,
     totalBytesSent: totalBytes,
-    totalDmaWrites: writes,
+    totalDmaWrites: writes(),
+    deviceWrites: r.devices.map((d) => d.writes),
     verifiedPages,
     mismatchedPages: mismatches,
     firstMismatches,
     unplug: unplug ? { bytes: unplug.bytes, dirtyPagesRescued: unplug.dirtyPagesRescued } : null,
     dirtyHazards: hazards.kinds,
     lostPages: hazards.lostPages,
+    staleTranslations: stale,
+    hw,
+    viommu,
     wallSeconds,
     speedup: simTime / wallSeconds,
     peakRssBytes: peakRss(),

@@ -7,6 +7,8 @@
 
 import type { DirtyHazard, DirtyHazardKind } from '@iommu/core'
 import { migrationChart } from './chart.ts'
+import type { HwStats, StaleSummary } from './vendors.ts'
+import type { ViommuReport } from './viommu.ts'
 
 /** One kind of dirty-tracking hazard over the whole migration. */
 export interface DirtyHazardSummary {
@@ -114,11 +116,19 @@ export interface MigrationConfig {
   readonly detector: boolean
   /** How the dirty reads recorded: `'kernel'` (Linux 7.2) or `'ideal'`. */
   readonly dirtyRecords: string
+  /** The device names. */
+  readonly devices: readonly string[]
+  /** The known 7.2 kernel bugs were fixed for the run (`--ideal`). */
+  readonly ideal: boolean
+  /** A guest with a vIOMMU (`--viommu`). */
+  readonly viommu: boolean
 }
 
 /** Everything a migration run reports. */
 export interface MigrationReport {
   readonly config: MigrationConfig
+  /** The IOMMU hardware and the dirty path its driver used. */
+  readonly vendor: { readonly name: string; readonly dirtyPath: string }
   /**
    * The downtime budget in pages: what the link sends within the allowed downtime
    * (`bandwidth × maxDowntime / 4096`). Pre-copy stops once the dirty set is this small.
@@ -133,6 +143,8 @@ export interface MigrationReport {
   readonly totalSimSeconds: number
   readonly totalBytesSent: number
   readonly totalDmaWrites: number
+  /** DMA writes per device, in `config.devices` order. */
+  readonly deviceWrites: readonly number[]
   /** Pages compared by the verification, and the mismatches found. */
   readonly verifiedPages: number
   readonly mismatchedPages: number
@@ -144,6 +156,15 @@ export interface MigrationReport {
   readonly dirtyHazards: readonly DirtyHazardSummary[]
   /** Guest pages whose dirt a read cleaned without reporting it (each counted once). */
   readonly lostPages: number
+  /**
+   * DMA that used a stale IOTLB or configuration-cache entry, per missing invalidation, as
+   * the unit's missing-invalidation detector found them (empty without a detector).
+   */
+  readonly staleTranslations: readonly StaleSummary[]
+  /** The IOMMU unit's counters (null for a unit the simulator has no adapter for). */
+  readonly hw: HwStats | null
+  /** The vIOMMU guest (`viommu`), else null. */
+  readonly viommu: ViommuReport | null
   /** Wall-clock seconds of the whole simulation, and its speed. */
   readonly wallSeconds: number
   /** Simulated seconds per wall-clock second (above 1: faster than real time). */
@@ -153,11 +174,19 @@ export interface MigrationReport {
 }
 
 /**
- * The verification passed: the destination equals the source and no dirty read lost a
- * page (a lost page the destination happens to hold is luck, not tracking).
+ * The verification passed: the destination equals the source, no dirty read lost a page
+ * (a lost page the destination happens to hold is luck, not tracking), no DMA used a stale
+ * translation (a missing invalidation), and with a vIOMMU every guest IOVA translates on
+ * the destination to the same guest page.
  */
 export function verified(r: MigrationReport): boolean {
-  return r.mismatchedPages === 0 && r.verifiedPages > 0 && r.lostPages === 0
+  return (
+    r.mismatchedPages === 0 &&
+    r.verifiedPages > 0 &&
+    r.lostPages === 0 &&
+    r.staleTranslations.length === 0 &&
+    (r.viommu === null || r.viommu.destination.mismatches === 0)
+  )
 }
 
 /** Human-readable binary size. */
@@ -208,7 +237,9 @@ export function formatRounds(rounds: readonly RoundReport[]): string {
 /** The totals block. */
 export function formatTotals(r: MigrationReport): string {
   const lines = [
-    `converged:        ${r.converged ? 'yes' : 'no (round limit reached)'}`,
+    `IOMMU:            ${r.vendor.name}${r.config.ideal ? ' (known 7.2 bugs fixed: --ideal)' : ''}`,
+    `dirty tracking:   ${r.vendor.dirtyPath}`,
+    `converged:        ${r.converged ? 'yes' : r.viommu !== null && !r.viommu.parentTracksDirty ? 'no (no dirty tracking: stop-and-copy of all DMA-mapped memory)' : 'no (round limit reached)'}`,
     `rounds:           ${r.rounds.filter((x) => !x.stopAndCopy).length} pre-copy + stop-and-copy`,
     `sent:             ${formatBytes(r.totalBytesSent)}`,
     `simulated time:   ${seconds(r.totalSimSeconds)} (downtime ${seconds(r.downtimeSeconds)})`,
@@ -223,6 +254,14 @@ export function formatTotals(r: MigrationReport): string {
   } else if (typeof r.config.unplugRound === 'number') {
     lines.push(`hot-unplug:       not done: pre-copy ended before round ${r.config.unplugRound}`)
   }
+  if (r.hw !== null) {
+    const h = r.hw
+    const lookups = h.iotlbHits + h.iotlbMisses
+    lines.push(
+      `IOMMU hardware:   ${h.translations.toLocaleString('en-US')} translations, ${h.walks.toLocaleString('en-US')} walks, IOTLB hit rate ${lookups ? ((100 * h.iotlbHits) / lookups).toFixed(1) : '0.0'}%, ${h.queueCommands.toLocaleString('en-US')} ${h.queueCommandsAre}`,
+    )
+  }
+  if (r.viommu !== null) lines.push(...formatViommu(r.viommu))
   if (r.dirtyHazards.length === 0) lines.push('dirty hazards:    none')
   for (const [i, h] of r.dirtyHazards.entries()) {
     const what = [`${h.count.toLocaleString('en-US')}× in ${h.reads} reads`]
@@ -234,13 +273,31 @@ export function formatTotals(r: MigrationReport): string {
       `${''.padEnd(18)}e.g. ${h.example}`,
     )
   }
+  if (r.staleTranslations.length === 0) lines.push('stale translations: none')
+  for (const [i, t] of r.staleTranslations.entries()) {
+    lines.push(
+      `${i === 0 ? 'stale translations:' : ''.padEnd(19)} ${t.uses.toLocaleString('en-US')} DMA through stale ${t.cache} entries (${t.writes.toLocaleString('en-US')} writes, ${t.pages.toLocaleString('en-US')} IOVA pages): missing ${t.missing}`,
+      `${''.padEnd(18)}e.g. ${t.example}`,
+    )
+    if (t.cause !== null) lines.push(`${''.padEnd(18)}cause: ${t.cause}`)
+  }
   const mismatch = `${r.mismatchedPages} of ${r.verifiedPages} pages differ${r.firstMismatches.length ? ` (first at offsets ${r.firstMismatches.map((o) => `0x${o.toString(16)}`).join(', ')})` : ''}`
   lines.push(
     verified(r)
       ? `verification:     OK — destination equals source, ${r.verifiedPages.toLocaleString('en-US')} pages compared`
-      : `verification:     FAILED — ${mismatch}${r.lostPages ? `; the dirty reads lost ${r.lostPages.toLocaleString('en-US')} pages` : ''}`,
+      : `verification:     FAILED — ${mismatch}${r.lostPages ? `; the dirty reads lost ${r.lostPages.toLocaleString('en-US')} pages` : ''}${r.staleTranslations.length ? `; ${r.staleTranslations.reduce((n, t) => n + t.uses, 0).toLocaleString('en-US')} DMA used stale translations` : ''}${r.viommu?.destination.mismatches ? `; ${r.viommu.destination.mismatches} guest IOVAs translate elsewhere on the destination` : ''}`,
   )
   return lines.join('\n')
+}
+
+/** The vIOMMU lines of the totals. */
+function formatViommu(v: ViommuReport): string[] {
+  return [
+    `vIOMMU:           ${v.kind}; nest parent ${v.parentTracksDirty ? 'with dirty tracking' : `without dirty tracking (${v.parentDirtyErrno} on NEST_PARENT | DIRTY_TRACKING)`}`,
+    `guest IOMMU:      ${v.guestTablePages} pages of guest structures (${v.guestFormat}), ${v.ringMoves} ring moves, ${v.guestInvalidations} invalidations ${v.invalidationsDropped ? 'DROPPED by the VMM' : `forwarded (${v.invalidationPath})`}`,
+    `guest faults:     ${v.faults} DMA faults on unmapped guest IOVAs, ${v.faultsReported} reported through ${v.faultPath}`,
+    `destination:      ${v.destination.rebuilt}; ${v.destination.probes.toLocaleString('en-US')} guest IOVA pages probed by DMA, ${v.destination.mismatches} land elsewhere`,
+  ]
 }
 
 /** The machine-readable report (`--json`). */

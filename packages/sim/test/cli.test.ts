@@ -22,6 +22,7 @@ import {
   defaultOptions,
   estimateRun,
   GUEST_IOVA,
+  IOMMU_MODELS,
   IOPTE_MODES,
   layoutDimms,
   MAX_ROUND0_WRITES,
@@ -85,7 +86,17 @@ const USAGE_ERRORS: readonly (readonly [string[], string])[] = [
   [['--ring', '8G'], '--ring 8.0 GiB is larger than --memory 4.0 GiB'],
   [['--ring', '1000'], '--ring must be a multiple of 4K: 1000'],
   [['--hot-set', '5G'], '--hot-set 5.0 GiB is larger than --memory 4.0 GiB'],
-  [['--iommu', 'mock', '--iopte', 'split'], '--iopte split needs --iommu amd'],
+  [['--iommu', 'mock', '--iopte', 'split'], '--iopte split needs --iommu amd, intel or smmuv3'],
+  [['--viommu'], '--viommu needs --iommu intel or smmuv3 (7.2 AMD has no nest parent)'],
+  [
+    ['--viommu', '--iommu', 'mock'],
+    '--viommu needs --iommu intel or smmuv3 (the mock has no guest-visible stage-1 format)',
+  ],
+  [['--iommu', 'intel', '--break-invalidation'], '--break-invalidation needs --viommu'],
+  [
+    ['--iommu', 'intel', '--viommu', '--memory', '1G', '--dimm', '512M', '--unplug-round', '1'],
+    '--unplug-round and --viommu: hot-unplug with a vIOMMU guest is not modelled',
+  ],
   [['--iopte', '1g'], "--iopte: unknown IOPTE mode '1g' (modes: 4k, 2m, split, 16k, 64k)"],
   [['--seed', '1.5'], "--seed must be an integer: '1.5'"],
   [['--seed=-1'], "--seed must be between 0 and 4294967295: '-1'"],
@@ -212,10 +223,11 @@ describe('optionsFromArgs', () => {
 
   it('checks each --iopte mode against the IOMMU models its row names', () => {
     for (const mode of IOPTE_MODES) {
-      for (const iommu of ['amd', 'mock']) {
+      for (const iommu of IOMMU_MODELS) {
         const ok = (mode.models as readonly string[]).includes(iommu)
+        const models = mode.models.length === 1 ? mode.models[0] : 'amd, intel or smmuv3'
         expect(usage(['--iommu', iommu, '--iopte', mode.name])).toBe(
-          ok ? 'OK' : `--iopte ${mode.name} needs --iommu ${mode.models.join(' or ')}`,
+          ok ? 'OK' : `--iopte ${mode.name} needs --iommu ${models}`,
         )
       }
     }

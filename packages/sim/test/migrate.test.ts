@@ -169,7 +169,7 @@ describe('iommu-sim migrate', () => {
     expect(() => migrate(small({ iommu: 'toy' as never }))).toThrow(
       expect.objectContaining({
         code: 'EINVAL',
-        message: expect.stringMatching(/'toy'.*amd, mock/),
+        message: expect.stringMatching(/'toy'.*amd, intel, smmuv3, mock/),
       }),
     )
   })
@@ -265,7 +265,7 @@ describe('iommu-sim command line', () => {
       process.stderr.write = e
     }
     expect(errors.join('')).toBe(
-      "iommu-sim: --iommu: unknown IOMMU model 'toy' (models: amd, mock)\n",
+      "iommu-sim: --iommu: unknown IOMMU model 'toy' (models: amd, intel, smmuv3, mock)\n",
     )
     expect(quiet(['migrate', '--memory', 'lots'])).toBe(2)
     expect(quiet(['migrate', '--locality', '2'])).toBe(2)

@@ -8,8 +8,14 @@
 
 export { migrationChart, wantsLogScale } from '../chart.ts'
 export {
+  BREAKAGES,
   type Breakage,
+  CONTIGUOUS_IOPTE_MODES,
+  type DeviceConfig,
+  type DeviceWorkload,
   defaultOptions,
+  defaultWorkload,
+  devicesOf,
   estimateRun,
   GUEST_IOVA,
   IOMMU_MODELS,
@@ -36,6 +42,17 @@ export {
   toSvg,
   verified,
 } from '../report.ts'
+export {
+  type HwStats,
+  SMMUV3_DIRTY_CLEAR_CAUSE,
+  type StaleSummary,
+  type StaleUse,
+  summarizeStale,
+  VENDORS,
+  type Vendor,
+  vendorOfUnit,
+} from '../vendors.ts'
+export { GUEST_LINEAR_IOVA, GUEST_RING_IOVA, type ViommuReport } from '../viommu.ts'
 export {
   type DmaWrite,
   type ExcludedRanges,
