@@ -2,4 +2,4 @@
 // Published entry point: runs the compiled CLI.
 import { main } from '../dist/cli.js'
 
-process.exitCode = main(process.argv.slice(2))
+process.exitCode = await main(process.argv.slice(2))

@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { MigrationReport, RoundReport } from './report.ts'
+import { type MigrationReport, type RoundReport, verified } from './report.ts'
 
 const W = 960
 const LEFT = 104
@@ -63,6 +63,8 @@ interface Panel {
   readonly logTicks: (lo: number, hi: number) => number[]
   /** The unit linear ticks step in (pages: 1; bytes: the largest binary unit under max). */
   readonly linearUnit: (max: number) => number
+  /** The smallest top of the y axis (default 1: one page, one byte). */
+  readonly floor?: number
 }
 
 function esc(s: string): string {
@@ -132,6 +134,11 @@ function bytes(v: number): string {
   return `${Number(digits)} ${UNITS[u]}`
 }
 
+/** The binary unit linear byte ticks step in. */
+function byteUnit(max: number): number {
+  return 1024 ** Math.max(0, Math.floor(Math.log2(Math.max(1, max)) / 10))
+}
+
 /** Decade ticks 10^k covering [lo, hi]. */
 function decades(lo: number, hi: number): number[] {
   const out: number[] = []
@@ -176,7 +183,7 @@ export function wantsLogScale(values: readonly number[]): boolean {
 function scaleFor(p: Panel, log: boolean, headroom: number): Scale {
   const bottom = p.top + p.height
   const pos = p.values.filter((v) => v > 0)
-  const max = Math.max(1, ...p.values, p.budget)
+  const max = Math.max(p.floor ?? 1, ...p.values, p.budget)
   const room = p.height / Math.max(1, p.height - headroom)
   if (log) {
     // From the decade below the smallest bar (or the budget) to the tallest bar plus room.
@@ -212,6 +219,18 @@ function colourOf(x: RoundReport): string {
   return x.stopAndCopy ? COLOUR.stop : x.round === 0 ? COLOUR.full : COLOUR.precopy
 }
 
+/** One bar slot of a panel: its label under the axis and its colour. */
+interface Bar {
+  readonly label: string
+  readonly colour: string
+  /** Labelled even when labels are thinned out (the stop-and-copy round). */
+  readonly always?: boolean
+}
+
+function roundBars(rounds: readonly RoundReport[]): Bar[] {
+  return rounds.map((x) => ({ label: roundLabel(x), colour: colourOf(x), always: x.stopAndCopy }))
+}
+
 /** How a bar's value is written above it: exact, compact, or compact turned upright. */
 function valueLabels(p: Panel, bw: number): { text: string; upright: boolean }[] {
   const fit = (t: string) => textWidth(t, 11) <= bw - 4
@@ -225,25 +244,36 @@ function valueLabels(p: Panel, bw: number): { text: string; upright: boolean }[]
 }
 
 /** Width of a bar slot. */
-function slotWidth(rounds: readonly RoundReport[]): number {
-  return PLOT_W / Math.max(1, rounds.length)
+function slotWidth(bars: readonly Bar[]): number {
+  return PLOT_W / Math.max(1, bars.length)
 }
 
-/** Whether the stop-and-copy label must be slanted, and the room round labels take. */
-function roundLabelRoom(rounds: readonly RoundReport[]): { slanted: boolean; height: number } {
-  const slanted = textWidth('stop-and-copy', 11) > slotWidth(rounds) - 2
+/** Every `labelEvery`-th bar is labelled (and those marked `always`). */
+function labelEvery(bars: readonly Bar[]): number {
+  return Math.max(1, Math.ceil(24 / slotWidth(bars)))
+}
+
+/** Whether labels that do not fit their slot are slanted, and the room labels take. */
+function labelRoom(bars: readonly Bar[]): { slanted: boolean; height: number } {
+  const every = labelEvery(bars)
+  const wide = bars
+    .filter((b, i) => b.always || i % every === 0)
+    .map((b) => textWidth(b.label, 11))
+    .filter((w) => w > slotWidth(bars) - 2)
   // A label slanted by 35° reaches down sin(35°) of its length.
-  return { slanted, height: slanted ? 18 + textWidth('stop-and-copy', 11) * 0.574 : 24 }
+  return wide.length
+    ? { slanted: true, height: 18 + Math.max(...wide) * 0.574 }
+    : { slanted: false, height: 24 }
 }
 
-function drawPanel(p: Panel, rounds: readonly RoundReport[], out: string[]): void {
-  const bw = slotWidth(rounds)
+function drawPanel(p: Panel, bars: readonly Bar[], out: string[]): void {
+  const bw = slotWidth(bars)
   const labels = valueLabels(p, bw)
   const upright = labels.some((l) => l.upright)
   const headroom = upright ? Math.max(...labels.map((l) => textWidth(l.text, 10))) + 12 : 20
   const s = scaleFor(p, wantsLogScale(p.values), headroom)
   const bottom = p.top + p.height
-  const slanted = roundLabelRoom(rounds).slanted
+  const slanted = labelRoom(bars).slanted
   const barW = Math.min(bw * 0.7, 90)
   out.push(`<g class="panel" data-scale="${s.log ? 'log' : 'linear'}">`)
   out.push(
@@ -269,15 +299,15 @@ function drawPanel(p: Panel, rounds: readonly RoundReport[], out: string[]): voi
     )
   }
   out.push(text(22, p.top + p.height / 2, p.axis, { size: 12, anchor: 'middle', rotate: -90 }))
-  // Bars, their values, and the round labels under them.
-  const labelEvery = Math.max(1, Math.ceil(24 / bw))
-  rounds.forEach((x, i) => {
+  // Bars, their values, and the labels under them.
+  const every = labelEvery(bars)
+  bars.forEach((x, i) => {
     const v = p.values[i] as number
     const cx = LEFT + (i + 0.5) * bw
     const y = v > 0 ? s.y(v) : bottom
     const h = bottom - y
     out.push(
-      `<rect class="bar" x="${(cx - barW / 2).toFixed(1)}" y="${y.toFixed(1)}" width="${barW.toFixed(1)}" height="${h.toFixed(1)}" fill="${colourOf(x)}"><title>${esc(`${roundLabel(x)}: ${p.exact(v)}`)}</title></rect>`,
+      `<rect class="bar" x="${(cx - barW / 2).toFixed(1)}" y="${y.toFixed(1)}" width="${barW.toFixed(1)}" height="${h.toFixed(1)}" fill="${x.colour}"><title>${esc(`${x.label}: ${p.exact(v)}`)}</title></rect>`,
     )
     const label = labels[i] as { text: string; upright: boolean }
     out.push(
@@ -285,20 +315,18 @@ function drawPanel(p: Panel, rounds: readonly RoundReport[], out: string[]): voi
         ? text(cx + 4, y - 5, label.text, { size: 10, rotate: -90, halo: true, cls: 'value' })
         : text(cx, y - 5, label.text, { size: 11, anchor: 'middle', halo: true, cls: 'value' }),
     )
-    if (x.stopAndCopy) {
-      out.push(
-        !slanted
-          ? text(cx, bottom + 16, 'stop-and-copy', { size: 11, anchor: 'middle', cls: 'round' })
-          : text(cx + 4, bottom + 12, 'stop-and-copy', {
-              size: 11,
-              anchor: 'end',
-              rotate: -35,
-              cls: 'round',
-            }),
-      )
-    } else if (i % labelEvery === 0) {
-      out.push(text(cx, bottom + 16, roundLabel(x), { size: 11, anchor: 'middle', cls: 'round' }))
-    }
+    if (!x.always && i % every !== 0) return
+    const fits = textWidth(x.label, 11) <= bw - 2
+    out.push(
+      !slanted || fits
+        ? text(cx, bottom + 16, x.label, { size: 11, anchor: 'middle', cls: 'round' })
+        : text(cx + 4, bottom + 12, x.label, {
+            size: 11,
+            anchor: 'end',
+            rotate: -35,
+            cls: 'round',
+          }),
+    )
   })
   // The downtime budget: the rest is sent during downtime once it is under this line.
   if (p.budget > 0 && (!s.log || p.budget >= s.base)) {
@@ -364,6 +392,36 @@ function legend(top: number, budgetTime: string, budgetPages: string, out: strin
   return y
 }
 
+/** The hazards a run met, one short phrase each (empty when none). */
+export function hazardPhrases(r: MigrationReport): string[] {
+  const out = r.dirtyHazards.map(
+    (h) => `${h.kind} ×${h.count}${h.lostPages ? ` (${pagesExact(h.lostPages)} pages lost)` : ''}`,
+  )
+  for (const t of r.staleTranslations) {
+    out.push(`${pagesExact(t.uses)} stale ${t.cache} uses: missing ${t.missing}`)
+  }
+  return out
+}
+
+/** The vendor, its dirty path, and the hazards: the lines under a figure's title. */
+function vendorLines(r: MigrationReport): { text: string; bad: boolean }[] {
+  const hazards = hazardPhrases(r)
+  const cause = r.staleTranslations.find((t) => t.cause !== null)?.cause
+  const lines = [
+    { text: `${r.vendor.name} · dirty tracking: ${r.vendor.dirtyPath}`, bad: false },
+    {
+      text: `hazards: ${hazards.length ? hazards.join('; ') : 'none'}`,
+      bad: hazards.length > 0,
+    },
+  ]
+  if (cause)
+    lines.push({
+      text: cause.replace(/^Linux 7.2: /, '7.2: ').split(', so ')[0] ?? cause,
+      bad: true,
+    })
+  return lines
+}
+
 /**
  * The figure (`--svg`): dirty pages per round and bytes sent per round.
  *
@@ -377,7 +435,7 @@ export function migrationChart(r: MigrationReport, title = 'Pre-copy live migrat
   const params =
     `${bytes(c.memoryBytes)} guest · ${c.iommu} IOMMU · ${c.iopte} IOPTEs · ` +
     `${gbit} Gbit/s link · seed ${c.seed}`
-  const ok = r.mismatchedPages === 0 && r.verifiedPages > 0
+  const ok = verified(r)
   const rounds1 = `${pre} pre-copy round${pre === 1 ? '' : 's'}`
   const outcome =
     `${r.converged ? `converged after ${rounds1}` : `did not converge in ${rounds1} (the limit)`}` +
@@ -389,9 +447,21 @@ export function migrationChart(r: MigrationReport, title = 'Pre-copy live migrat
     text(LEFT, 52, params, { size: 13, cls: 'params' }),
     text(LEFT, 71, outcome, { size: 12, fill: ok ? COLOUR.muted : COLOUR.stop, cls: 'outcome' }),
   ]
+  let y = 71
+  for (const line of vendorLines(r)) {
+    y += 17
+    head.push(
+      text(LEFT, y, line.text, {
+        size: 12,
+        fill: line.bad ? COLOUR.stop : COLOUR.muted,
+        cls: 'vendor',
+      }),
+    )
+  }
   const budgetTime = seconds(c.maxDowntime)
-  const legendBottom = legend(96, budgetTime, pagesExact(r.thresholdPages), head)
-  const below = roundLabelRoom(rounds).height
+  const legendBottom = legend(y + 25, budgetTime, pagesExact(r.thresholdPages), head)
+  const bars = roundBars(rounds)
+  const below = labelRoom(bars).height
   const pagesTop = legendBottom + 44
   const pagesH = 300
   const bytesTop = pagesTop + pagesH + below + 44
@@ -414,7 +484,7 @@ export function migrationChart(r: MigrationReport, title = 'Pre-copy live migrat
       logTicks: decades,
       linearUnit: () => 1,
     },
-    rounds,
+    bars,
     body,
   )
   drawPanel(
@@ -430,9 +500,9 @@ export function migrationChart(r: MigrationReport, title = 'Pre-copy live migrat
       exact: bytes,
       compact: bytes,
       logTicks: byteTicks,
-      linearUnit: (max) => 1024 ** Math.max(0, Math.floor(Math.log2(Math.max(1, max)) / 10)),
+      linearUnit: byteUnit,
     },
-    rounds,
+    bars,
     body,
   )
   body.push(
@@ -444,6 +514,123 @@ export function migrationChart(r: MigrationReport, title = 'Pre-copy live migrat
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`,
     `<title>${esc(`${title}: ${params}`)}</title>`,
+    `<rect width="${W}" height="${H}" fill="#ffffff"/>`,
+    ...head,
+    ...body,
+    '</svg>',
+    '',
+  ].join('\n')
+}
+
+/** A figure comparing runs side by side (`compare`, `sweep`). */
+export interface ComparisonFigure {
+  readonly title: string
+  /** Lines under the title (parameters, vendors' dirty paths, hazards). */
+  readonly lines: readonly { readonly text: string; readonly bad?: boolean }[]
+  /** One bar per run, labelled; `failed` when its verification failed. */
+  readonly runs: readonly { readonly label: string; readonly failed: boolean }[]
+  /** Per run: downtime in seconds and bytes sent in total. */
+  readonly downtime: readonly number[]
+  readonly sent: readonly number[]
+  /** The allowed downtime in seconds (a line on the downtime panel), or 0. */
+  readonly budgetSeconds: number
+  /** What the runs differ in, under the x axis. */
+  readonly xTitle: string
+}
+
+/**
+ * Downtime and total bytes sent of several runs, one bar each (red for a run whose
+ * verification failed), with the downtime budget: the figure of `compare` and `sweep`.
+ * Same style, scales and rules as {@link migrationChart}.
+ */
+export function comparisonChart(f: ComparisonFigure): string {
+  const head: string[] = [text(LEFT, 30, f.title, { size: 18, weight: 'bold', cls: 'title' })]
+  let y = 32
+  for (const line of f.lines) {
+    y += 19
+    head.push(
+      text(LEFT, y, line.text, {
+        size: 12,
+        fill: line.bad ? COLOUR.stop : COLOUR.muted,
+        cls: 'params',
+      }),
+    )
+  }
+  // Legend.
+  const ly = y + 28
+  let x = LEFT
+  head.push('<g class="legend">')
+  for (const [label, colour] of [
+    ['destination verified', COLOUR.precopy],
+    ['verification failed', COLOUR.stop],
+  ] as const) {
+    head.push(
+      `<rect x="${x}" y="${ly - 11}" width="16" height="12" fill="${colour}"/>`,
+      text(x + 22, ly, label, { size: 12, cls: 'legend-entry' }),
+    )
+    x += 22 + textWidth(label, 12) + 18
+  }
+  if (f.budgetSeconds > 0) {
+    const label = `downtime budget (${seconds(f.budgetSeconds)})`
+    head.push(
+      `<line x1="${x}" y1="${ly - 4}" x2="${x + 16}" y2="${ly - 4}" stroke="${COLOUR.budget}" stroke-width="2" stroke-dasharray="5 3"/>`,
+      text(x + 22, ly, label, { size: 12, cls: 'legend-entry' }),
+    )
+  }
+  head.push('</g>')
+  const bars: Bar[] = f.runs.map((r) => ({
+    label: r.label,
+    colour: r.failed ? COLOUR.stop : COLOUR.precopy,
+  }))
+  const below = labelRoom(bars).height
+  const downTop = ly + 44
+  const downH = 240
+  const sentTop = downTop + downH + below + 44
+  const sentH = 240
+  const xTitle = sentTop + sentH + below + 18
+  const H = xTitle + 16
+  const body: string[] = []
+  drawPanel(
+    {
+      title: 'Downtime (stop-and-copy)',
+      axis: 'simulated seconds',
+      top: downTop,
+      height: downH,
+      values: f.downtime,
+      budget: f.budgetSeconds,
+      budgetLabel: ['downtime budget', seconds(f.budgetSeconds)],
+      tick: seconds,
+      exact: seconds,
+      compact: seconds,
+      logTicks: decades,
+      linearUnit: () => 1e-6,
+      floor: 1e-6,
+    },
+    bars,
+    body,
+  )
+  drawPanel(
+    {
+      title: 'Data sent in total',
+      axis: 'bytes sent over the link',
+      top: sentTop,
+      height: sentH,
+      values: f.sent,
+      budget: 0,
+      budgetLabel: ['', ''],
+      tick: bytes,
+      exact: bytes,
+      compact: bytes,
+      logTicks: byteTicks,
+      linearUnit: byteUnit,
+    },
+    bars,
+    body,
+  )
+  body.push(text(LEFT + PLOT_W / 2, xTitle, f.xTitle, { size: 12, anchor: 'middle' }))
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`,
+    `<title>${esc(f.title)}</title>`,
     `<rect width="${W}" height="${H}" fill="#ffffff"/>`,
     ...head,
     ...body,

@@ -7,8 +7,16 @@
  * @module
  */
 
-import { closeSync, existsSync, openSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
-import { totalmem } from 'node:os'
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readFileSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs'
+import { availableParallelism, loadavg, totalmem } from 'node:os'
 import { parseArgs } from 'node:util'
 import cliProgress from 'cli-progress'
 import {
@@ -18,10 +26,33 @@ import {
   IOPTE_MODES,
   type IommuModel,
   type IopteMode,
+  isIommuModel,
   type MigrateOptions,
   migrate,
 } from './migrate.ts'
-import { formatBytes, formatRounds, formatTotals, toJson, toSvg, verified } from './report.ts'
+import { defaultWorkers, runPool } from './node/pool.ts'
+import {
+  formatBytes,
+  formatRounds,
+  formatTotals,
+  type MigrationReport,
+  toJson,
+  toSvg,
+  verified,
+} from './report.ts'
+import { parseScenario, ScenarioError, scenarioJsonSchema, scenarioOptions } from './scenario.ts'
+import {
+  describeOptions,
+  formatRunTable,
+  parseVary,
+  type RunRow,
+  runRow,
+  runsChart,
+  SWEEP_PARAMS,
+  type SweepPoint,
+  sweepGrid,
+  toCsv,
+} from './sweep.ts'
 
 const MIB = 2 ** 20
 const GIB = 2 ** 30
@@ -211,18 +242,29 @@ function usageText(): string {
   ])
   rows.push(['  -h, --help', 'this text'])
   const w = Math.max(...rows.map(([l]) => l.length)) + 2
-  return `Usage: iommu-sim migrate [options]
+  const cw = Math.max(...COMMANDS.map(([c]) => c.length)) + 4
+  const sweepRows = SWEEP_PARAMS.map((p) => `  ${p.name.padEnd(12)}${p.help}`)
+  return `Usage: iommu-sim COMMAND [options]
 
-Live-migrate a VM with a passthrough device over the IOMMU model: pre-copy rounds driven by
+Live-migrate a VM with passthrough devices over the IOMMU model: pre-copy rounds driven by
 IOMMU_HWPT_GET_DIRTY_BITMAP, then stop-and-copy, then a page-for-page verification.
 
-Options:
+Commands:
+${COMMANDS.map(([c, h]) => `  ${c.padEnd(cw)}${h}`).join('\n')}
+
+Options of migrate (and of compare, which takes --vendors ${IOMMU_MODELS.join(',')} instead of --iommu):
 ${rows.map(([l, h]) => `${l.padEnd(w)}${h}`).join('\n')}
 
+Options of sweep: --vary NAME=V1,V2 (repeatable; every combination runs), --workers N
+(default: the available cores, ${availableParallelism()} here), --out PREFIX (PREFIX.csv,
+.json, .svg; default sweep), --measure-speedup (the grid on 1 worker, then on N: both walls
+and the ratio), --no-progress. NAME is one of:
+${sweepRows.join('\n')}
+
 Exit status:
-  ${EXIT.OK}  the destination equals the source
-  ${EXIT.VERIFY_FAILED}  verification failed: pages differ
-  ${EXIT.USAGE}  bad options or an output file that cannot be written (one line on stderr, no work done)
+  ${EXIT.OK}  the destination equals the source (every run, for compare and sweep)
+  ${EXIT.VERIFY_FAILED}  verification failed: pages differ, a dirty read lost pages or a DMA used a stale translation
+  ${EXIT.USAGE}  bad options, a bad scenario or an output file that cannot be written (one line on stderr, no work done)
 `
 }
 
@@ -482,23 +524,7 @@ export function optionsFromArgs(args: string[], host: HostInfo = hostInfo()): Pa
     ideal: flag('ideal'),
     viommu,
   }
-  if (!flag('force')) {
-    const est = estimateRun(options)
-    if (est.memoryBytes > host.memoryBytes) {
-      throw new UsageError(
-        `a ${formatBytes(memoryBytes)} guest needs about ${formatBytes(est.memoryBytes)} of memory; ` +
-          `this host has ${formatBytes(host.memoryBytes)} (--force to run anyway)`,
-      )
-    }
-    if (est.round0Writes > MAX_ROUND0_WRITES) {
-      throw new UsageError(
-        `round 0 alone would simulate ${est.round0Writes.toExponential(1)} device writes ` +
-          `(copying ${formatBytes(memoryBytes)} at ${formatRate(options.bandwidth * 8)}bit/s takes ` +
-          `${(memoryBytes / options.bandwidth / 3600).toFixed(1)} h of simulated time); ` +
-          'a faster --bandwidth, a smaller --memory or lower rates, or --force',
-      )
-    }
-  }
+  if (!flag('force')) checkEstimate(options, host)
   return {
     options,
     json,
@@ -507,33 +533,9 @@ export function optionsFromArgs(args: string[], host: HostInfo = hostInfo()): Pa
   }
 }
 
-/** Run the CLI; returns the exit status. */
-export function main(argv: string[]): number {
-  const [command, ...rest] = argv
-  if (command === '-h' || command === '--help' || rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(usageText())
-    return EXIT.OK
-  }
-  const usage = (message: string) => {
-    process.stderr.write(`iommu-sim: ${message}\n`)
-    return EXIT.USAGE
-  }
-  if (command === undefined) return usage('missing command: iommu-sim migrate [options] (--help)')
-  if (command !== 'migrate') return usage(`unknown command '${command}' (--help)`)
-  let parsed: ParsedArgs
-  try {
-    parsed = optionsFromArgs(rest)
-  } catch (e) {
-    if (e instanceof UsageError) return usage(e.message)
-    throw e
-  }
-  const { options, json, svg, progress } = parsed
-  const o = options
-  process.stdout.write(
-    `iommu-sim migrate: ${formatBytes(o.memoryBytes)} guest on ${o.iommu}${o.viommu ? ' with a vIOMMU' : ''}, ${o.iopte} IOPTEs, ` +
-      `${(o.bandwidth * 8) / 1e9} Gbit/s link, seed ${o.seed}${o.ideal ? ', known kernel bugs fixed' : ''}\n`,
-  )
-  const bar = progress
+/** A progress bar on a TTY, else null. */
+function roundBar(progress: boolean): cliProgress.SingleBar | null {
+  return progress
     ? new cliProgress.SingleBar(
         {
           format: ' {bar} round {round} {phase} {percentage}%',
@@ -543,6 +545,19 @@ export function main(argv: string[]): number {
         cliProgress.Presets.shades_classic,
       )
     : null
+}
+
+/** One migration with the bar, its tables on stdout, and the report files. */
+function runOne(
+  o: MigrateOptions,
+  out: { json: string | null; svg: string | null; progress: boolean },
+): number {
+  process.stdout.write(
+    `iommu-sim migrate: ${formatBytes(o.memoryBytes)} guest on ${typeof o.iommu === 'string' ? o.iommu : 'a driver'}${o.viommu ? ' with a vIOMMU' : ''}, ${o.iopte} IOPTEs, ` +
+      `${(o.bandwidth * 8) / 1e9} Gbit/s link, seed ${o.seed}${o.ideal ? ', known kernel bugs fixed' : ''}` +
+      `${o.devices && o.devices.length > 1 ? `, ${o.devices.length} devices` : ''}\n`,
+  )
+  const bar = roundBar(out.progress)
   bar?.start(100, 0, { round: 0, phase: 'setup' })
   let report: ReturnType<typeof migrate>
   try {
@@ -560,11 +575,399 @@ export function main(argv: string[]): number {
   }
   process.stdout.write(`\n${formatRounds(report.rounds)}\n\n${formatTotals(report)}\n`)
   try {
-    if (json !== null) writeFileSync(json, toJson(report))
-    if (svg !== null) writeFileSync(svg, toSvg(report))
+    if (out.json !== null) writeFileSync(out.json, toJson(report))
+    if (out.svg !== null) writeFileSync(out.svg, toSvg(report))
   } catch (e) {
     // Checked before the run; the file system changed since.
-    return usage(`cannot write the report: ${(e as Error).message}`)
+    throw new UsageError(`cannot write the report: ${(e as Error).message}`)
   }
   return verified(report) ? EXIT.OK : EXIT.VERIFY_FAILED
+}
+
+/** The commands and their one-line help. */
+const COMMANDS = [
+  ['migrate [options]', 'one live migration (the options below)'],
+  ['compare [options] [--vendors LIST]', 'the same run on each vendor: one table, one chart'],
+  ['run FILE [--json F] [--svg F]', 'a scenario file (JSON or YAML)'],
+  [
+    'sweep FILE --vary NAME=V1,V2 ...',
+    'every combination, in parallel on all cores: CSV, JSON, chart',
+  ],
+  ['schema', "the scenario files' JSON Schema"],
+] as const
+
+/** Split `--name VALUE` / `--name=VALUE` / `--flag` arguments that `names` lists out of `args`. */
+function takeArgs(
+  args: readonly string[],
+  names: Record<string, 'value' | 'flag' | 'multi'>,
+): { rest: string[]; values: Record<string, string[]> } {
+  const rest: string[] = []
+  const values: Record<string, string[]> = {}
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string
+    const m = /^--([\w-]+)(?:=(.*))?$/.exec(a)
+    const name = m?.[1]
+    const kind = name === undefined ? undefined : names[name]
+    if (m === null || name === undefined || kind === undefined) {
+      rest.push(a)
+      continue
+    }
+    const list = values[name] ?? []
+    values[name] = list
+    if (kind === 'flag') {
+      if (m[2] !== undefined) throw new UsageError(`--${name} takes no value`)
+      list.push('')
+      continue
+    }
+    const v = m[2] ?? args[++i]
+    if (v === undefined) throw new UsageError(`--${name} needs a value`)
+    if (kind === 'value' && list.length > 0) throw new UsageError(`--${name} given twice`)
+    list.push(v)
+  }
+  return { rest, values }
+}
+
+/** A scenario file's text and whether it is YAML. */
+function readScenarioFile(path: string): { text: string; yaml: boolean } {
+  try {
+    return { text: readFileSync(path, 'utf8'), yaml: /\.ya?ml$/i.test(path) }
+  } catch (e) {
+    throw new UsageError(`${path}: ${((e as Error).message ?? String(e)).split(',')[0]}`)
+  }
+}
+
+function checkWritable(label: string, path: string | null): void {
+  const why = path === null ? null : unwritable(path)
+  if (why !== null) throw new UsageError(`${label} ${path}: cannot write (${why})`)
+}
+
+/** `iommu-sim compare`: the same options on each vendor. */
+function compare(args: string[]): number {
+  const { rest, values } = takeArgs(args, { vendors: 'value' })
+  if (rest.some((a) => a === '--iommu' || a.startsWith('--iommu='))) {
+    throw new UsageError('compare runs several vendors: --vendors LIST, not --iommu')
+  }
+  const viommu = rest.includes('--viommu')
+  const vendors = (values.vendors?.[0]?.split(',') ?? (viommu ? VIOMMU_MODELS : IOMMU_MODELS)).map(
+    (v) => v.trim(),
+  )
+  for (const v of vendors) {
+    if (!isIommuModel(v)) {
+      throw new UsageError(
+        `--vendors: unknown IOMMU model '${v}' (models: ${IOMMU_MODELS.join(', ')})`,
+      )
+    }
+  }
+  if (new Set(vendors).size !== vendors.length) throw new UsageError('--vendors: a vendor twice')
+  // Every vendor's options are checked before the first run.
+  const runs = vendors.map((v) => optionsFromArgs([...rest, '--iommu', v]))
+  const first = runs[0] as ParsedArgs
+  const reports: MigrationReport[] = []
+  const rows: RunRow[] = []
+  for (const [i, p] of runs.entries()) {
+    const o = p.options
+    process.stdout.write(`[${i + 1}/${runs.length}] ${vendors[i]}: `)
+    const bar = roundBar(p.progress)
+    bar?.start(100, 0, { round: 0, phase: 'setup' })
+    let r: MigrationReport
+    try {
+      r = migrate({
+        ...o,
+        ...(bar
+          ? {
+              onProgress: (x) =>
+                bar.update(Math.round(x.fraction * 100), { round: x.round, phase: x.phase }),
+            }
+          : {}),
+      })
+    } finally {
+      bar?.stop()
+    }
+    reports.push(r)
+    rows.push(runRow(vendors[i] as string, r))
+    process.stdout.write(
+      `${verified(r) ? 'verified' : 'VERIFICATION FAILED'}, downtime ${(r.downtimeSeconds * 1e3).toFixed(1)} ms, ${r.wallSeconds.toFixed(1)} s wall\n`,
+    )
+  }
+  const params = describeOptions(first.options)
+  process.stdout.write(`\niommu-sim compare: ${params}\n\n${formatRunTable(rows, 'vendor')}\n`)
+  process.stdout.write('\n* did not converge within the round limit\n')
+  for (const r of rows) process.stdout.write(`${r.vendor}: dirty tracking: ${r.dirtyPath}\n`)
+  for (const r of reports) {
+    for (const t of r.staleTranslations) {
+      if (t.cause !== null) process.stdout.write(`${r.vendor.name}: ${t.cause}\n`)
+    }
+  }
+  if (first.json !== null) {
+    writeFileSync(
+      first.json,
+      `${JSON.stringify({ vendors, rows, reports: reports.map((r) => ({ ...r, verified: verified(r) })) }, null, 2)}\n`,
+    )
+  }
+  if (first.svg !== null) {
+    writeFileSync(
+      first.svg,
+      runsChart('The same migration on each vendor', rows, {
+        params,
+        budgetSeconds: first.options.maxDowntime,
+        xTitle: 'IOMMU vendor',
+      }),
+    )
+  }
+  return rows.every((r) => r.verified) ? EXIT.OK : EXIT.VERIFY_FAILED
+}
+
+/** `iommu-sim run FILE`. */
+function runFile(args: string[]): number {
+  const { rest, values } = takeArgs(args, {
+    json: 'value',
+    svg: 'value',
+    'no-progress': 'flag',
+    force: 'flag',
+  })
+  const [file, ...extra] = rest
+  if (file === undefined) throw new UsageError('run needs a scenario file: iommu-sim run FILE')
+  if (extra.length > 0) throw new UsageError(`unexpected argument '${extra[0]}' (--help)`)
+  const { text, yaml } = readScenarioFile(file)
+  const options = scenarioOptionsOrUsage(text, yaml, file)
+  const json = values.json?.[0] ?? null
+  const svg = values.svg?.[0] ?? null
+  checkWritable('--json', json)
+  checkWritable('--svg', svg)
+  if (values.force === undefined) checkEstimate(options, hostInfo())
+  return runOne(options, {
+    json,
+    svg,
+    progress: values['no-progress'] === undefined && process.stdout.isTTY === true,
+  })
+}
+
+function scenarioOptionsOrUsage(text: string, yaml: boolean, file: string): MigrateOptions {
+  try {
+    return scenarioOptions(parseScenario(text, yaml))
+  } catch (e) {
+    if (e instanceof ScenarioError) throw new UsageError(`${file}: ${e.message}`)
+    throw e
+  }
+}
+
+/** `iommu-sim sweep FILE --vary ...`. */
+async function sweep(args: string[]): Promise<number> {
+  const { rest, values } = takeArgs(args, {
+    vary: 'multi',
+    workers: 'value',
+    out: 'value',
+    'measure-speedup': 'flag',
+    'no-progress': 'flag',
+  })
+  const [file, ...extra] = rest
+  if (file === undefined)
+    throw new UsageError('sweep needs a scenario file: iommu-sim sweep FILE --vary NAME=V1,V2')
+  if (extra.length > 0) throw new UsageError(`unexpected argument '${extra[0]}' (--help)`)
+  const varies = (values.vary ?? []).map((v) => {
+    try {
+      return parseVary(v)
+    } catch (e) {
+      if (e instanceof ScenarioError) throw new UsageError(e.message)
+      throw e
+    }
+  })
+  if (varies.length === 0) throw new UsageError('sweep needs at least one --vary NAME=V1,V2')
+  const workersRaw = values.workers?.[0]
+  const workers = workersRaw === undefined ? defaultWorkers() : Number(workersRaw)
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) {
+    throw new UsageError(`--workers must be an integer between 1 and 256: '${workersRaw}'`)
+  }
+  const { text, yaml } = readScenarioFile(file)
+  let points: SweepPoint[]
+  try {
+    points = sweepGrid(text, yaml, varies)
+  } catch (e) {
+    if (e instanceof ScenarioError) throw new UsageError(`${file}: ${e.message}`)
+    throw e
+  }
+  const prefix = values.out?.[0] ?? 'sweep'
+  const files = { csv: `${prefix}.csv`, json: `${prefix}.json`, svg: `${prefix}.svg` }
+  for (const f of Object.values(files)) checkWritable('--out', f)
+  const host = hostInfo()
+  for (const p of points) {
+    const est = estimateRun(p.options)
+    // Every worker may hold one run at a time.
+    if (est.memoryBytes * Math.min(workers, points.length) > host.memoryBytes) {
+      throw new UsageError(
+        `${p.labels.join(' ')}: ${Math.min(workers, points.length)} runs at once need about ${formatBytes(est.memoryBytes * Math.min(workers, points.length))}; this host has ${formatBytes(host.memoryBytes)} (fewer --workers)`,
+      )
+    }
+  }
+  const progress = values['no-progress'] === undefined && process.stdout.isTTY === true
+  process.stdout.write(
+    `iommu-sim sweep: ${points.length} runs (${varies.map((v) => `${v.param.name}: ${v.raw.join(', ')}`).join('; ')}) on ${workers} worker${workers === 1 ? '' : 's'}\n`,
+  )
+  const jobs = points.map((p) => p.options)
+  const pass = async (
+    n: number,
+    label: string,
+  ): Promise<{ reports: MigrationReport[]; wall: number }> => {
+    const bar = progress
+      ? new cliProgress.SingleBar(
+          {
+            format: ` {bar} {value}/{total} runs ${label}{active}`,
+            hideCursor: true,
+            clearOnComplete: true,
+          },
+          cliProgress.Presets.shades_classic,
+        )
+      : null
+    const active = new Map<number, number>()
+    bar?.start(points.length, 0, { active: '' })
+    let done = 0
+    const t0 = performance.now()
+    try {
+      const reports = await runPool(jobs, n, (e) => {
+        if (e.type === 'progress') active.set(e.index, e.round)
+        else {
+          active.delete(e.index)
+          done++
+          if (bar === null) {
+            const r = e.report
+            process.stdout.write(
+              `  [${done}/${points.length}]${label} ${(points[e.index] as SweepPoint).labels.join(' ')}: downtime ${(r.downtimeSeconds * 1e3).toFixed(1)} ms, ${formatBytes(r.totalBytesSent)} sent, ${verified(r) ? 'verified' : 'VERIFICATION FAILED'}\n`,
+            )
+          }
+        }
+        bar?.update(done, {
+          active: active.size
+            ? ` · running ${[...active].map(([i, r]) => `#${i + 1} round ${r}`).join(', ')}`
+            : '',
+        })
+      })
+      return { reports, wall: (performance.now() - t0) / 1000 }
+    } finally {
+      bar?.stop()
+    }
+  }
+  let speed: { one: number; many: number; load: number[] } | null = null
+  let result: { reports: MigrationReport[]; wall: number }
+  if (values['measure-speedup'] !== undefined) {
+    const load0 = loadavg()
+    const one = await pass(1, ' (1 worker)')
+    result = await pass(workers, ` (${workers} workers)`)
+    speed = { one: one.wall, many: result.wall, load: [...load0, ...loadavg()] }
+  } else {
+    result = await pass(workers, '')
+  }
+  const rows = result.reports.map((r, i) => runRow((points[i] as SweepPoint).labels.join(' '), r))
+  process.stdout.write(`\n${formatRunTable(rows)}\n\n* did not converge within the round limit\n`)
+  const base = points[0] as SweepPoint
+  writeFileSync(files.csv, toCsv(points, rows))
+  writeFileSync(
+    files.json,
+    `${JSON.stringify(
+      {
+        scenario: file,
+        vary: varies.map((v) => ({ name: v.param.name, values: v.raw })),
+        workers,
+        wallSeconds: result.wall,
+        speedup: speed,
+        points: points.map((p, i) => ({
+          labels: p.labels,
+          row: rows[i],
+          report: { ...(result.reports[i] as MigrationReport), verified: rows[i]?.verified },
+        })),
+      },
+      null,
+      2,
+    )}\n`,
+  )
+  writeFileSync(
+    files.svg,
+    runsChart(`Sweep over ${varies.map((v) => v.param.name).join(' × ')}`, rows, {
+      params: `${file}: ${describeOptions(scenarioOptions(parseScenario(text, yaml)))}, varied: ${varies.map((v) => v.param.name).join(', ')} · ${points.length} runs on ${workers} workers`,
+      budgetSeconds: base.options.maxDowntime,
+      xTitle: varies.map((v) => v.param.name).join(' × '),
+    }),
+  )
+  process.stdout.write(
+    `wrote ${files.csv}, ${files.json}, ${files.svg}\nwall clock: ${result.wall.toFixed(2)} s on ${workers} worker${workers === 1 ? '' : 's'}\n`,
+  )
+  if (speed !== null) {
+    process.stdout.write(
+      `speedup: ${speed.one.toFixed(2)} s on 1 worker, ${speed.many.toFixed(2)} s on ${workers}: ${(speed.one / speed.many).toFixed(2)}× ` +
+        `(load average ${speed.load
+          .slice(0, 3)
+          .map((x) => x.toFixed(2))
+          .join(' ')} before, ${speed.load
+          .slice(3)
+          .map((x) => x.toFixed(2))
+          .join(' ')} after; ${availableParallelism()} cores available)\n`,
+    )
+  }
+  return rows.every((r) => r.verified) ? EXIT.OK : EXIT.VERIFY_FAILED
+}
+
+/** Refuse a run the estimate says the host cannot hold or round 0 cannot finish. */
+function checkEstimate(options: MigrateOptions, host: HostInfo): void {
+  const est = estimateRun(options)
+  const memoryBytes = options.memoryBytes
+  if (est.memoryBytes > host.memoryBytes) {
+    throw new UsageError(
+      `a ${formatBytes(memoryBytes)} guest needs about ${formatBytes(est.memoryBytes)} of memory; ` +
+        `this host has ${formatBytes(host.memoryBytes)} (--force to run anyway)`,
+    )
+  }
+  if (est.round0Writes > MAX_ROUND0_WRITES) {
+    throw new UsageError(
+      `round 0 alone would simulate ${est.round0Writes.toExponential(1)} device writes ` +
+        `(copying ${formatBytes(memoryBytes)} at ${formatRate(options.bandwidth * 8)}bit/s takes ` +
+        `${(memoryBytes / options.bandwidth / 3600).toFixed(1)} h of simulated time); ` +
+        'a faster --bandwidth, a smaller --memory or lower rates, or --force',
+    )
+  }
+}
+
+/** Run the CLI; returns the exit status (a promise for `sweep`). */
+export function main(argv: string[]): number | Promise<number> {
+  const [command, ...rest] = argv
+  const usage = (message: string) => {
+    process.stderr.write(`iommu-sim: ${message}\n`)
+    return EXIT.USAGE
+  }
+  if (command === '-h' || command === '--help' || rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(usageText())
+    return EXIT.OK
+  }
+  if (command === undefined) return usage('missing command: iommu-sim migrate [options] (--help)')
+  const guarded = <T extends number | Promise<number>>(fn: () => T): number | Promise<number> => {
+    try {
+      const r = fn()
+      return r instanceof Promise
+        ? r.catch((e: unknown) => {
+            if (e instanceof UsageError) return usage(e.message)
+            throw e
+          })
+        : r
+    } catch (e) {
+      if (e instanceof UsageError) return usage(e.message)
+      throw e
+    }
+  }
+  switch (command) {
+    case 'migrate':
+      return guarded(() => {
+        const { options, json, svg, progress } = optionsFromArgs(rest)
+        return runOne(options, { json, svg, progress })
+      })
+    case 'compare':
+      return guarded(() => compare(rest))
+    case 'run':
+      return guarded(() => runFile(rest))
+    case 'sweep':
+      return guarded(() => sweep(rest))
+    case 'schema':
+      if (rest.length > 0) return usage(`unexpected argument '${rest[0]}' (--help)`)
+      process.stdout.write(`${JSON.stringify(scenarioJsonSchema(), null, 2)}\n`)
+      return EXIT.OK
+    default:
+      return usage(`unknown command '${command}' (--help)`)
+  }
 }

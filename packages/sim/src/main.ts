@@ -1,4 +1,4 @@
 /** Entry point when running from sources in the workspace (`pnpm sim`). */
 import { main } from './cli.ts'
 
-process.exitCode = main(process.argv.slice(2))
+process.exitCode = await main(process.argv.slice(2))

@@ -243,7 +243,7 @@ export function formatTotals(r: MigrationReport): string {
     `rounds:           ${r.rounds.filter((x) => !x.stopAndCopy).length} pre-copy + stop-and-copy`,
     `sent:             ${formatBytes(r.totalBytesSent)}`,
     `simulated time:   ${seconds(r.totalSimSeconds)} (downtime ${seconds(r.downtimeSeconds)})`,
-    `device writes:    ${r.totalDmaWrites.toLocaleString('en-US')}`,
+    `device writes:    ${r.totalDmaWrites.toLocaleString('en-US')}${r.config.devices.length > 1 ? ` (${r.config.devices.map((d, i) => `${d} ${(r.deviceWrites[i] ?? 0).toLocaleString('en-US')}`).join(', ')})` : ''}`,
     // Wall time over simulated time: below 1 the model runs faster than the migration.
     `wall clock:       ${r.wallSeconds.toFixed(2)} s (${(r.wallSeconds / r.totalSimSeconds).toFixed(1)}× the simulated time), peak RSS ${formatBytes(r.peakRssBytes)}`,
   ]

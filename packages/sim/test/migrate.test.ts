@@ -186,7 +186,7 @@ describe('iommu-sim command line', () => {
       out.push(s)
       return true
     }) as typeof process.stdout.write
-    let code: number
+    let code: number | Promise<number>
     try {
       code = main([
         'migrate',
