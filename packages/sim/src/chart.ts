@@ -355,6 +355,7 @@ function drawPanel(p: Panel, bars: readonly Bar[], out: string[]): void {
 }
 
 function seconds(s: number): string {
+  if (s === 0) return '0'
   if (s < 1e-3) return `${(s * 1e6).toFixed(0)} µs`
   if (s < 1) return `${Number((s * 1e3).toPrecision(3))} ms`
   return `${s.toFixed(2)} s`
