@@ -281,11 +281,12 @@ export function formatTotals(r: MigrationReport): string {
     )
     if (t.cause !== null) lines.push(`${''.padEnd(18)}cause: ${t.cause}`)
   }
-  const mismatch = `${r.mismatchedPages} of ${r.verifiedPages} pages differ${r.firstMismatches.length ? ` (first at offsets ${r.firstMismatches.map((o) => `0x${o.toString(16)}`).join(', ')})` : ''}`
+  const staleWrites = r.staleTranslations.reduce((n, t) => n + t.writes, 0)
+  const mismatch = `${r.mismatchedPages} of ${r.verifiedPages} pages differ${r.mismatchedPages === 0 && (r.lostPages > 0 || staleWrites > 0) ? ' (by luck: later copies carried the unlogged writes)' : ''}${r.firstMismatches.length ? ` (first at offsets ${r.firstMismatches.map((o) => `0x${o.toString(16)}`).join(', ')})` : ''}`
   lines.push(
     verified(r)
       ? `verification:     OK — destination equals source, ${r.verifiedPages.toLocaleString('en-US')} pages compared`
-      : `verification:     FAILED — ${mismatch}${r.lostPages ? `; the dirty reads lost ${r.lostPages.toLocaleString('en-US')} pages` : ''}${r.staleTranslations.length ? `; ${r.staleTranslations.reduce((n, t) => n + t.uses, 0).toLocaleString('en-US')} DMA used stale translations` : ''}${r.viommu?.destination.mismatches ? `; ${r.viommu.destination.mismatches} guest IOVAs translate elsewhere on the destination` : ''}`,
+      : `verification:     FAILED — ${mismatch}${r.lostPages ? `; the dirty reads lost ${r.lostPages.toLocaleString('en-US')} pages` : ''}${r.staleTranslations.length ? `; ${r.staleTranslations.reduce((n, t) => n + t.uses, 0).toLocaleString('en-US')} DMA used stale translations${staleWrites ? ` (${staleWrites.toLocaleString('en-US')} writes the IOMMU did not log)` : ''}` : ''}${r.viommu?.destination.mismatches ? `; ${r.viommu.destination.mismatches} guest IOVAs translate elsewhere on the destination` : ''}`,
   )
   return lines.join('\n')
 }

@@ -6,7 +6,13 @@
  * @module
  */
 
-export { migrationChart, wantsLogScale } from '../chart.ts'
+export {
+  type ComparisonFigure,
+  comparisonChart,
+  hazardPhrases,
+  migrationChart,
+  wantsLogScale,
+} from '../chart.ts'
 export {
   BREAKAGES,
   type Breakage,
@@ -42,6 +48,29 @@ export {
   toSvg,
   verified,
 } from '../report.ts'
+export {
+  parseScenario,
+  SCENARIO_HAZARDS,
+  SCENARIO_VERSION,
+  Scenario,
+  ScenarioError,
+  type ScenarioInput,
+  scenarioJsonSchema,
+  scenarioOptions,
+} from '../scenario.ts'
+export {
+  describeOptions,
+  formatRunTable,
+  parseVary,
+  type RunRow,
+  runRow,
+  runsChart,
+  SWEEP_PARAMS,
+  type SweepPoint,
+  sweepGrid,
+  toCsv,
+  type Vary,
+} from '../sweep.ts'
 export {
   type HwStats,
   SMMUV3_DIRTY_CLEAR_CAUSE,
