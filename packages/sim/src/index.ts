@@ -85,6 +85,7 @@ export {
   type Vary,
 } from './sweep.ts'
 export {
+  buildVendor,
   type HwStats,
   SMMUV3_DIRTY_CLEAR_CAUSE,
   type StaleSummary,
@@ -92,6 +93,7 @@ export {
   summarizeStale,
   VENDORS,
   type Vendor,
+  type VendorBuild,
   vendorOfUnit,
 } from './vendors.ts'
 export { GUEST_LINEAR_IOVA, GUEST_RING_IOVA, type ViommuReport } from './viommu.ts'

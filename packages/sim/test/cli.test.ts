@@ -28,6 +28,7 @@ import {
   MAX_ROUND0_WRITES,
   OPTIONS,
   optionsFromArgs,
+  SWEEP_PARAMS,
   UsageError,
 } from '../src/index.ts'
 
@@ -142,9 +143,17 @@ describe('iommu-sim as a process', () => {
     const r = await cli(['migrate', '--help'])
     expect(r.code).toBe(0)
     for (const o of OPTIONS) expect(r.stdout).toContain(`--${o.name}`)
-    expect(r.stdout).toContain('Exit status:\n  0  the destination equals the source\n')
-    expect(r.stdout).toContain('  1  verification failed: pages differ\n')
-    expect(r.stdout).toContain('  2  bad options')
+    expect(r.stdout).toContain(
+      'Exit status:\n  0  the destination equals the source (every run, for compare and sweep)\n',
+    )
+    expect(r.stdout).toContain(
+      '  1  verification failed: pages differ, a dirty read lost pages or a DMA used a stale translation\n',
+    )
+    expect(r.stdout).toContain('  2  bad options, a bad scenario')
+    for (const c of ['migrate', 'compare', 'run FILE', 'sweep FILE', 'schema']) {
+      expect(r.stdout).toContain(`\n  ${c}`)
+    }
+    for (const p of SWEEP_PARAMS) expect(r.stdout).toContain(`\n  ${p.name.padEnd(12)}${p.help}\n`)
   })
 
   it.concurrent('a verified run exits 0 and writes the reports; a broken tracker exits 1', async () => {

@@ -72,6 +72,7 @@ export {
   type Vary,
 } from '../sweep.ts'
 export {
+  buildVendor,
   type HwStats,
   SMMUV3_DIRTY_CLEAR_CAUSE,
   type StaleSummary,
@@ -79,6 +80,7 @@ export {
   summarizeStale,
   VENDORS,
   type Vendor,
+  type VendorBuild,
   vendorOfUnit,
 } from '../vendors.ts'
 export { GUEST_LINEAR_IOVA, GUEST_RING_IOVA, type ViommuReport } from '../viommu.ts'
