@@ -85,6 +85,30 @@ describe('migrate --viommu', () => {
     })
   }
 
+  it('two devices, split IOPTEs on the nest parent: a nested HWPT and a ring each', () => {
+    const base = guest()
+    const r = migrate({
+      ...base,
+      iommu: 'intel',
+      iopte: 'split',
+      devices: [
+        { name: 'nic0', workload: base.workload },
+        {
+          name: 'nic1',
+          workload: { ...base.workload, ringOffset: 16 * MIB, hotOffset: 64 * MIB, ringRate: 5000 },
+        },
+      ],
+    })
+    expect(verified(r)).toBe(true)
+    expect(r.config.devices).toEqual(['nic0', 'nic1'])
+    expect(r.deviceWrites.every((n) => n > 0)).toBe(true)
+    const pre = r.rounds.filter((x) => !x.stopAndCopy).length
+    // Each device's ring moves every round; its late fetch faults.
+    expect(r.viommu?.ringMoves).toBe(2 * pre)
+    expect(r.viommu?.faults).toBe(2 * pre)
+    expect(r.viommu?.destination.mismatches).toBe(0)
+  })
+
   it('VT-d: dirty tracking never enabled on the nest parent fails verification', () => {
     const r = migrate(guest({ iommu: 'intel', breakage: 'tracking-never-enabled' }))
     expect(r.mismatchedPages).toBeGreaterThan(0)
