@@ -691,7 +691,9 @@ function compare(args: string[]): number {
   }
   const params = describeOptions(first.options)
   process.stdout.write(`\niommu-sim compare: ${params}\n\n${formatRunTable(rows, 'vendor')}\n`)
-  process.stdout.write('\n* did not converge within the round limit\n')
+  process.stdout.write(
+    '\n* did not converge: the round limit, or no dirty tracking (every DMA-mapped page sent each round)\n',
+  )
   for (const r of rows) process.stdout.write(`${r.vendor}: dirty tracking: ${r.dirtyPath}\n`)
   for (const r of reports) {
     for (const t of r.staleTranslations) {
@@ -857,7 +859,9 @@ async function sweep(args: string[]): Promise<number> {
     result = await pass(workers, '')
   }
   const rows = result.reports.map((r, i) => runRow((points[i] as SweepPoint).labels.join(' '), r))
-  process.stdout.write(`\n${formatRunTable(rows)}\n\n* did not converge within the round limit\n`)
+  process.stdout.write(
+    `\n${formatRunTable(rows)}\n\n* did not converge: the round limit, or no dirty tracking (every DMA-mapped page sent each round)\n`,
+  )
   const base = points[0] as SweepPoint
   writeFileSync(files.csv, toCsv(points, rows))
   writeFileSync(
