@@ -139,6 +139,15 @@ function byteUnit(max: number): number {
   return 1024 ** Math.max(0, Math.floor(Math.log2(Math.max(1, max)) / 10))
 }
 
+/** The tick and label formats of a panel in bytes. */
+const BYTES_AXIS = {
+  tick: (v: number) => bytes(v),
+  exact: (v: number) => bytes(v),
+  compact: (v: number) => bytes(v),
+  logTicks: (lo: number, hi: number) => byteTicks(lo, hi),
+  linearUnit: (max: number) => byteUnit(max),
+} as const
+
 /** Decade ticks 10^k covering [lo, hi]. */
 function decades(lo: number, hi: number): number[] {
   const out: number[] = []
@@ -461,62 +470,66 @@ export function migrationChart(r: MigrationReport, title = 'Pre-copy live migrat
   }
   const budgetTime = seconds(c.maxDowntime)
   const legendBottom = legend(y + 25, budgetTime, pagesExact(r.thresholdPages), head)
-  const bars = roundBars(rounds)
-  const below = labelRoom(bars).height
-  const pagesTop = legendBottom + 44
-  const pagesH = 300
-  const bytesTop = pagesTop + pagesH + below + 44
-  const bytesH = 200
-  const xTitle = bytesTop + bytesH + below + 18
-  const H = xTitle + 16
+  return figure({
+    title: `${title}: ${params}`,
+    head,
+    top: legendBottom,
+    bars: roundBars(rounds),
+    panels: [
+      {
+        title: 'Dirty pages per round',
+        axis: 'dirty pages (4 KiB)',
+        height: 300,
+        values: rounds.map((x) => x.dirtyPages),
+        budget: r.thresholdPages,
+        budgetLabel: ['downtime budget', `${pagesExact(r.thresholdPages)} pages`],
+        tick: pagesExact,
+        exact: pagesExact,
+        compact: pagesCompact,
+        logTicks: decades,
+        linearUnit: () => 1,
+      },
+      {
+        title: 'Bytes sent per round',
+        axis: 'bytes sent over the link',
+        height: 200,
+        values: rounds.map((x) => x.bytesSent),
+        budget: r.thresholdPages * 4096,
+        budgetLabel: ['downtime budget', bytes(r.thresholdPages * 4096)],
+        ...BYTES_AXIS,
+      },
+    ],
+    xTitle: 'pre-copy round (the last bar: stop-and-copy)',
+  })
+}
+
+/**
+ * A whole figure: the head (title, lines, legend, ending at `top`), the panels stacked below
+ * it over the same bars, the x-axis title, and the SVG around them.
+ */
+function figure(f: {
+  readonly title: string
+  readonly head: readonly string[]
+  readonly top: number
+  readonly bars: readonly Bar[]
+  readonly panels: readonly Omit<Panel, 'top'>[]
+  readonly xTitle: string
+}): string {
+  const below = labelRoom(f.bars).height
   const body: string[] = []
-  drawPanel(
-    {
-      title: 'Dirty pages per round',
-      axis: 'dirty pages (4 KiB)',
-      top: pagesTop,
-      height: pagesH,
-      values: rounds.map((x) => x.dirtyPages),
-      budget: r.thresholdPages,
-      budgetLabel: ['downtime budget', `${pagesExact(r.thresholdPages)} pages`],
-      tick: pagesExact,
-      exact: pagesExact,
-      compact: pagesCompact,
-      logTicks: decades,
-      linearUnit: () => 1,
-    },
-    bars,
-    body,
-  )
-  drawPanel(
-    {
-      title: 'Bytes sent per round',
-      axis: 'bytes sent over the link',
-      top: bytesTop,
-      height: bytesH,
-      values: rounds.map((x) => x.bytesSent),
-      budget: r.thresholdPages * 4096,
-      budgetLabel: ['downtime budget', bytes(r.thresholdPages * 4096)],
-      tick: bytes,
-      exact: bytes,
-      compact: bytes,
-      logTicks: byteTicks,
-      linearUnit: byteUnit,
-    },
-    bars,
-    body,
-  )
-  body.push(
-    text(LEFT + PLOT_W / 2, xTitle, 'pre-copy round (the last bar: stop-and-copy)', {
-      size: 12,
-      anchor: 'middle',
-    }),
-  )
+  let top = f.top + 44
+  for (const p of f.panels) {
+    drawPanel({ ...p, top }, f.bars, body)
+    top += p.height + below + 44
+  }
+  const xTitle = top - 44 + 18
+  const H = xTitle + 16
+  body.push(text(LEFT + PLOT_W / 2, xTitle, f.xTitle, { size: 12, anchor: 'middle' }))
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`,
-    `<title>${esc(`${title}: ${params}`)}</title>`,
+    `<title>${esc(f.title)}</title>`,
     `<rect width="${W}" height="${H}" fill="#ffffff"/>`,
-    ...head,
+    ...f.head,
     ...body,
     '</svg>',
     '',
@@ -579,63 +592,36 @@ export function comparisonChart(f: ComparisonFigure): string {
     )
   }
   head.push('</g>')
-  const bars: Bar[] = f.runs.map((r) => ({
-    label: r.label,
-    colour: r.failed ? COLOUR.stop : COLOUR.precopy,
-  }))
-  const below = labelRoom(bars).height
-  const downTop = ly + 44
-  const downH = 240
-  const sentTop = downTop + downH + below + 44
-  const sentH = 240
-  const xTitle = sentTop + sentH + below + 18
-  const H = xTitle + 16
-  const body: string[] = []
-  drawPanel(
-    {
-      title: 'Downtime (stop-and-copy)',
-      axis: 'simulated seconds',
-      top: downTop,
-      height: downH,
-      values: f.downtime,
-      budget: f.budgetSeconds,
-      budgetLabel: ['downtime budget', seconds(f.budgetSeconds)],
-      tick: seconds,
-      exact: seconds,
-      compact: seconds,
-      logTicks: decades,
-      linearUnit: () => 1e-6,
-      floor: 1e-6,
-    },
-    bars,
-    body,
-  )
-  drawPanel(
-    {
-      title: 'Data sent in total',
-      axis: 'bytes sent over the link',
-      top: sentTop,
-      height: sentH,
-      values: f.sent,
-      budget: 0,
-      budgetLabel: ['', ''],
-      tick: bytes,
-      exact: bytes,
-      compact: bytes,
-      logTicks: byteTicks,
-      linearUnit: byteUnit,
-    },
-    bars,
-    body,
-  )
-  body.push(text(LEFT + PLOT_W / 2, xTitle, f.xTitle, { size: 12, anchor: 'middle' }))
-  return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`,
-    `<title>${esc(f.title)}</title>`,
-    `<rect width="${W}" height="${H}" fill="#ffffff"/>`,
-    ...head,
-    ...body,
-    '</svg>',
-    '',
-  ].join('\n')
+  return figure({
+    title: f.title,
+    head,
+    top: ly,
+    bars: f.runs.map((r) => ({ label: r.label, colour: r.failed ? COLOUR.stop : COLOUR.precopy })),
+    panels: [
+      {
+        title: 'Downtime (stop-and-copy)',
+        axis: 'simulated seconds',
+        height: 240,
+        values: f.downtime,
+        budget: f.budgetSeconds,
+        budgetLabel: ['downtime budget', seconds(f.budgetSeconds)],
+        tick: seconds,
+        exact: seconds,
+        compact: seconds,
+        logTicks: decades,
+        linearUnit: () => 1e-6,
+        floor: 1e-6,
+      },
+      {
+        title: 'Data sent in total',
+        axis: 'bytes sent over the link',
+        height: 240,
+        values: f.sent,
+        budget: 0,
+        budgetLabel: ['', ''],
+        ...BYTES_AXIS,
+      },
+    ],
+    xTitle: f.xTitle,
+  })
 }

@@ -22,22 +22,13 @@ import {
 } from '@iommu/core'
 import {
   type HwptPaging,
-  IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
   IOMMU_HWPT_GET_DIRTY_BITMAP,
   IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
-  IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_IOVA_RANGES,
-  IOMMU_IOAS_MAP,
-  IOMMU_IOAS_MAP_FIXED_IOVA,
-  IOMMU_IOAS_MAP_READABLE,
-  IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
-  IOMMU_OPTION,
-  IOMMU_OPTION_HUGE_PAGES,
-  IOMMU_OPTION_OP_SET,
   type Iommufd,
   type IommufdDevice,
   ObjType,
@@ -58,6 +49,7 @@ import {
   vendorOfUnit,
 } from './vendors.ts'
 import { GuestIommu } from './viommu.ts'
+import { hwptAlloc, ioasAlloc, ioasMap } from './vmm.ts'
 import { stampBytes, Workload, type WorkloadConfig } from './workload.ts'
 
 const PAGE = 4096
@@ -364,22 +356,6 @@ interface Rig {
   readonly guest: GuestIommu | null
 }
 
-function hwptAlloc(fd: Iommufd, devId: number, ptId: number, flags: number): number {
-  const cmd = {
-    size: 48,
-    flags,
-    dev_id: devId,
-    pt_id: ptId,
-    __reserved: 0,
-    data_type: 0,
-    data_len: 0,
-    data_uptr: 0n,
-    out_hwpt_id: 0,
-  }
-  fd.ioctl(IOMMU_HWPT_ALLOC, cmd)
-  return cmd.out_hwpt_id
-}
-
 function setup(o: MigrateOptions): Rig {
   if (o.memoryBytes % o.dimmBytes !== 0 || o.dimmBytes % (2 * MIB) !== 0) {
     throw new RangeError('guest memory must be whole DIMMs of 2 MiB multiples')
@@ -400,19 +376,7 @@ function setup(o: MigrateOptions): Rig {
   })
   const vmm = m.createProcess()
   const fd = openIommufd(m, vmm)
-  const alloc = { size: 12, flags: 0, out_ioas_id: 0 }
-  fd.ioctl(IOMMU_IOAS_ALLOC, alloc)
-  const ioas = alloc.out_ioas_id
-  if (o.iopte === '4k') {
-    fd.ioctl(IOMMU_OPTION, {
-      size: 24,
-      option_id: IOMMU_OPTION_HUGE_PAGES,
-      op: IOMMU_OPTION_OP_SET,
-      __reserved: 0,
-      object_id: ioas,
-      val64: 0n,
-    })
-  }
+  const ioas = ioasAlloc(fd, o.iopte !== '4k')
   // The devices first: their reserved regions shape the IOVA space guest RAM goes into.
   const configs = devicesOf(o)
   const devices: RigDevice[] = configs.map((c, i) => {
@@ -492,19 +456,6 @@ function setup(o: MigrateOptions): Rig {
     bitmap: new Uint8Array(bitmapBytes),
     guest,
   }
-}
-
-/** IOMMU_IOAS_MAP of `bytes` of the process at `va` to `iova`, read and write. */
-export function ioasMap(fd: Iommufd, ioas: number, va: number, bytes: number, iova: number): void {
-  fd.ioctl(IOMMU_IOAS_MAP, {
-    size: 40,
-    flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-    ioas_id: ioas,
-    __reserved: 0,
-    user_va: BigInt(va),
-    length: BigInt(bytes),
-    iova: BigInt(iova),
-  })
 }
 
 /** The IOVA in the IOAS (the guest-physical address) of a guest RAM offset. */

@@ -125,6 +125,11 @@ function hwStats(
   }
 }
 
+/** A detector's record, in the common shape. */
+function staleUse(s: StaleUse): StaleUse {
+  return { cache: s.cache, missing: s.missing, what: s.what, iova: s.iova, write: s.write }
+}
+
 /** Every named vendor. */
 export const VENDORS: Readonly<Record<IommuModel, Vendor>> = {
   amd: {
@@ -147,16 +152,7 @@ export const VENDORS: Readonly<Record<IommuModel, Vendor>> = {
       u instanceof VtdIommuHw
         ? hwStats(u.stats, u.iotlb.stats, u.stats.descriptors, 'queued-invalidation descriptors')
         : null,
-    staleUses: (u) =>
-      u instanceof VtdIommuHw
-        ? u.staleUses.map((s) => ({
-            cache: s.cache,
-            missing: s.missing,
-            what: s.what,
-            iova: s.iova,
-            write: s.write,
-          }))
-        : [],
+    staleUses: (u) => (u instanceof VtdIommuHw ? u.staleUses.map(staleUse) : []),
   },
   smmuv3: {
     model: 'smmuv3',
@@ -168,16 +164,7 @@ export const VENDORS: Readonly<Record<IommuModel, Vendor>> = {
       u instanceof SmmuV3Hw
         ? hwStats(u.stats, u.tlb.stats, u.stats.commands, 'command-queue entries')
         : null,
-    staleUses: (u) =>
-      u instanceof SmmuV3Hw
-        ? u.staleUses.map((s) => ({
-            cache: s.cache,
-            missing: s.missing,
-            what: s.what,
-            iova: s.iova,
-            write: s.write,
-          }))
-        : [],
+    staleUses: (u) => (u instanceof SmmuV3Hw ? u.staleUses.map(staleUse) : []),
   },
   mock: {
     model: 'mock',

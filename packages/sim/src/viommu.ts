@@ -43,18 +43,9 @@ import {
 import {
   fdPoll,
   fdRead,
-  IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_INVALIDATE,
-  IOMMU_IOAS_ALLOC,
-  IOMMU_IOAS_MAP,
-  IOMMU_IOAS_MAP_FIXED_IOVA,
-  IOMMU_IOAS_MAP_READABLE,
-  IOMMU_IOAS_MAP_WRITEABLE,
-  IOMMU_OPTION,
-  IOMMU_OPTION_HUGE_PAGES,
-  IOMMU_OPTION_OP_SET,
   IOMMU_VDEVICE_ALLOC,
   IOMMU_VEVENTQ_ALLOC,
   IOMMU_VIOMMU_ALLOC,
@@ -70,6 +61,7 @@ import {
   IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3,
   IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
 } from '@iommu/iommufd/uapi'
+import { hwptAlloc, ioasAlloc, ioasMap, UserBuf } from './vmm.ts'
 import { stampBytes } from './workload.ts'
 
 const PAGE = 4096
@@ -309,43 +301,6 @@ function le64(...v: bigint[]): Uint8Array {
   const dv = new DataView(b.buffer)
   for (const [i, x] of v.entries()) dv.setBigUint64(8 * i, BigInt.asUintN(64, x), true)
   return b
-}
-
-/** The VMM's user buffer for ioctl payloads: one page, reused. */
-class UserBuf {
-  readonly va: number
-  readonly proc: Process
-  constructor(proc: Process) {
-    this.proc = proc
-    this.va = proc.mmap(PAGE)
-  }
-  put(bytes: Uint8Array): bigint {
-    this.proc.write(this.va, bytes)
-    return BigInt(this.va)
-  }
-}
-
-function hwptAlloc(
-  fd: Iommufd,
-  devId: number,
-  ptId: number,
-  flags: number,
-  data?: { type: number; bytes: Uint8Array; buf: UserBuf },
-): number {
-  const cmd = {
-    size: 56,
-    flags,
-    dev_id: devId,
-    pt_id: ptId,
-    __reserved: 0,
-    data_type: data?.type ?? 0,
-    data_len: data?.bytes.length ?? 0,
-    data_uptr: data ? data.buf.put(data.bytes) : 0n,
-    fault_id: 0,
-    out_hwpt_id: 0,
-  }
-  fd.ioctl(IOMMU_HWPT_ALLOC, cmd)
-  return cmd.out_hwpt_id
 }
 
 /** Vendor-specific VMM state of one side (source or destination). */
@@ -778,36 +733,14 @@ export class GuestIommu {
     const s = this.#s
     this.#collectFaults()
     const fd = openIommufd(s.m, d.dest)
-    const alloc = { size: 12, flags: 0, out_ioas_id: 0 }
-    fd.ioctl(IOMMU_IOAS_ALLOC, alloc)
-    const ioas = alloc.out_ioas_id
-    if (d.iopte4k) {
-      fd.ioctl(IOMMU_OPTION, {
-        size: 24,
-        option_id: IOMMU_OPTION_HUGE_PAGES,
-        op: IOMMU_OPTION_OP_SET,
-        __reserved: 0,
-        object_id: ioas,
-        val64: 0n,
-      })
-    }
+    const ioas = ioasAlloc(fd, !d.iopte4k)
     const devices = s.devices.map((g) => {
       const dev = s.m.addPciDevice({ name: `${g.dev.name}@dst`, pasidBits: 20 })
       const idev = fd.bindDevice(dev)
       idev.attach(ioas)
       return { dev, idev }
     })
-    for (const dm of d.dimms) {
-      fd.ioctl(IOMMU_IOAS_MAP, {
-        size: 40,
-        flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-        ioas_id: ioas,
-        __reserved: 0,
-        user_va: BigInt(d.destVa + dm.offset),
-        length: BigInt(dm.bytes),
-        iova: BigInt(dm.iova),
-      })
-    }
+    for (const dm of d.dimms) ioasMap(fd, ioas, d.destVa + dm.offset, dm.bytes, dm.iova)
     const buf = new UserBuf(d.dest)
     const parent = hwptAlloc(
       fd,

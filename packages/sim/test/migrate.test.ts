@@ -12,6 +12,7 @@ import {
   migrate,
   verified,
 } from '../src/index.ts'
+import { runMain } from './stdout.ts'
 
 const MIB = 2 ** 20
 
@@ -180,38 +181,24 @@ describe('iommu-sim command line', () => {
     const dir = mkdtempSync(join(tmpdir(), 'iommu-sim-'))
     const json = join(dir, 'r.json')
     const svg = join(dir, 'r.svg')
-    const out: string[] = []
-    const write = process.stdout.write
-    process.stdout.write = ((s: string) => {
-      out.push(s)
-      return true
-    }) as typeof process.stdout.write
-    let code: number | Promise<number>
-    try {
-      code = main([
-        'migrate',
-        '--memory',
-        '256M',
-        '--dimm',
-        '64M',
-        '--json',
-        json,
-        '--svg',
-        svg,
-        '--no-progress',
-      ])
-    } finally {
-      process.stdout.write = write
-    }
+    const { code, stdout } = runMain([
+      'migrate',
+      '--memory',
+      '256M',
+      '--dimm',
+      '64M',
+      '--json',
+      json,
+      '--svg',
+      svg,
+      '--no-progress',
+    ])
     expect(code).toBe(0)
     const report = JSON.parse(readFileSync(json, 'utf8'))
     expect(report.verified).toBe(true)
     expect(report.config.memoryBytes).toBe(256 * MIB)
     expect(report.rounds.length).toBe(
-      out
-        .join('')
-        .split('\n')
-        .filter((l) => /^(\d+|stop&copy)\s/.test(l)).length,
+      stdout.split('\n').filter((l) => /^(\d+|stop&copy)\s/.test(l)).length,
     )
     const chart = readFileSync(svg, 'utf8')
     expect(chart.startsWith('<svg')).toBe(true)

@@ -8,10 +8,10 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
-import { main } from '../src/index.ts'
 import { migrate } from '../src/migrate.ts'
 import { ScenarioError } from '../src/scenario.ts'
 import { parseVary, runRow, sweepGrid, toCsv } from '../src/sweep.ts'
+import { runMain } from './stdout.ts'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const MAIN = join(HERE, '../src/main.ts')
@@ -93,29 +93,17 @@ describe('sweep grids', () => {
 
 describe('iommu-sim compare and sweep', () => {
   it('compare: one line per vendor, the dirty paths, exit 0 when all verify', () => {
-    const out: string[] = []
-    const write = process.stdout.write
-    process.stdout.write = ((s: string) => {
-      out.push(s)
-      return true
-    }) as typeof process.stdout.write
-    let code: number | Promise<number>
-    try {
-      code = main([
-        'compare',
-        '--vendors',
-        'intel,mock',
-        '--memory',
-        '128M',
-        '--dimm',
-        '64M',
-        '--no-progress',
-      ])
-    } finally {
-      process.stdout.write = write
-    }
+    const { code, stdout: text } = runMain([
+      'compare',
+      '--vendors',
+      'intel,mock',
+      '--memory',
+      '128M',
+      '--dimm',
+      '64M',
+      '--no-progress',
+    ])
     expect(code).toBe(0)
-    const text = out.join('')
     expect(text).toMatch(/^intel +1 +\d[\d,]* +[\d.]+ ms .* OK$/m)
     expect(text).toMatch(/^mock +1 .* - +- +- +none +OK$/m)
     expect(text).toContain('Intel VT-d: dirty tracking: VT-d second-stage D bit (bit 9)')

@@ -25,15 +25,9 @@ export type PoolEvent =
     }
   | { readonly type: 'done'; readonly index: number; readonly report: MigrationReport }
 
-/** Messages from a worker. */
+/** Messages from a worker: the events, or a run that failed. */
 export type WorkerMessage =
-  | {
-      readonly type: 'progress'
-      readonly index: number
-      readonly round: number
-      readonly fraction: number
-    }
-  | { readonly type: 'done'; readonly index: number; readonly report: MigrationReport }
+  | PoolEvent
   | { readonly type: 'error'; readonly index: number; readonly message: string }
 
 /**
