@@ -806,6 +806,9 @@ async function sweep(args: string[]): Promise<number> {
     `iommu-sim sweep: ${points.length} runs (${varies.map((v) => `${v.param.name}: ${v.raw.join(', ')}`).join('; ')}) on ${workers} worker${workers === 1 ? '' : 's'}\n`,
   )
   const jobs = points.map((p) => p.options)
+  // Longest first (by the device writes the runs simulate): the pool stays busy to the end.
+  const cost = jobs.map((o) => estimateRun(o).round0Writes)
+  const order = jobs.map((_, i) => i).sort((a, b) => (cost[b] as number) - (cost[a] as number))
   const pass = async (
     n: number,
     label: string,
@@ -825,24 +828,29 @@ async function sweep(args: string[]): Promise<number> {
     let done = 0
     const t0 = performance.now()
     try {
-      const reports = await runPool(jobs, n, (e) => {
-        if (e.type === 'progress') active.set(e.index, e.round)
-        else {
-          active.delete(e.index)
-          done++
-          if (bar === null) {
-            const r = e.report
-            process.stdout.write(
-              `  [${done}/${points.length}]${label} ${(points[e.index] as SweepPoint).labels.join(' ')}: downtime ${(r.downtimeSeconds * 1e3).toFixed(1)} ms, ${formatBytes(r.totalBytesSent)} sent, ${verified(r) ? 'verified' : 'VERIFICATION FAILED'}\n`,
-            )
+      const reports = await runPool(
+        jobs,
+        n,
+        (e) => {
+          if (e.type === 'progress') active.set(e.index, e.round)
+          else {
+            active.delete(e.index)
+            done++
+            if (bar === null) {
+              const r = e.report
+              process.stdout.write(
+                `  [${done}/${points.length}]${label} ${(points[e.index] as SweepPoint).labels.join(' ')}: downtime ${(r.downtimeSeconds * 1e3).toFixed(1)} ms, ${formatBytes(r.totalBytesSent)} sent, ${verified(r) ? 'verified' : 'VERIFICATION FAILED'}\n`,
+              )
+            }
           }
-        }
-        bar?.update(done, {
-          active: active.size
-            ? ` · running ${[...active].map(([i, r]) => `#${i + 1} round ${r}`).join(', ')}`
-            : '',
-        })
-      })
+          bar?.update(done, {
+            active: active.size
+              ? ` · running ${[...active].map(([i, r]) => `#${i + 1} round ${r}`).join(', ')}`
+              : '',
+          })
+        },
+        order,
+      )
       return { reports, wall: (performance.now() - t0) / 1000 }
     } finally {
       bar?.stop()

@@ -51,7 +51,8 @@ export function defaultWorkers(): number {
 
 /**
  * Run every job on `workers` threads (each job in one worker, a worker one job at a time)
- * and return the reports in job order.
+ * and return the reports in job order. Jobs are handed out in `order` (default: as given);
+ * longest first keeps the workers busy to the end.
  *
  * @throws Error - a run failed (its message, with the job's index)
  */
@@ -59,6 +60,7 @@ export async function runPool(
   jobs: readonly PoolOptions[],
   workers: number,
   onEvent: (e: PoolEvent) => void = () => {},
+  order: readonly number[] = jobs.map((_, i) => i),
 ): Promise<MigrationReport[]> {
   const here = fileURLToPath(import.meta.url)
   // Sources in the workspace (.ts, run through tsx) or the published build (.js).
@@ -77,7 +79,7 @@ export async function runPool(
           if (running === 0) resolve()
           return
         }
-        const index = next++
+        const index = order[next++] as number
         running++
         w.postMessage({ index, options: jobs[index] })
       }
