@@ -223,7 +223,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   {
     name: 'no-detector',
     kind: 'flag',
-    help: "skip the IOMMU model's missing-invalidation detector (faster)",
+    help: "skip the IOMMU model's missing-invalidation detector (faster; only differing pages then reveal a missing TLBI)",
   },
   { name: 'json', kind: 'file', arg: 'FILE', help: 'write every figure as JSON' },
   { name: 'svg', kind: 'file', arg: 'FILE', help: 'write a chart of dirty pages per round' },
