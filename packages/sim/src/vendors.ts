@@ -10,7 +10,7 @@
  */
 
 import type { Driver, IommuDomain, IommuSpec, IommuUnit } from '@iommu/core'
-import { mockIommu } from '@iommu/core/testing'
+import { mockIommu } from '@iommu/core/testing/mock'
 import { AmdIommuHw, amd } from '@iommu/driver-amd'
 import { Cap, DEFAULT_CAP, intel, VtdIommuHw } from '@iommu/driver-intel'
 import { SmmuV3Hw, smmuv3 } from '@iommu/driver-smmuv3'
