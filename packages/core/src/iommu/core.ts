@@ -56,14 +56,19 @@ function opsOf(dev: PciDevice): IommuOps {
   return driverOf(dev).ops
 }
 
+// Bit scans of a u64 through its two 32-bit halves (no bigint loop: iommu_pgsize runs once
+// per piece of every map). Both are 0-based; the callers never pass 0.
 function ffs64(v: bigint): number {
-  let n = 0
-  while (((v >> BigInt(n)) & 1n) === 0n) n++
-  return n
+  const lo = Number(v & 0xffff_ffffn)
+  if (lo !== 0) return 31 - Math.clz32(lo & -lo)
+  const hi = Number((v >> 32n) & 0xffff_ffffn)
+  return 63 - Math.clz32(hi & -hi)
 }
 
 function fls64(v: bigint): number {
-  return v.toString(2).length - 1
+  const hi = Number((v >> 32n) & 0xffff_ffffn)
+  if (hi !== 0) return 63 - Math.clz32(hi)
+  return 31 - Math.clz32(Number(v & 0xffff_ffffn))
 }
 
 /** True for the static domains (and domains) a driver's ops accept. */
