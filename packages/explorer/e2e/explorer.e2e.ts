@@ -65,6 +65,14 @@ async function open(url: string): Promise<Page> {
   return page
 }
 
+/** A number field as the form reads it (hex, decimal, k/M/G suffixes); else the text. */
+function fieldValue(text: string): string {
+  const m = /^(0x[0-9a-f_]+|\d+)([kmg]?)$/i.exec(text.trim())
+  if (!m) return text
+  const shift = { '': 0n, k: 10n, m: 20n, g: 30n }[(m[2] as string).toLowerCase()] ?? 0n
+  return String(BigInt((m[1] as string).replaceAll('_', '')) << shift)
+}
+
 async function issue(page: Page, op: string, fields: Record<string, string | boolean> = {}) {
   const before = await page.locator('.log li').count()
   await page.selectOption('select[name=op]', op)
@@ -72,7 +80,15 @@ async function issue(page: Page, op: string, fields: Record<string, string | boo
     const input = page.locator(`.command-panel [name=${k}]`)
     if (typeof v === 'boolean') await input.setChecked(v)
     else if ((await input.evaluate((e) => e.tagName)) === 'SELECT') await input.selectOption(v)
-    else await input.fill(v)
+    else {
+      await input.fill(v)
+      // The call's form must hold exactly what was typed before it is issued.
+      // (sizes are shown back in hex: '16k' becomes '0x4000').
+      const got = await input.inputValue()
+      if (got !== v && fieldValue(got) !== fieldValue(v)) {
+        throw new Error(`field ${k}: typed '${v}', the form holds '${got}'`)
+      }
+    }
   }
   await page.click('button[name=issue]')
   await page.waitForFunction((n) => document.querySelectorAll('.log li').length > n, before)

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { useEffect, useReducer, useState } from 'preact/hooks'
+import { useLayoutEffect, useReducer, useRef, useState } from 'preact/hooks'
 import { FIELDS, formReducer, OPS } from '../model/form.ts'
 import { buildCommand, suggest } from '../model/reducer.ts'
 import { type Command, VIOMMU_TYPES } from '../model/scenario.ts'
@@ -21,10 +21,19 @@ export function CommandPanel({ session, version, onIssue }: Props) {
   const [op, setOp] = useState<Command['op']>('IOAS_MAP')
   const [form, dispatch] = useReducer(formReducer, suggest(session, op))
   const [error, setError] = useState<string | null>(null)
-  // A new machine or a new command changes what is worth suggesting.
-  useEffect(() => {
-    dispatch({ type: 'op', suggestion: suggest(session, op) })
-  }, [session, version, op])
+  const opNow = useRef(op)
+  opNow.current = op
+  // A new machine or an issued command changes what is worth suggesting: before the page is
+  // painted (a layout effect), so nothing typed afterwards is replaced.
+  useLayoutEffect(() => {
+    dispatch({ type: 'op', suggestion: suggest(session, opNow.current) })
+  }, [session, version])
+  // A new call gets its suggestion in the same render as its fields, so a value typed right
+  // after choosing the call is never replaced by a late suggestion.
+  const chooseOp = (next: Command['op']) => {
+    setOp(next)
+    dispatch({ type: 'op', suggestion: suggest(session, next) })
+  }
 
   const issue = (e: Event) => {
     e.preventDefault()
@@ -47,7 +56,7 @@ export function CommandPanel({ session, version, onIssue }: Props) {
         <select
           name="op"
           value={op}
-          onChange={(e) => setOp((e.target as HTMLSelectElement).value as Command['op'])}
+          onChange={(e) => chooseOp((e.target as HTMLSelectElement).value as Command['op'])}
         >
           {groups.map((g) => (
             <optgroup key={g} label={g}>
