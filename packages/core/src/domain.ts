@@ -199,6 +199,12 @@ export function copyStructFromUserArray(
 }
 
 /**
+ * The key of the model-only `DomainOps` fast path for runs of one-page maps (see
+ * `DomainOps[MAP_SMALL]`).
+ */
+export const MAP_SMALL: unique symbol = Symbol('iommu.mapSmall')
+
+/**
  * The per-domain operations (`struct iommu_domain_ops`). `D` is the driver's domain type;
  * methods take the domain first, as the kernel's ops do.
  *
@@ -271,6 +277,20 @@ export interface DomainOps<D extends IommuDomain = IommuDomain> {
    *   ENXIO when no page size fits the alignment of the IOVA or PA (generic_pt)
    */
   mapRange?(domain: D, iova: bigint, paddr: bigint, size: bigint, prot: number): bigint
+
+  /**
+   * Optional, model only (not a kernel op, hence the symbol key): map [iova, iova + size)
+   * exactly as `size / PAGE_SIZE` calls of {@link mapRange} (or {@link mapPages}) of one
+   * PAGE_SIZE page each would, in order, stopping at the first failure — the same IOPTEs,
+   * table allocations and error. A fast path for iommufd's per-page maps with large pages
+   * disabled (`batch_iommu_map_small`); offer it only when the domain keeps no per-call
+   * state (the selftest mock's map boundaries, for one, rule it out). `iova`, `paddr` and
+   * `size` are whole pages. `pageTableDomainOps` of `@iommu/io-pgtable` provides it.
+   *
+   * @returns bytes mapped (= `size`)
+   * @throws the failing call's errno, with `progress`: the bytes mapped before it
+   */
+  [MAP_SMALL]?(domain: D, iova: bigint, paddr: bigint, size: bigint, prot: number): bigint
 
   /**
    * unmapRange() - unmap [iova, iova + size) (the generic page table's `unmap_range`).

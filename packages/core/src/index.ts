@@ -46,6 +46,7 @@ export {
   type Geometry,
   IommuDomain,
   type IommuResvRegion,
+  MAP_SMALL,
   type UserData,
   type UserDataArray,
 } from './domain.ts'
@@ -123,6 +124,7 @@ export { createMachine, type IommuSpec, Machine, type MachineOptions } from './m
 export {
   FRAME_SHIFT,
   FRAME_SIZE,
+  type FrameMetadataBytes,
   FramePurpose,
   type FrameStats,
   isZero,
@@ -130,6 +132,7 @@ export {
   type PhysicalMemoryOptions,
   PIN_BIAS,
 } from './machine/memory.ts'
+export { PfnArray } from './machine/pfn-array.ts'
 export {
   type DevIommu,
   PciDevice,

@@ -6,13 +6,13 @@
  * @module
  */
 
-import type { DirtyOps, DomainOps, IommuDomain } from '@iommu/core'
+import { type DirtyOps, type DomainOps, type IommuDomain, MAP_SMALL } from '@iommu/core'
 import type { AnyPageTableFormat } from './format.ts'
 import type { AnyPageTable } from './page-table.ts'
 
 /** The page-table members of `DomainOps` (`map_range`/`unmap_range` only under generic_pt). */
 export type PageTableDomainOps<D extends IommuDomain> = Required<
-  Pick<DomainOps<D>, 'mapPages' | 'unmapPages' | 'iovaToPhys'>
+  Pick<DomainOps<D>, 'mapPages' | 'unmapPages' | 'iovaToPhys' | typeof MAP_SMALL>
 > &
   Pick<DomainOps<D>, 'mapRange' | 'unmapRange'>
 
@@ -20,7 +20,9 @@ export type PageTableDomainOps<D extends IommuDomain> = Required<
 export type TableOf<D extends IommuDomain> = (domain: D) => AnyPageTable
 
 /**
- * pageTableDomainOps() - `mapPages`, `unmapPages`, `iovaToPhys` and, for a `'generic-pt'`
+ * pageTableDomainOps() - `mapPages`, `unmapPages`, `iovaToPhys`, the model's
+ * `[MAP_SMALL]` fast path (runs of one-page maps written a table at a time, for iommufd
+ * with large pages disabled) and, for a `'generic-pt'`
  * format, `mapRange`/`unmapRange` (so the core hands whole ranges to the page table, as
  * `iommu_map` does for an iommupt domain). An `'io-pgtable-arm'` format gets no range ops:
  * the core then checks alignment and splits with `iommu_pgsize`, as for io-pgtable domains.
@@ -38,6 +40,8 @@ export function pageTableDomainOps<D extends IommuDomain>(
     unmapPages: (domain, iova, pgsize, pgcount, gather) =>
       table(domain).unmapPages(iova, pgsize, pgcount, gather),
     iovaToPhys: (domain, iova) => table(domain).iovaToPhys(iova),
+    [MAP_SMALL]: (domain, iova, paddr, size, prot) =>
+      table(domain).mapSmall(iova, paddr, size, prot),
   }
   if (format.algorithm === 'generic-pt') {
     ops.mapRange = (domain, iova, paddr, size, prot) =>

@@ -205,6 +205,7 @@ export function mapGeneric(
   pages: number,
   prot: number,
   subPage: 'EINVAL' | 'EOVERFLOW' | 'ENXIO' | null = null,
+  onlySizeLg2 = -1,
 ): number {
   if ((prot & (Prot.READ | Prot.WRITE)) === 0) throw new IommuError('EINVAL', NO_RW)
   // Only the first output address is checked, as map_range does.
@@ -216,7 +217,8 @@ export function mapGeneric(
   if (subPage !== null) throw new IommuError(subPage, 'range not representable in pages')
   if (pages <= 0) throw new IommuError('EINVAL', 'empty range')
   if (ipfn + pages > pow2(52)) throw new IommuError('EOVERFLOW', 'IOVA range wraps')
-  let sizeLg2 = t.bestSize(ipfn, ppfn, pages)
+  // onlySizeLg2: one allowed leaf size for the whole range (a run of one-page maps).
+  let sizeLg2 = onlySizeLg2 >= 0 ? onlySizeLg2 : t.bestSize(ipfn, ppfn, pages)
   if (sizeLg2 < 0) throw new IommuError('ENXIO', 'no page size fits the alignment')
   const last = ipfn + pages - 1
   let leafLevel = t.sizeLevel[sizeLg2] as number
@@ -229,7 +231,7 @@ export function mapGeneric(
     attrs,
     ipfn,
     oa: ppfn,
-    left: t.sizeCount(ipfn, ppfn, pages, sizeLg2),
+    left: onlySizeLg2 >= 0 ? pages : t.sizeCount(ipfn, ppfn, pages, sizeLg2),
     sizeLg2,
     leafLevel,
     gather: null,
@@ -404,6 +406,98 @@ export function mapArm(
       const { sizeLg2, count } = corePgsize(t, ipfn + done, ppfn + done, pages - done)
       const n = mapPagesArm(t, ipfn + done, ppfn + done, sizeLg2, count, prot)
       done += n * pow2(sizeLg2 - PAGE_SHIFT)
+    }
+  } catch (e) {
+    return withProgress(e, done)
+  }
+  return pages
+}
+
+// ---------------------------------------------------------------- one page at a time
+
+/** The one-page map of the format's `iommu_map` (what each of {@link mapEach}'s calls is). */
+function mapOne(t: TableCore, ipfn: number, ppfn: number, prot: number): void {
+  if (t.fmt.algorithm === 'generic-pt') mapGeneric(t, ipfn, ppfn, 1, prot)
+  else mapArm(t, ipfn, ppfn, 1, prot)
+}
+
+/**
+ * How many pages from `ipfn` the one-page maps treat alike (no check of theirs changes
+ * its answer inside the run, no root growth): IOVA under the current root, PA below the
+ * output size, no wrap past 2^64. 0 when the first page already differs.
+ */
+function uniformRun(t: TableCore, ipfn: number, ppfn: number, pages: number): number {
+  let n = Math.min(pages, pow2(52) - ipfn)
+  const oaLimit = pow2(t.p.oaBits - PAGE_SHIFT)
+  n = Math.min(n, oaLimit - ppfn)
+  if (n <= 0 || !t.inRange(ipfn, ipfn)) return 0
+  if (!t.inRange(ipfn, ipfn + n - 1)) {
+    // The input range is an interval: the last page in it by bisection.
+    let lo = 1
+    let hi = n - 1
+    while (lo < hi) {
+      const mid = lo + Math.ceil((hi - lo) / 2)
+      if (t.inRange(ipfn, ipfn + mid - 1)) lo = mid
+      else hi = mid - 1
+    }
+    n = lo
+  }
+  return n
+}
+
+/**
+ * `pages` one-page maps of 4 KiB from IOVA page `ipfn` to output page `ppfn`, in order,
+ * stopping at the first failure: what iommufd's `batch_iommu_map_small` asks of
+ * `iommu_map` with large pages disabled. The table ends exactly as after those calls (the
+ * same 4 KiB leaves, tables allocated in the same order, the root grown at the same page,
+ * the same error at the same page), but runs of pages that the per-page checks treat
+ * alike are written like one map: a table at a time.
+ *
+ * @returns pages mapped (= `pages`)
+ * @throws the failing call's error, with `progress` = the pages mapped before it
+ */
+export function mapEach(
+  t: TableCore,
+  ipfn: number,
+  ppfn: number,
+  pages: number,
+  prot: number,
+): number {
+  let done = 0
+  try {
+    if (t.bestLe[PAGE_SHIFT] !== PAGE_SHIFT) {
+      // No 4 KiB leaves: every call fails (or maps something larger) on its own.
+      for (; done < pages; done++) mapOne(t, ipfn + done, ppfn + done, prot)
+      return pages
+    }
+    while (done < pages) {
+      const i = ipfn + done
+      const o = ppfn + done
+      const n = uniformRun(t, i, o, pages - done)
+      if (n <= 1) {
+        // A page whose checks differ (root growth, a limit): exactly the one-page map.
+        mapOne(t, i, o, prot)
+        done++
+        continue
+      }
+      const before = done
+      try {
+        if (t.fmt.algorithm === 'generic-pt') {
+          mapGeneric(t, i, o, n, prot, null, PAGE_SHIFT)
+          done += n
+        } else {
+          while (done < before + n) {
+            done += mapPagesArm(t, ipfn + done, ppfn + done, PAGE_SHIFT, before + n - done, prot)
+          }
+        }
+      } catch (e) {
+        if (!(e instanceof IommuError)) throw e
+        if (t.fmt.algorithm === 'generic-pt') done = before + Number((e.progress ?? 0n) >> 12n)
+        // A conflict stops a batch where the batch checked, the one-page maps would stop
+        // at the page in the way: map one page at a time until that page fails.
+        if (e.code !== 'EEXIST' && e.code !== 'EADDRINUSE') throw e
+        for (; done < before + n; done++) mapOne(t, ipfn + done, ppfn + done, prot)
+      }
     }
   } catch (e) {
     return withProgress(e, done)

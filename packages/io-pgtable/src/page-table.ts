@@ -34,7 +34,7 @@ import {
 } from './bits.ts'
 import { readAndClearDirty } from './dirty.ts'
 import { EntryType, type FormatParams, type PageTableFormat } from './format.ts'
-import { mapArm, mapGeneric, mapPagesArm } from './map.ts'
+import { mapArm, mapEach, mapGeneric, mapPagesArm } from './map.ts'
 import { merge, split } from './resize.ts'
 import { type PageTableOptions, TableCore } from './table.ts'
 import { unmapArm, unmapGeneric, unmapPagesArm } from './unmap.ts'
@@ -181,6 +181,19 @@ export class PageTable<Cfg = unknown, P extends FormatParams = FormatParams> {
   }
 
   /**
+   * `pages` maps of one 4 KiB page each, from IOVA page `ipfn` to output page `ppfn`, in
+   * order, stopping at the first failure (iommufd's `batch_iommu_map_small` with large
+   * pages disabled): every IOPTE is 4 KiB and the table ends exactly as after those calls,
+   * but runs of pages are written a table at a time. Nothing is undone on failure.
+   *
+   * @returns pages mapped
+   * @throws the failing call's error (see {@link map}), with `progress`
+   */
+  mapEach(ipfn: number, ppfn: number, pages: number, prot: number): number {
+    return mapEach(this.#t, ipfn, ppfn, pages, prot)
+  }
+
+  /**
    * Unmap pages [ipfn, ipfn + pages) with the format's kernel semantics, gathering the
    * IOVA to invalidate and the table frames to free after it.
    *
@@ -259,6 +272,29 @@ export class PageTable<Cfg = unknown, P extends FormatParams = FormatParams> {
       throw new IommuError('EINVAL', 'IOVA, PA or size not aligned to the smallest page')
     }
     mapArm(t, ipfn, ppfn, pages, prot)
+    return size
+  }
+
+  /**
+   * mapSmall() - `size / 4096` calls of {@link mapRange} of one 4 KiB page each, in order,
+   * with the same result (see {@link mapEach}); nothing is rolled back on failure.
+   *
+   * @returns bytes mapped
+   * @throws EINVAL - `iova`, `paddr` or `size` is not whole pages, or the range wraps;
+   *   else the failing call's error, with `progress`
+   */
+  mapSmall(iova: bigint, paddr: bigint, size: bigint, prot: number): bigint {
+    const iv = Number(iova)
+    const pv = Number(paddr)
+    const sv = Number(size)
+    if (
+      (bigOffset(iova, iv) | bigOffset(paddr, pv) | bigOffset(size, sv)) !== 0 ||
+      sv === 0 ||
+      bigAddOverflows(iova, iv, size, sv)
+    ) {
+      throw new IommuError('EINVAL', 'mapSmall takes whole 4 KiB pages')
+    }
+    this.mapEach(bigPfn(iova, iv), bigPfn(paddr, pv), bigPfn(size, sv), prot)
     return size
   }
 

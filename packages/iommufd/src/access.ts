@@ -6,7 +6,7 @@
  * @module
  */
 
-import { FRAME_SIZE, IommuError, type Process, Prot } from '@iommu/core'
+import { FRAME_SIZE, IommuError, type PfnArray, type Process, Prot } from '@iommu/core'
 import type { IommufdCtx } from './ctx.ts'
 import { type IoptAccessUser, type IoptArea, ULONG_MAX } from './io-pagetable.ts'
 import { getIoas, type Ioas } from './ioas.ts'
@@ -289,7 +289,7 @@ function areaAddAccess(
     pages.accesses.push(rec)
   }
   area.numAccesses++
-  out.set((pages.pfns as Int32Array).subarray(start, last + 1), at)
+  ;(pages.pfns as PfnArray).copyTo(start, last - start + 1, out, at)
 }
 
 /** `iopt_area_remove_access`: drop a pin record user; the last unpins. */
@@ -352,13 +352,13 @@ function rwSlow(
 ): void {
   const temp = pages.pinHoles(startIndex, lastIndex)
   try {
-    const pfns = pages.pfns as Int32Array
+    const pfns = pages.pfns as PfnArray
     const mem = ctx.machine.memory
     let done = 0
     let off = offset
     for (let i = startIndex; i <= lastIndex; i++) {
       const n = Math.min(FRAME_SIZE - off, buf.length - done)
-      const pa = (pfns[i] as number) * FRAME_SIZE + off
+      const pa = pfns.get(i) * FRAME_SIZE + off
       if (write) mem.writeBytes(pa, buf.subarray(done, done + n))
       else mem.readBytes(pa, buf.subarray(done, done + n))
       done += n

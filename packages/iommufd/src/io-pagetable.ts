@@ -20,6 +20,7 @@ import {
   IotlbGather,
   type Machine,
   type PciDevice,
+  type PfnArray,
   Prot,
   ResvType,
 } from '@iommu/core'
@@ -590,19 +591,20 @@ export class IoPagetable {
   /** Map an area's pinned PFNs into `domain`, one `iommuMap` per contiguous run. */
   #mapArea(domain: IommuDomain, area: IoptArea): void {
     const core = this.#machine.iommu
-    const pfns = area.src.pfns as Int32Array
+    const pfns = area.src.pfns as PfnArray
     const last = area.lastIndex
     const end = area.last + 1n
     let cur = area.iova
     let offset = area.pageOffset
     try {
       for (let i = area.index; i <= last; ) {
-        let j = i
-        while (j < last && pfns[j + 1] === (pfns[j] as number) + 1) j++
+        // The physically contiguous run from i (batch_from_pages); a 2 MiB block at a time.
+        const j = pfns.runEnd(i, last + 1) - 1
         const runEnd = cur + BigInt((j - i + 1) * FRAME_SIZE - offset)
         const next = runEnd < end ? runEnd : end
-        const pa = BigInt(pfns[i] as number) * PAGE + BigInt(offset)
-        if (this.disableLargePages) this.#mapSmall(domain, cur, pa, next - cur, area.iommuProt)
+        const pa = BigInt(pfns.get(i)) * PAGE + BigInt(offset)
+        // batch_iommu_map_small: with large pages disabled every page is its own iommu_map.
+        if (this.disableLargePages) core.iommuMapSmall(domain, cur, pa, next - cur, area.iommuProt)
         else core.iommuMap(domain, cur, pa, next - cur, area.iommuProt)
         cur = next
         offset = 0
@@ -610,21 +612,6 @@ export class IoPagetable {
       }
     } catch (e) {
       if (cur !== area.iova) core.iommuUnmap(domain, area.iova, cur - area.iova)
-      throw e
-    }
-  }
-
-  /**
-   * `batch_iommu_map_small`: with large pages disabled every page is its own `iommuMap`
-   * so that no IOPTE exceeds PAGE_SIZE.
-   */
-  #mapSmall(domain: IommuDomain, iova: bigint, pa: bigint, size: bigint, prot: number): void {
-    const core = this.#machine.iommu
-    let done = 0n
-    try {
-      for (; done < size; done += PAGE) core.iommuMap(domain, iova + done, pa + done, PAGE, prot)
-    } catch (e) {
-      if (done) core.iommuUnmap(domain, iova, done)
       throw e
     }
   }

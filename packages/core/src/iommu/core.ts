@@ -17,12 +17,14 @@ import {
   HwptAllocFlags,
   IOMMU_NO_PASID,
   type IommuCap,
+  PAGE_SIZE,
   ResvType,
 } from '../constants.ts'
 import {
   IommuDomain as Domain,
   type IommuDomain,
   type IommuResvRegion,
+  MAP_SMALL,
   type UserData,
 } from '../domain.ts'
 import { type Driver, type IommuOps, unitOfDriver } from '../driver.ts'
@@ -1121,6 +1123,48 @@ export class IommuCore {
       domain.ops.iotlbSyncMap?.(domain, iova, size)
     } catch (e) {
       this.iommuUnmap(domain, iova, size)
+      throw e
+    }
+  }
+
+  /**
+   * One {@link iommuMap} of PAGE_SIZE for each page of [iova, iova + size), in order; when
+   * one fails the pages mapped before it are unmapped again (one `iommu_unmap`) and its
+   * error is thrown: iommufd's `batch_iommu_map_small`, which maps with large pages
+   * disabled so that no IOPTE exceeds PAGE_SIZE. A domain whose ops offer the
+   * {@link MAP_SMALL} fast path (and need no `iotlbSyncMap` after each page) maps the pages
+   * in one call with the same result.
+   *
+   * @throws the failing map's errno
+   */
+  iommuMapSmall(domain: IommuDomain, iova: bigint, paddr: bigint, size: bigint, prot: number): void {
+    const ops = domain.ops
+    const page = BigInt(PAGE_SIZE)
+    const mapSmall = ops[MAP_SMALL]
+    if (
+      mapSmall !== undefined &&
+      ops.iotlbSyncMap === undefined &&
+      domain.isPaging &&
+      domain.pgsizeBitmap !== 0n &&
+      size > 0n &&
+      ((iova | paddr | size) & (page - 1n)) === 0n
+    ) {
+      try {
+        mapSmall.call(ops, domain, iova, paddr, size, prot)
+      } catch (e) {
+        const done = e instanceof IommuError ? (e.progress ?? 0n) : 0n
+        if (done) this.iommuUnmap(domain, iova, done)
+        // The failing one-page map reports its own error, with nothing mapped by it.
+        if (e instanceof IommuError) throw new IommuError(e.code, 'map', { progress: 0n, cause: e })
+        throw e
+      }
+      return
+    }
+    let done = 0n
+    try {
+      for (; done < size; done += page) this.iommuMap(domain, iova + done, paddr + done, page, prot)
+    } catch (e) {
+      if (done) this.iommuUnmap(domain, iova, done)
       throw e
     }
   }

@@ -8,11 +8,21 @@
  * page copy give their storage back, and a page copy shares the source's storage until
  * either frame is written (copy-on-write), so copying memory costs no memory.
  *
- * Layout (no per-frame objects):
- * - frames are grouped in chunks of 2^18 (1 GiB); a chunk is three typed arrays created
- *   on first use: `slot` (data slot or -1), `ref` (reference count, pins weigh
- *   {@link PIN_BIAS}), `purpose` (accounting class);
+ * Layout (no per-frame objects; a few bytes per 2 MiB for memory used in big runs):
+ * - frames are grouped in chunks of 2^18 (1 GiB), each cut in 512 blocks of 512 frames
+ *   (2 MiB). A block whose frames all have the same reference count and purpose — a free
+ *   block, a THP-sized run of guest memory, the same run pinned — is kept as one value;
+ *   a block whose frames differ is expanded into per-frame arrays (`ref`, pins weigh
+ *   {@link PIN_BIAS}, and `purpose`, the accounting class) in a pool, and collapsed back
+ *   when an operation over the whole block leaves its frames alike again;
+ * - the data slot of each frame (or -1) is kept per group of 64 frames, in a pool, for
+ *   the groups where some frame holds data;
  * - data lives in slabs of 256 frames (1 MiB `ArrayBuffer`s) indexed by slot.
+ *
+ * Range operations ({@link PhysicalMemory.pinRange}, {@link PhysicalMemory.unpinRange},
+ * {@link PhysicalMemory.putRange}) leave memory exactly as the same per-frame calls in
+ * ascending order would (reference counts, free extents, accounting), a whole block at a
+ * time.
  *
  * Memory is little-endian, as on the modelled x86-64 and arm64 machines. PFNs are below
  * 2^31 (RAM up to 8 TiB), so a PFN fits an Int32Array and byte addresses are exact.
@@ -33,11 +43,28 @@ export const PIN_BIAS = 1024
 const CHUNK_SHIFT = 18
 const CHUNK_FRAMES = 1 << CHUNK_SHIFT
 const CHUNK_MASK = CHUNK_FRAMES - 1
+/** Frames per block (a 2 MiB run): the unit of uniform metadata. */
+const BLOCK_SHIFT = 9
+const BLOCK_FRAMES = 1 << BLOCK_SHIFT
+const BLOCK_MASK = BLOCK_FRAMES - 1
+const BLOCKS_PER_CHUNK = 1 << (CHUNK_SHIFT - BLOCK_SHIFT)
+/** Frames per slot group: the unit of data-slot metadata. */
+const GROUP_SHIFT = 6
+const GROUP_FRAMES = 1 << GROUP_SHIFT
+const GROUP_MASK = GROUP_FRAMES - 1
+const GROUPS_PER_CHUNK = 1 << (CHUNK_SHIFT - GROUP_SHIFT)
+/** Expanded blocks per pool page, and slot groups per pool page. */
+const EXP_PAGE_SHIFT = 5
+const EXP_PAGE_MASK = (1 << EXP_PAGE_SHIFT) - 1
+const GRP_PAGE_SHIFT = 8
+const GRP_PAGE_MASK = (1 << GRP_PAGE_SHIFT) - 1
 const SLAB_SHIFT = 8
 const SLAB_FRAMES = 1 << SLAB_SHIFT
 const SLAB_MASK = SLAB_FRAMES - 1
 const WORDS_PER_FRAME = FRAME_SIZE >>> 2
 const NO_DATA = -1
+/** `Chunk.exp` of a block kept as one value. */
+const UNIFORM = -1
 /** PFNs below this are never handed out, so that PA 0 is never a valid allocation. */
 const FIRST_PFN = 0x100
 
@@ -60,10 +87,16 @@ export const FramePurpose = {
 export type FramePurpose = (typeof FramePurpose)[keyof typeof FramePurpose]
 const PURPOSE_NAMES = ['kernel', 'user', 'pgtable', 'iommuHw'] as const
 
+/** One GiB of frames: per-block uniform values, expansions and slot groups. */
 interface Chunk {
-  readonly slot: Int32Array
+  /** Reference count of every frame of a uniform block. */
   readonly ref: Int32Array
+  /** Purpose of every frame of a uniform block. */
   readonly purpose: Uint8Array
+  /** Per block: {@link UNIFORM}, or the index of its expansion in the pool. */
+  readonly exp: Int32Array
+  /** Per group of 64 frames: its slot group in the pool, or -1 (no frame holds data). */
+  readonly group: Int32Array
 }
 
 /** Options of {@link PhysicalMemory}. */
@@ -90,6 +123,16 @@ export interface FrameStats {
   readonly byPurpose: { readonly [K in (typeof PURPOSE_NAMES)[number]]: number }
 }
 
+/** Bytes of frame metadata (`PhysicalMemory.metadataBytes()`). */
+export interface FrameMetadataBytes {
+  /** Per-chunk arrays: uniform block values, expansion and slot-group directories. */
+  readonly chunks: number
+  /** Pool pages of expanded blocks (per-frame reference counts and purposes). */
+  readonly expanded: number
+  /** Pool pages of slot groups and the per-slot share counts. */
+  readonly slots: number
+}
+
 /**
  * The machine's RAM and its frame allocator.
  *
@@ -103,6 +146,16 @@ export class PhysicalMemory {
   readonly size: number
   readonly #faults: FaultInjector | null
   readonly #chunks: (Chunk | undefined)[] = []
+  // Pool of expanded blocks: pages of 32 blocks (per-frame ref and purpose).
+  readonly #expRef: Int32Array[] = []
+  readonly #expPurpose: Uint8Array[] = []
+  #expFree: number[] = []
+  #expCount = 0
+  // Pool of slot groups: pages of 256 groups of 64 slots; frames with data per group.
+  readonly #grpSlots: Int32Array[] = []
+  #grpUsed = new Int32Array(256)
+  #grpFree: number[] = []
+  #grpCount = 0
   readonly #slabs: Uint8Array[] = []
   readonly #slabs32: Uint32Array[] = []
   readonly #views32: (Uint32Array | undefined)[] = []
@@ -202,18 +255,116 @@ export class PhysicalMemory {
     this.#extCount.push(count)
   }
 
+  /**
+   * Return `count` frames freed one at a time in ascending order: what `count` calls of
+   * `#pushExtent(p, 1)` leave (only the first can give back to the bump pointer).
+   */
+  #pushFreedRun(pfn: number, count: number): void {
+    const last = this.#extStart.length - 1
+    if (last >= 0 && (this.#extStart[last] as number) + (this.#extCount[last] as number) === pfn) {
+      this.#extCount[last] = (this.#extCount[last] as number) + count
+    } else if (count === 1 && pfn + 1 === this.#next) {
+      this.#next = pfn
+    } else {
+      this.#extStart.push(pfn)
+      this.#extCount.push(count)
+    }
+  }
+
   #chunkFor(pfn: number): Chunk {
     const ci = pfn >>> CHUNK_SHIFT
     let c = this.#chunks[ci]
     if (c === undefined) {
       c = {
-        slot: new Int32Array(CHUNK_FRAMES).fill(NO_DATA),
-        ref: new Int32Array(CHUNK_FRAMES),
-        purpose: new Uint8Array(CHUNK_FRAMES),
+        ref: new Int32Array(BLOCKS_PER_CHUNK),
+        purpose: new Uint8Array(BLOCKS_PER_CHUNK),
+        exp: new Int32Array(BLOCKS_PER_CHUNK).fill(UNIFORM),
+        group: new Int32Array(GROUPS_PER_CHUNK).fill(-1),
       }
       this.#chunks[ci] = c
     }
     return c
+  }
+
+  // ------------------------------------------------------- per-frame metadata
+
+  /** Give block `b` of `c` per-frame arrays holding its uniform values; returns the index. */
+  #expand(c: Chunk, b: number): number {
+    let e = c.exp[b] as number
+    if (e !== UNIFORM) return e
+    if (this.#expFree.length > 0) {
+      e = this.#expFree.pop() as number
+    } else {
+      e = this.#expCount++
+      if ((e & EXP_PAGE_MASK) === 0) {
+        this.#expRef.push(new Int32Array(BLOCK_FRAMES << EXP_PAGE_SHIFT))
+        this.#expPurpose.push(new Uint8Array(BLOCK_FRAMES << EXP_PAGE_SHIFT))
+      }
+    }
+    const off = (e & EXP_PAGE_MASK) << BLOCK_SHIFT
+    ;(this.#expRef[e >>> EXP_PAGE_SHIFT] as Int32Array).fill(
+      c.ref[b] as number,
+      off,
+      off + BLOCK_FRAMES,
+    )
+    ;(this.#expPurpose[e >>> EXP_PAGE_SHIFT] as Uint8Array).fill(
+      c.purpose[b] as number,
+      off,
+      off + BLOCK_FRAMES,
+    )
+    c.exp[b] = e
+    return e
+  }
+
+  /** Collapse an expanded block whose frames are alike again into one value. */
+  #tryCollapse(c: Chunk, b: number): void {
+    const e = c.exp[b] as number
+    if (e === UNIFORM) return
+    const refs = this.#expRef[e >>> EXP_PAGE_SHIFT] as Int32Array
+    const purposes = this.#expPurpose[e >>> EXP_PAGE_SHIFT] as Uint8Array
+    const off = (e & EXP_PAGE_MASK) << BLOCK_SHIFT
+    const r = refs[off] as number
+    const p = purposes[off] as number
+    for (let i = off + 1; i < off + BLOCK_FRAMES; i++) {
+      if (refs[i] !== r || purposes[i] !== p) return
+    }
+    c.ref[b] = r
+    c.purpose[b] = p
+    c.exp[b] = UNIFORM
+    this.#expFree.push(e)
+  }
+
+  /** Reference count of frame `pfn` of chunk `c`. */
+  #refIn(c: Chunk, pfn: number): number {
+    const b = (pfn & CHUNK_MASK) >>> BLOCK_SHIFT
+    const e = c.exp[b] as number
+    if (e === UNIFORM) return c.ref[b] as number
+    return (this.#expRef[e >>> EXP_PAGE_SHIFT] as Int32Array)[
+      ((e & EXP_PAGE_MASK) << BLOCK_SHIFT) | (pfn & BLOCK_MASK)
+    ] as number
+  }
+
+  /** Purpose of frame `pfn` of chunk `c`. */
+  #purposeIn(c: Chunk, pfn: number): number {
+    const b = (pfn & CHUNK_MASK) >>> BLOCK_SHIFT
+    const e = c.exp[b] as number
+    if (e === UNIFORM) return c.purpose[b] as number
+    return (this.#expPurpose[e >>> EXP_PAGE_SHIFT] as Uint8Array)[
+      ((e & EXP_PAGE_MASK) << BLOCK_SHIFT) | (pfn & BLOCK_MASK)
+    ] as number
+  }
+
+  /** Set one frame's reference count (expanding its block if the frames then differ). */
+  #setRef(c: Chunk, pfn: number, r: number): void {
+    const b = (pfn & CHUNK_MASK) >>> BLOCK_SHIFT
+    let e = c.exp[b] as number
+    if (e === UNIFORM) {
+      if (c.ref[b] === r) return
+      e = this.#expand(c, b)
+    }
+    ;(this.#expRef[e >>> EXP_PAGE_SHIFT] as Int32Array)[
+      ((e & EXP_PAGE_MASK) << BLOCK_SHIFT) | (pfn & BLOCK_MASK)
+    ] = r
   }
 
   #initFrames(pfn: number, count: number, purpose: FramePurpose): void {
@@ -221,10 +372,24 @@ export class PhysicalMemory {
     const end = pfn + count
     while (p < end) {
       const c = this.#chunkFor(p)
-      const i = p & CHUNK_MASK
-      const n = Math.min(end - p, CHUNK_FRAMES - i)
-      c.ref.fill(1, i, i + n)
-      c.purpose.fill(purpose, i, i + n)
+      const b = (p & CHUNK_MASK) >>> BLOCK_SHIFT
+      const i = p & BLOCK_MASK
+      const n = Math.min(end - p, BLOCK_FRAMES - i)
+      if (n === BLOCK_FRAMES) {
+        // The whole block: one value (its frames were all free).
+        const e = c.exp[b] as number
+        if (e !== UNIFORM) {
+          c.exp[b] = UNIFORM
+          this.#expFree.push(e)
+        }
+        c.ref[b] = 1
+        c.purpose[b] = purpose
+      } else {
+        const e = this.#expand(c, b)
+        const off = ((e & EXP_PAGE_MASK) << BLOCK_SHIFT) | i
+        ;(this.#expRef[e >>> EXP_PAGE_SHIFT] as Int32Array).fill(1, off, off + n)
+        ;(this.#expPurpose[e >>> EXP_PAGE_SHIFT] as Uint8Array).fill(purpose, off, off + n)
+      }
       p += n
     }
     this.#allocated += count
@@ -238,11 +403,11 @@ export class PhysicalMemory {
    */
   get(pfn: number): void {
     const c = this.#allocatedChunk(pfn)
-    const i = pfn & CHUNK_MASK
-    if ((c.ref[i] as number) % PIN_BIAS === PIN_BIAS - 1) {
+    const r = this.#refIn(c, pfn)
+    if (r % PIN_BIAS === PIN_BIAS - 1) {
       throw new RangeError(`frame ${pfn}: more than ${PIN_BIAS - 1} plain references`)
     }
-    c.ref[i] = (c.ref[i] as number) + 1
+    this.#setRef(c, pfn, r + 1)
   }
 
   /**
@@ -251,32 +416,52 @@ export class PhysicalMemory {
    */
   put(pfn: number): void {
     const c = this.#allocatedChunk(pfn)
-    const i = pfn & CHUNK_MASK
-    const r = (c.ref[i] as number) - 1
-    c.ref[i] = r
-    if (r === 0) this.#freeFrame(c, i, pfn)
+    const r = this.#refIn(c, pfn) - 1
+    this.#setRef(c, pfn, r)
+    if (r === 0) this.#freeFrame(c, pfn)
   }
 
   /** Drop one reference on each of `count` frames starting at `pfn` (free a run). */
   freeFrames(pfn: number, count: number): void {
-    for (let p = pfn; p < pfn + count; p++) this.put(p)
+    this.putRange(pfn, count)
   }
 
-  #freeFrame(c: Chunk, i: number, pfn: number): void {
-    const slot = c.slot[i] as number
-    if (slot >= 0) {
-      this.#releaseSlot(slot)
-      c.slot[i] = NO_DATA
-    }
-    const purpose = c.purpose[i] as number
+  /**
+   * Drop one reference on each of `count` frames from `pfn`, as `count` calls of
+   * {@link put} in ascending order would. All frames are checked first: nothing changes
+   * when one is not allocated.
+   *
+   * @throws EFAULT - a frame of the run is not allocated
+   */
+  putRange(pfn: number, count: number): void {
+    this.#addRange(pfn, count, -1)
+  }
+
+  #freeFrame(c: Chunk, pfn: number): void {
+    this.#releaseFrameData(c, pfn)
+    const purpose = this.#purposeIn(c, pfn)
     this.#byPurpose[purpose] = (this.#byPurpose[purpose] as number) - 1
     this.#allocated--
     this.#pushExtent(pfn, 1)
   }
 
+  /** Release the data slot of a frame being freed. */
+  #releaseFrameData(c: Chunk, pfn: number): void {
+    const gi = (pfn & CHUNK_MASK) >>> GROUP_SHIFT
+    const g = c.group[gi] as number
+    if (g < 0) return
+    const slots = this.#grpSlots[g >>> GRP_PAGE_SHIFT] as Int32Array
+    const at = ((g & GRP_PAGE_MASK) << GROUP_SHIFT) | (pfn & GROUP_MASK)
+    const slot = slots[at] as number
+    if (slot < 0) return
+    this.#releaseSlot(slot)
+    slots[at] = NO_DATA
+    this.#groupLost(c, gi, g)
+  }
+
   #allocatedChunk(pfn: number): Chunk {
-    const c = this.#chunks[pfn >>> CHUNK_SHIFT]
-    if (c === undefined || pfn >= this.totalFrames || (c.ref[pfn & CHUNK_MASK] as number) <= 0) {
+    const c = pfn < this.totalFrames ? this.#chunks[pfn >>> CHUNK_SHIFT] : undefined
+    if (c === undefined || !(pfn >= 0) || this.#refIn(c, pfn) <= 0) {
       throw new IommuError('EFAULT', `frame 0x${pfn.toString(16)} is not allocated`)
     }
     return c
@@ -284,38 +469,138 @@ export class PhysicalMemory {
 
   /** True when the frame is allocated. */
   isAllocated(pfn: number): boolean {
-    const c = this.#chunks[pfn >>> CHUNK_SHIFT]
-    return c !== undefined && pfn < this.totalFrames && (c.ref[pfn & CHUNK_MASK] as number) > 0
+    const c = pfn >= 0 && pfn < this.totalFrames ? this.#chunks[pfn >>> CHUNK_SHIFT] : undefined
+    return c !== undefined && this.#refIn(c, pfn) > 0
   }
 
   /** Reference count of a frame, pins included at {@link PIN_BIAS} each. */
   refCount(pfn: number): number {
-    const c = this.#chunks[pfn >>> CHUNK_SHIFT]
-    return c === undefined ? 0 : (c.ref[pfn & CHUNK_MASK] as number)
+    const c = pfn >= 0 && pfn < this.totalFrames ? this.#chunks[pfn >>> CHUNK_SHIFT] : undefined
+    return c === undefined ? 0 : this.#refIn(c, pfn)
   }
 
   /** Pin an allocated frame for DMA (a long-term GUP pin): one pin = {@link PIN_BIAS}. */
   pin(pfn: number): void {
     const c = this.#allocatedChunk(pfn)
-    const i = pfn & CHUNK_MASK
-    c.ref[i] = (c.ref[i] as number) + PIN_BIAS
+    this.#setRef(c, pfn, this.#refIn(c, pfn) + PIN_BIAS)
     this.#pins++
   }
 
   /** Drop a pin; frees the frame if that was its last reference. */
   unpin(pfn: number): void {
     const c = this.#allocatedChunk(pfn)
-    const i = pfn & CHUNK_MASK
-    const r = (c.ref[i] as number) - PIN_BIAS
+    const r = this.#refIn(c, pfn) - PIN_BIAS
     if (r < 0) throw new RangeError(`frame ${pfn} is not pinned`)
-    c.ref[i] = r
+    this.#setRef(c, pfn, r)
     this.#pins--
-    if (r === 0) this.#freeFrame(c, i, pfn)
+    if (r === 0) this.#freeFrame(c, pfn)
+  }
+
+  /**
+   * Pin `count` frames from `pfn`, as `count` calls of {@link pin}. All frames are checked
+   * first: nothing is pinned when one is not allocated.
+   *
+   * @throws EFAULT - a frame of the run is not allocated
+   */
+  pinRange(pfn: number, count: number): void {
+    this.#addRange(pfn, count, PIN_BIAS)
+  }
+
+  /**
+   * Unpin `count` frames from `pfn`, as `count` calls of {@link unpin} in ascending order
+   * (freeing the frames whose last reference that was). All frames are checked first.
+   *
+   * @throws EFAULT - a frame is not allocated; RangeError - a frame is not pinned
+   */
+  unpinRange(pfn: number, count: number): void {
+    this.#addRange(pfn, count, -PIN_BIAS)
+  }
+
+  /**
+   * Add `delta` to the reference count of `count` frames from `pfn` (a pin, an unpin or a
+   * put of each), freeing those that reach zero, in ascending order; whole uniform blocks
+   * at a time. Every frame is checked before anything changes.
+   */
+  #addRange(pfn: number, count: number, delta: number): void {
+    if (!Number.isSafeInteger(pfn) || !Number.isSafeInteger(count) || count < 0) {
+      throw new RangeError(`bad frame run ${pfn} +${count}`)
+    }
+    const end = pfn + count
+    // Check: every frame allocated (and pinned, for an unpin).
+    for (let p = pfn; p < end; ) {
+      const c = this.#allocatedChunk(p)
+      const b = (p & CHUNK_MASK) >>> BLOCK_SHIFT
+      const n = Math.min(end - p, BLOCK_FRAMES - (p & BLOCK_MASK))
+      if (c.exp[b] === UNIFORM) {
+        if (delta < 0 && (c.ref[b] as number) + delta < 0) {
+          throw new RangeError(`frame ${p} is not pinned`)
+        }
+      } else {
+        for (let q = p; q < p + n; q++) {
+          const r = this.#refIn(c, q)
+          if (r <= 0) throw new IommuError('EFAULT', `frame 0x${q.toString(16)} is not allocated`)
+          if (r + delta < 0) throw new RangeError(`frame ${q} is not pinned`)
+        }
+      }
+      p += n
+    }
+    if (delta === PIN_BIAS) this.#pins += count
+    else if (delta === -PIN_BIAS) this.#pins -= count
+    for (let p = pfn; p < end; ) {
+      const c = this.#chunks[p >>> CHUNK_SHIFT] as Chunk
+      const b = (p & CHUNK_MASK) >>> BLOCK_SHIFT
+      const n = Math.min(end - p, BLOCK_FRAMES - (p & BLOCK_MASK))
+      if (c.exp[b] === UNIFORM && n === BLOCK_FRAMES) {
+        const r = (c.ref[b] as number) + delta
+        c.ref[b] = r
+        if (r === 0) this.#freeBlock(c, b, p)
+      } else {
+        for (let q = p; q < p + n; q++) {
+          const r = this.#refIn(c, q) + delta
+          this.#setRef(c, q, r)
+          if (r === 0) this.#freeFrame(c, q)
+        }
+        if (n === BLOCK_FRAMES) this.#tryCollapse(c, b)
+      }
+      p += n
+    }
+  }
+
+  /** Free the 512 frames of uniform block `b` (first PFN `pfn`), which reached zero. */
+  #freeBlock(c: Chunk, b: number, pfn: number): void {
+    const g0 = b << (BLOCK_SHIFT - GROUP_SHIFT)
+    for (let gi = g0; gi < g0 + (BLOCK_FRAMES >>> GROUP_SHIFT); gi++) {
+      if ((c.group[gi] as number) < 0) continue
+      const first = (pfn & ~CHUNK_MASK) + (gi << GROUP_SHIFT)
+      for (let q = first; q < first + GROUP_FRAMES; q++) this.#releaseFrameData(c, q)
+    }
+    const purpose = c.purpose[b] as number
+    this.#byPurpose[purpose] = (this.#byPurpose[purpose] as number) - BLOCK_FRAMES
+    this.#allocated -= BLOCK_FRAMES
+    this.#pushFreedRun(pfn, BLOCK_FRAMES)
   }
 
   /** Number of pins held on a frame. */
   pinCount(pfn: number): number {
     return Math.floor(this.refCount(pfn) / PIN_BIAS)
+  }
+
+  /** Bytes of frame metadata held now (for memory accounting in benchmarks). */
+  metadataBytes(): FrameMetadataBytes {
+    let chunks = 0
+    for (const c of this.#chunks) {
+      if (c !== undefined) {
+        chunks += c.ref.byteLength + c.purpose.byteLength + c.exp.byteLength + c.group.byteLength
+      }
+    }
+    let expanded = 0
+    for (let i = 0; i < this.#expRef.length; i++) {
+      expanded +=
+        (this.#expRef[i] as Int32Array).byteLength + (this.#expPurpose[i] as Uint8Array).byteLength
+    }
+    let slots = this.#grpUsed.byteLength + this.#slotRefs.byteLength + this.#freeSlots.byteLength
+    for (const s of this.#grpSlots) slots += s.byteLength
+    return { chunks, expanded, slots }
   }
 
   // ---------------------------------------------------------------- data storage
@@ -335,13 +620,18 @@ export class PhysicalMemory {
     this.#freeSlots[this.#freeSlotCount++] = slot
   }
 
-  /** A zeroed slot with one user (not counted as a materialized frame yet). */
-  #newSlot(): number {
+  /**
+   * A slot with one user (not counted as a materialized frame yet): zeroed, unless the
+   * caller overwrites all of it (`zero` false).
+   */
+  #newSlot(zero: boolean): number {
     this.#slotsInUse++
     if (this.#freeSlotCount > 0) {
       const slot = this.#freeSlots[--this.#freeSlotCount] as number
-      const off = (slot & SLAB_MASK) * WORDS_PER_FRAME
-      ;(this.#slabs32[slot >>> SLAB_SHIFT] as Uint32Array).fill(0, off, off + WORDS_PER_FRAME)
+      if (zero) {
+        const off = (slot & SLAB_MASK) * WORDS_PER_FRAME
+        ;(this.#slabs32[slot >>> SLAB_SHIFT] as Uint32Array).fill(0, off, off + WORDS_PER_FRAME)
+      }
       this.#slotRefs[slot] = 1
       return slot
     }
@@ -369,28 +659,91 @@ export class PhysicalMemory {
   /** The data slot of a frame, or -1 when it reads as zeros. */
   #slotOf(pfn: number): number {
     const c = this.#chunks[pfn >>> CHUNK_SHIFT]
-    return c === undefined ? NO_DATA : (c.slot[pfn & CHUNK_MASK] as number)
+    if (c === undefined) return NO_DATA
+    const g = c.group[(pfn & CHUNK_MASK) >>> GROUP_SHIFT] as number
+    if (g < 0) return NO_DATA
+    return (this.#grpSlots[g >>> GRP_PAGE_SHIFT] as Int32Array)[
+      ((g & GRP_PAGE_MASK) << GROUP_SHIFT) | (pfn & GROUP_MASK)
+    ] as number
   }
 
-  /** The frame's own data slot, ready to be written: created, or unshared (copy-on-write). */
-  #materialize(pfn: number): number {
+  /** The slot group of group `gi` of `c`, created (all -1) when absent. */
+  #groupFor(c: Chunk, gi: number): number {
+    let g = c.group[gi] as number
+    if (g >= 0) return g
+    if (this.#grpFree.length > 0) {
+      g = this.#grpFree.pop() as number
+    } else {
+      g = this.#grpCount++
+      if ((g & GRP_PAGE_MASK) === 0) {
+        this.#grpSlots.push(new Int32Array(GROUP_FRAMES << GRP_PAGE_SHIFT))
+      }
+      if (g === this.#grpUsed.length) {
+        const bigger = new Int32Array(g * 2)
+        bigger.set(this.#grpUsed)
+        this.#grpUsed = bigger
+      }
+    }
+    const off = (g & GRP_PAGE_MASK) << GROUP_SHIFT
+    ;(this.#grpSlots[g >>> GRP_PAGE_SHIFT] as Int32Array).fill(NO_DATA, off, off + GROUP_FRAMES)
+    this.#grpUsed[g] = 0
+    c.group[gi] = g
+    return g
+  }
+
+  /** A frame of group `g` (index `gi` in `c`) stopped holding data. */
+  #groupLost(c: Chunk, gi: number, g: number): void {
+    const left = (this.#grpUsed[g] as number) - 1
+    this.#grpUsed[g] = left
+    if (left === 0) {
+      c.group[gi] = -1
+      this.#grpFree.push(g)
+    }
+  }
+
+  /**
+   * Point frame `pfn` (of chunk `c`) at `slot` (or {@link NO_DATA}) without touching slot
+   * reference counts; returns the slot it had.
+   */
+  #setSlot(c: Chunk, pfn: number, slot: number): number {
+    const gi = (pfn & CHUNK_MASK) >>> GROUP_SHIFT
+    let g = c.group[gi] as number
+    if (g < 0) {
+      if (slot === NO_DATA) return NO_DATA
+      g = this.#groupFor(c, gi)
+    }
+    const slots = this.#grpSlots[g >>> GRP_PAGE_SHIFT] as Int32Array
+    const at = ((g & GRP_PAGE_MASK) << GROUP_SHIFT) | (pfn & GROUP_MASK)
+    const old = slots[at] as number
+    slots[at] = slot
+    if (old < 0 && slot >= 0) this.#grpUsed[g] = (this.#grpUsed[g] as number) + 1
+    else if (old >= 0 && slot < 0) this.#groupLost(c, gi, g)
+    return old
+  }
+
+  /**
+   * The frame's own data slot, ready to be written: created, or unshared (copy-on-write).
+   * With `whole` the caller overwrites the whole frame, so the old bytes are not kept.
+   */
+  #materialize(pfn: number, whole = false): number {
     this.#checkPfn(pfn)
     const c = this.#chunkFor(pfn)
-    const i = pfn & CHUNK_MASK
-    let slot = c.slot[i] as number
+    let slot = this.#slotOf(pfn)
     if (slot < 0) {
-      slot = this.#newSlot()
+      slot = this.#newSlot(!whole)
       this.#materialized++
-      c.slot[i] = slot
+      this.#setSlot(c, pfn, slot)
     } else if ((this.#slotRefs[slot] as number) > 1) {
-      const own = this.#newSlot()
-      const so = (slot & SLAB_MASK) * FRAME_SIZE
-      ;(this.#slabs[own >>> SLAB_SHIFT] as Uint8Array).set(
-        (this.#slabs[slot >>> SLAB_SHIFT] as Uint8Array).subarray(so, so + FRAME_SIZE),
-        (own & SLAB_MASK) * FRAME_SIZE,
-      )
+      const own = this.#newSlot(false)
+      if (!whole) {
+        const so = (slot & SLAB_MASK) * FRAME_SIZE
+        ;(this.#slabs[own >>> SLAB_SHIFT] as Uint8Array).set(
+          (this.#slabs[slot >>> SLAB_SHIFT] as Uint8Array).subarray(so, so + FRAME_SIZE),
+          (own & SLAB_MASK) * FRAME_SIZE,
+        )
+      }
       this.#slotRefs[slot] = (this.#slotRefs[slot] as number) - 1
-      c.slot[i] = own
+      this.#setSlot(c, pfn, own)
       slot = own
     }
     return slot
@@ -503,8 +856,12 @@ export class PhysicalMemory {
       this.#checkPfn(pfn)
       const n = Math.min(FRAME_SIZE - off, src.length - done)
       const part = src.subarray(done, done + n)
-      if (this.#slotOf(pfn) >= 0 || !isZero(part)) {
-        const slot = this.#materialize(pfn)
+      let slot = this.#slotOf(pfn)
+      if (slot < 0 ? !isZero(part) : (this.#slotRefs[slot] as number) > 1) {
+        // First touch or copy-on-write; a whole-frame write keeps none of the old bytes.
+        slot = this.#materialize(pfn, n === FRAME_SIZE)
+      }
+      if (slot >= 0) {
         ;(this.#slabs[slot >>> SLAB_SHIFT] as Uint8Array).set(
           part,
           (slot & SLAB_MASK) * FRAME_SIZE + off,
@@ -525,7 +882,7 @@ export class PhysicalMemory {
       this.#checkPfn(pfn)
       const n = Math.min(FRAME_SIZE - off, length - done)
       if (value !== 0 || this.#slotOf(pfn) >= 0) {
-        const slot = this.#materialize(pfn)
+        const slot = this.#materialize(pfn, n === FRAME_SIZE)
         const base = (slot & SLAB_MASK) * FRAME_SIZE + off
         ;(this.#slabs[slot >>> SLAB_SHIFT] as Uint8Array).fill(value, base, base + n)
       }
@@ -545,11 +902,9 @@ export class PhysicalMemory {
     this.#checkPfn(src)
     const s = this.#slotOf(src)
     const c = this.#chunkFor(dst)
-    const i = dst & CHUNK_MASK
-    const d = c.slot[i] as number
+    const d = this.#setSlot(c, dst, s)
     if (d === s) return
     if (d >= 0) this.#releaseSlot(d)
-    c.slot[i] = s
     if (s >= 0) {
       this.#slotRefs[s] = (this.#slotRefs[s] as number) + 1
       this.#materialized++

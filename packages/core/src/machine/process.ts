@@ -17,6 +17,7 @@
 
 import { IommuError } from '../errno.ts'
 import { FRAME_SIZE, FramePurpose, type PhysicalMemory } from './memory.ts'
+import { PfnArray } from './pfn-array.ts'
 
 /** Mapping protection: readable. */
 export const PROT_READ = 1
@@ -48,8 +49,23 @@ function allocPfns(n: number, what: string): Int32Array<ArrayBuffer> {
   }
 }
 
+/**
+ * The page array of a mapping of `n` pages; ENOMEM when the host cannot hold it (a PFN per
+ * page for memory populated page by page).
+ */
+function allocPageArray(n: number): PfnArray {
+  // The model's page arrays index up to 2^32 pages (16 TiB), as a typed array does.
+  if (n > MAX_ARRAY_PAGES) throw new IommuError('ENOMEM', `mmap: ${n} pages`)
+  try {
+    return new PfnArray(n)
+  } catch {
+    throw new IommuError('ENOMEM', `mmap: ${n} pages`)
+  }
+}
+const MAX_ARRAY_PAGES = 2 ** 32
+
 /** `npages` must be a page count that fits `out` from `outOffset` (EINVAL otherwise). */
-function checkCount(npages: number, out: Int32Array, outOffset: number): void {
+function checkCount(npages: number, out: Int32Array | PfnArray, outOffset: number): void {
   if (
     !Number.isSafeInteger(npages) ||
     npages < 0 ||
@@ -163,7 +179,7 @@ interface Vma {
   /** File page of `start` (file mappings). */
   pgoff: number
   /** PFN of each page, 0 = not populated (anonymous mappings). */
-  pages: Int32Array | null
+  pages: PfnArray | null
   readonly hugepage: boolean
   /** Device frames (`VM_PFNMAP`): not the process's memory, never pinned. */
   readonly pfnmap: boolean
@@ -293,22 +309,32 @@ export class Process {
     }
     const file = options.file ?? null
     const pfnmap = options.pfnmap
+    const prot = options.prot ?? PROT_READ | PROT_WRITE
+    // A private writable anonymous mapping is committed memory: with the default
+    // overcommit heuristic (__vm_enough_memory, OVERCOMMIT_GUESS) one larger than all of
+    // RAM fails.
+    if (
+      file === null &&
+      pfnmap === undefined &&
+      (prot & PROT_WRITE) !== 0 &&
+      size / FRAME_SIZE > this.#memory.totalFrames
+    ) {
+      throw new IommuError('ENOMEM', `mmap of ${size} bytes: more than RAM`)
+    }
     const vma: Vma = {
       start,
       end: start + size,
-      prot: options.prot ?? PROT_READ | PROT_WRITE,
+      prot,
       file,
       pgoff: offset / FRAME_SIZE,
-      pages: file === null ? allocPfns(size / FRAME_SIZE, 'mmap') : null,
+      pages: file === null ? allocPageArray(size / FRAME_SIZE) : null,
       hugepage: options.hugepage ?? true,
       pfnmap: pfnmap !== undefined,
       ops: pfnmap?.ops ?? null,
     }
     if (pfnmap !== undefined && vma.pages !== null) {
-      for (let i = 0; i < vma.pages.length; i++) {
-        this.#memory.get(pfnmap.pfn + i)
-        vma.pages[i] = pfnmap.pfn + i
-      }
+      for (let i = 0; i < vma.pages.length; i++) this.#memory.get(pfnmap.pfn + i)
+      vma.pages.setRun(0, vma.pages.length, pfnmap.pfn)
     }
     file?.addMap()
     this.#insert(vma)
@@ -399,42 +425,65 @@ export class Process {
     addr: number | bigint,
     npages: number,
     write: boolean,
-    out: Int32Array,
+    out: Int32Array | PfnArray,
     outOffset = 0,
   ): void {
     const start = toVa(addr)
     if (start % FRAME_SIZE !== 0) throw new IommuError('EINVAL', 'unaligned pin address')
     checkCount(npages, out, outOffset)
-    let done = 0
+    const mem = this.#memory
+    // Runs pinned so far (first PFN, count), to undo on failure.
+    const done: number[] = []
+    let at = outOffset
+    const pinRun = (pfn: number, n: number) => {
+      mem.pinRange(pfn, n)
+      done.push(pfn, n)
+    }
     try {
       this.#walk(start, npages, write, (v, first, count) => {
         // pin_user_pages() refuses VM_PFNMAP/VM_IO mappings.
         if (v.pfnmap) throw new IommuError('EFAULT', 'device mapping cannot be pinned')
         if (v.pages !== null) {
+          const pages = v.pages
           this.#populate(v, first, count)
-          for (let k = 0; k < count; k++) {
-            const pfn = v.pages[first + k] as number
-            this.#memory.pin(pfn)
-            out[outOffset + done++] = pfn
+          // Whole physically contiguous runs at a time.
+          for (let k = first; k < first + count; ) {
+            const e = pages.runEnd(k, first + count)
+            pinRun(pages.get(k), e - k)
+            k = e
           }
+          pages.copyTo(first, count, out, at)
+          at += count
         } else {
           const f = v.file as Memfd
           for (let k = 0; k < count; k++) {
             const pfn = f.page(v.pgoff + first + k, true)
-            this.#memory.pin(pfn)
-            out[outOffset + done++] = pfn
+            pinRun(pfn, 1)
+            if (out instanceof PfnArray) out.set(at++, pfn)
+            else out[at++] = pfn
           }
         }
       })
     } catch (e) {
-      for (let k = 0; k < done; k++) this.#memory.unpin(out[outOffset + k] as number)
+      for (let k = 0; k < done.length; k += 2) {
+        mem.unpinRange(done[k] as number, done[k + 1] as number)
+      }
       throw e
     }
   }
 
   /** Drop one pin from each of `count` frames in `pfns[offset ...]`. */
-  unpinPages(pfns: Int32Array, count: number, offset = 0): void {
-    for (let k = 0; k < count; k++) this.#memory.unpin(pfns[offset + k] as number)
+  unpinPages(pfns: Int32Array | PfnArray, count: number, offset = 0): void {
+    const mem = this.#memory
+    if (pfns instanceof PfnArray) {
+      for (let k = offset; k < offset + count; ) {
+        const e = pfns.runEnd(k, offset + count)
+        mem.unpinRange(pfns.get(k), e - k)
+        k = e
+      }
+      return
+    }
+    for (let k = 0; k < count; k++) mem.unpin(pfns[offset + k] as number)
   }
 
   /**
@@ -448,7 +497,7 @@ export class Process {
     this.#walk(Math.floor(toVa(addr) / FRAME_SIZE) * FRAME_SIZE, 1, false, (v, first) => {
       if (v.pages !== null) {
         if (populate) this.#populate(v, first, 1)
-        pfn = v.pages[first] as number
+        pfn = v.pages.get(first)
       } else {
         pfn = (v.file as Memfd).page(v.pgoff + first, populate)
       }
@@ -467,7 +516,7 @@ export class Process {
     addr: number | bigint,
     npages: number,
     populate: boolean,
-    out: Int32Array,
+    out: Int32Array | PfnArray,
     outOffset = 0,
   ): void {
     const start = toVa(addr)
@@ -477,12 +526,15 @@ export class Process {
     this.#walk(start, npages, false, (v, first, count) => {
       if (v.pages !== null) {
         if (populate) this.#populate(v, first, count)
-        out.set(v.pages.subarray(first, first + count), outOffset + done)
+        v.pages.copyTo(first, count, out, outOffset + done)
         done += count
       } else {
         const f = v.file as Memfd
-        for (let k = 0; k < count; k++)
-          out[outOffset + done++] = f.page(v.pgoff + first + k, populate)
+        for (let k = 0; k < count; k++) {
+          const pfn = f.page(v.pgoff + first + k, populate)
+          if (out instanceof PfnArray) out.set(outOffset + done++, pfn)
+          else out[outOffset + done++] = pfn
+        }
       }
     })
   }
@@ -553,14 +605,20 @@ export class Process {
   }
 
   #dropPages(v: Vma, first: number, count: number): void {
-    if (v.pages === null) return
-    for (let k = first; k < first + count; k++) {
-      const pfn = v.pages[k] as number
-      if (pfn !== 0) {
-        this.#memory.put(pfn)
-        v.pages[k] = 0
+    const pages = v.pages
+    if (pages === null) return
+    // Whole physically contiguous runs at a time, as put_page of each page in order.
+    for (let k = first; k < first + count; ) {
+      const pfn = pages.get(k)
+      if (pfn === 0) {
+        k++
+        continue
       }
+      const e = pages.runEnd(k, first + count)
+      this.#memory.putRange(pfn, e - k)
+      k = e
     }
+    pages.setRun(first, count, 0)
   }
 
   /** Visit the mappings covering [start, start + npages pages) in order. */
@@ -609,7 +667,7 @@ export class Process {
       for (let k = 0; k < count; k++) {
         const pfn =
           v.pages !== null
-            ? (v.pages[page + k] as number)
+            ? v.pages.get(page + k)
             : (v.file as Memfd).page(v.pgoff + page + k, write)
         const n = Math.min(FRAME_SIZE - off, length - done)
         fn(pfn, off, done, n)
@@ -621,12 +679,12 @@ export class Process {
 
   /** Allocate frames for the untouched pages of [first, first + count) of an anon VMA. */
   #populate(v: Vma, first: number, count: number): void {
-    const pages = v.pages as Int32Array
+    const pages = v.pages as PfnArray
     const mem = this.#memory
     let k = first
     const end = first + count
     while (k < end) {
-      if (pages[k] !== 0) {
+      if (pages.get(k) !== 0) {
         k++
         continue
       }
@@ -637,20 +695,15 @@ export class Process {
         v.hugepage &&
         blockVa >= v.start &&
         blockVa + HUGE_SIZE <= v.end &&
-        isUnpopulated(pages, blockFirst, HUGE_PAGES)
+        pages.isZero(blockFirst, HUGE_PAGES)
       ) {
         const pfn = mem.allocFrames(HUGE_PAGES, FramePurpose.USER, HUGE_PAGES)
-        for (let j = 0; j < HUGE_PAGES; j++) pages[blockFirst + j] = pfn + j
+        pages.setRun(blockFirst, HUGE_PAGES, pfn)
         k = blockFirst + HUGE_PAGES
         continue
       }
-      pages[k] = mem.allocFrame(FramePurpose.USER)
+      pages.set(k, mem.allocFrame(FramePurpose.USER))
       k++
     }
   }
-}
-
-function isUnpopulated(pages: Int32Array, first: number, count: number): boolean {
-  for (let j = first; j < first + count; j++) if (pages[j] !== 0) return false
-  return true
 }
