@@ -18,6 +18,7 @@ import {
   IotlbGather,
   type Machine,
   type PciDevice,
+  PfnArray,
   type Process,
 } from '@iommu/core'
 import {
@@ -50,7 +51,7 @@ import {
 } from './vendors.ts'
 import { GuestIommu } from './viommu.ts'
 import { hwptAlloc, ioasAlloc, ioasMap } from './vmm.ts'
-import { stampBytes, Workload, type WorkloadConfig } from './workload.ts'
+import { type DmaWrite, stampBytes, Workload, type WorkloadConfig } from './workload.ts'
 
 const PAGE = 4096
 const MIB = 1024 * 1024
@@ -345,8 +346,10 @@ interface Rig {
   readonly hwpt: number
   readonly ioas: number
   readonly guestVa: number
-  readonly srcPfns: Int32Array
-  readonly dstPfns: Int32Array
+  /** The VMM's view of guest RAM: the frame of each guest page (compact). */
+  readonly srcPfns: PfnArray
+  /** The destination VM's RAM. */
+  readonly dstPfns: PfnArray
   readonly dest: Process
   readonly destVa: number
   readonly dimms: Dimm[]
@@ -410,11 +413,12 @@ function setup(o: MigrateOptions): Rig {
     dimms.push({ offset, iova, bytes: o.dimmBytes, plugged: true })
   }
   // The VMM's view of guest RAM (source) and the destination VM's RAM.
-  const srcPfns = new Int32Array(pages)
+  const srcPfns = new PfnArray(pages)
   vmm.pageFrames(guestVa, pages, true, srcPfns)
   const dest = m.createProcess()
-  const destVa = dest.mmap(o.memoryBytes, { hugepage: false })
-  const dstPfns = new Int32Array(pages)
+  // THP-backed like the source: a 2 MiB run of frames costs a few bytes of metadata.
+  const destVa = dest.mmap(o.memoryBytes)
+  const dstPfns = new PfnArray(pages)
   dest.pageFrames(destVa, pages, true, dstPfns)
   const bitmapBytes = Math.ceil(pages / 64) * 8
   const bitmapVa = vmm.mmap(bitmapBytes)
@@ -508,14 +512,14 @@ function readDimmBitmap(r: Rig, dimm: Dimm, flags: number): void {
 }
 
 /**
- * Read (and clear, unless NO_CLEAR) the dirty bitmap of every plugged DIMM and collect the
- * dirty page indices into `out`. With a vIOMMU guest the guest CPU's writes (its page
- * tables: KVM's dirty log) join them; without dirty tracking on the nest parent every page
- * the devices can reach is dirty.
+ * Read (and clear, unless NO_CLEAR) the dirty bitmap of every plugged DIMM into `out`
+ * (bit `p` = guest page `p`, as the uAPI bitmap lays it out). With a vIOMMU guest the
+ * guest CPU's writes (its page tables: KVM's dirty log) join them; without dirty tracking
+ * on the nest parent every page the devices can reach is dirty.
  *
  * @returns how many pages are dirty
  */
-function readDirty(r: Rig, out: Int32Array, flags = 0, only?: Dimm): number {
+function readDirty(r: Rig, out: Uint32Array, flags = 0, only?: Dimm): number {
   const bytes = r.bitmap.length
   r.bitmap.fill(0)
   const guest = r.guest
@@ -532,15 +536,18 @@ function readDirty(r: Rig, out: Int32Array, flags = 0, only?: Dimm): number {
     r.vmm.readInto(r.bitmapVa, r.bitmap)
   }
   guest?.harvestCpuDirty(r.bitmap, flags === 0)
-  const words = new Uint32Array(r.bitmap.buffer, 0, bytes / 4)
+  out.set(new Uint32Array(r.bitmap.buffer, 0, bytes / 4))
+  return popcount(out)
+}
+
+/** Number of set bits. */
+function popcount(words: Uint32Array): number {
   let n = 0
   for (let i = 0; i < words.length; i++) {
     let w = words[i] as number
-    while (w !== 0) {
-      const low = w & -w
-      out[n++] = i * 32 + (31 - Math.clz32(low))
-      w ^= low
-    }
+    w -= (w >>> 1) & 0x55555555
+    w = (w & 0x33333333) + ((w >>> 2) & 0x33333333)
+    n += (Math.imul((w + (w >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24) as number
   }
   return n
 }
@@ -550,6 +557,61 @@ function setBits(bitmap: Uint8Array, first: number, count: number): void {
   for (let p = first; p < first + count; p++) {
     bitmap[p >> 3] = (bitmap[p >> 3] as number) | (1 << (p & 7))
   }
+}
+
+/**
+ * The set bits of a page bitmap in ascending order, taken a few at a time: each call of
+ * {@link take} hands the next `count` page indices to `fn`.
+ */
+class BitCursor {
+  readonly #words: Uint32Array
+  #word = 0
+  #bits: number
+  constructor(words: Uint32Array) {
+    this.#words = words
+    this.#bits = words[0] ?? 0
+  }
+
+  take(count: number, fn: (page: number) => void): void {
+    const words = this.#words
+    let w = this.#bits
+    let i = this.#word
+    while (count > 0 && i < words.length) {
+      if (w === 0) {
+        w = words[++i] ?? 0
+        continue
+      }
+      const low = w & -w
+      fn(i * 32 + (31 - Math.clz32(low)))
+      w ^= low
+      count--
+    }
+    this.#word = i
+    this.#bits = w
+  }
+}
+
+/** The page indices set in a bitmap, ascending. */
+function bitIndices(words: Uint32Array, count: number): Int32Array {
+  const out = new Int32Array(count)
+  let n = 0
+  new BitCursor(words).take(count, (p) => {
+    out[n++] = p
+  })
+  return out
+}
+
+/**
+ * Bytes of typed arrays the model holds besides guest data, and the data storage (see
+ * `MigrationReport.memory`); zeros where the runtime cannot tell (a browser).
+ */
+function memorySample(r: Rig): { bookkeepingBytes: number; dataBytes: number } {
+  const p = (globalThis as { process?: { memoryUsage?: () => { arrayBuffers: number } } }).process
+  if (!p?.memoryUsage) return { bookkeepingBytes: 0, dataBytes: 0 }
+  const s = r.m.memory.frameStats()
+  // The slabs hold guest data, the IO page tables and the VMM's bitmap buffer.
+  const dataBytes = s.storageBytes - s.byPurpose.pgtable * PAGE - r.bitmap.length
+  return { bookkeepingBytes: p.memoryUsage().arrayBuffers - dataBytes, dataBytes }
 }
 
 /** Peak RSS in bytes where the runtime can tell (Node), else 0 (a browser). */
@@ -562,8 +624,23 @@ function peakRss(): number {
 export interface RoundStep {
   /** The round that just ended (the last step is the stop-and-copy round). */
   readonly report: RoundReport
-  /** Guest page indices the round sent; valid until the next step. */
+  /**
+   * Guest page indices the round sent, ascending; read it before the next step (it is
+   * built from the round's bitmap when first read).
+   */
   readonly sent: Int32Array
+}
+
+/** A {@link RoundStep} whose `sent` list is made from the round's bitmap on first use. */
+function roundStep(report: RoundReport, bits: Uint32Array, count: number): RoundStep {
+  let sent: Int32Array | null = null
+  return {
+    report,
+    get sent() {
+      sent ??= bitIndices(bits, count)
+      return sent
+    },
+  }
 }
 
 /**
@@ -605,36 +682,41 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
     excludes: (off: number, len: number) => unplugged.some(([s, e]) => off < e && s < off + len),
   }
   const buf = new Uint8Array(PAGE)
+  // One writer per device, made once (no closure per round).
+  const emits = r.devices.map((d, i) => {
+    const dma = d.dev.dma
+    return (w: DmaWrite) => {
+      const data = stampBytes(buf, w.length, w.stamp, w.offset)
+      if (guest !== null) {
+        dma.write(guest.iova(i, w.offset), data)
+      } else {
+        // A write never crosses a page, so never a DIMM: one DIMM holds it.
+        const dm = r.dimms[Math.floor(w.offset / o.dimmBytes)] as Dimm
+        dma.write(dm.iova + (w.offset - dm.offset), data)
+      }
+      d.writes++
+    }
+  })
   const deviceRuns = (seconds: number) => {
+    // Nothing to exclude until a DIMM is unplugged (or a vIOMMU guest reserves its tables).
+    const ex = unplugged.length > 0 ? excluded : undefined
     for (const [i, d] of r.devices.entries()) {
-      const dma = d.dev.dma
-      d.workload.run(
-        seconds,
-        (w) => {
-          const data = stampBytes(buf, w.length, w.stamp, w.offset)
-          if (guest !== null) {
-            dma.write(guest.iova(i, w.offset), data)
-          } else {
-            // A write never crosses a page, so never a DIMM: one DIMM holds it.
-            const dm = r.dimms[Math.floor(w.offset / o.dimmBytes)] as Dimm
-            dma.write(dm.iova + (w.offset - dm.offset), data)
-          }
-          d.writes++
-        },
-        excluded,
-      )
+      d.workload.run(seconds, emits[i] as (w: DmaWrite) => void, ex)
     }
     guest?.deviceStatus()
   }
   const writes = () => r.devices.reduce((n, d) => n + d.writes, 0)
 
   const rounds: RoundReport[] = []
-  // This round's pages and the next round's (swapped each round); the spare one is also
-  // the unplug scratch and, at the end, the stop-and-copy read.
-  let dirty = new Int32Array(pages)
-  let spare = new Int32Array(pages)
+  // This round's pages and the next round's, as bitmaps (swapped each round); the spare
+  // one is also the unplug scratch and, at the end, the stop-and-copy read.
+  const words = r.bitmap.length / 4
+  let dirty = new Uint32Array(words)
+  let spare = new Uint32Array(words)
   let toSend = pages
-  for (let i = 0; i < pages; i++) dirty[i] = i
+  dirty.fill(0xffff_ffff, 0, pages >>> 5)
+  if (pages & 31) dirty[pages >>> 5] = 2 ** (pages & 31) - 1
+  const send = (p: number) => mem.copyFrame(r.dstPfns.get(p), r.srcPfns.get(p))
   let converged = false
   let simTime = 0
   let totalBytes = 0
@@ -646,19 +728,23 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
     if (firstMismatches.length < 16) firstMismatches.push(page * PAGE)
   }
   const threshold = Math.floor((o.bandwidth * o.maxDowntime) / PAGE)
+  let memory = { bookkeepingBytes: 0, dataBytes: 0 }
+  const sampleMemory = () => {
+    const m = memorySample(r)
+    if (m.bookkeepingBytes + m.dataBytes > memory.bookkeepingBytes + memory.dataBytes) memory = m
+  }
 
   for (let round = 0; round < o.maxRounds; round++) {
     const t0 = performance.now()
     const seconds = (toSend * PAGE) / o.bandwidth
     const writes0 = writes()
     const steps = Math.max(1, Math.min(o.stepsPerRound, toSend))
+    const cursor = new BitCursor(dirty)
     let sent = 0
     for (let s = 0; s < steps; s++) {
       const end = Math.round(((s + 1) * toSend) / steps)
-      for (; sent < end; sent++) {
-        const p = dirty[sent] as number
-        mem.copyFrame(r.dstPfns[p] as number, r.srcPfns[p] as number)
-      }
+      cursor.take(end - sent, send)
+      sent = end
       deviceRuns(seconds / steps)
       // The guest moves its rings halfway through every round.
       if (guest !== null && s === steps >> 1) guest.moveRings()
@@ -670,6 +756,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
     const b0 = performance.now()
     const next = readDirty(r, spare)
     const bitmapMs = performance.now() - b0
+    sampleMemory()
     rounds.push({
       round,
       stopAndCopy: false,
@@ -680,7 +767,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
       wallMs: performance.now() - t0,
       bitmapMs,
     })
-    yield { report: rounds[rounds.length - 1] as RoundReport, sent: dirty.subarray(0, toSend) }
+    yield roundStep(rounds[rounds.length - 1] as RoundReport, dirty, toSend)
     ;[dirty, spare] = [spare, dirty]
     simTime += seconds
     totalBytes += toSend * PAGE
@@ -698,21 +785,12 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
   const t0 = performance.now()
   const b0 = performance.now()
   const extra = spare
-  const late = readDirty(r, extra)
+  readDirty(r, extra)
   const bitmapMs = performance.now() - b0
-  const seen = new Uint8Array(pages)
-  for (let i = 0; i < toSend; i++) seen[dirty[i] as number] = 1
-  for (let i = 0; i < late; i++) {
-    const p = extra[i] as number
-    if (seen[p] === 0) {
-      seen[p] = 1
-      dirty[toSend++] = p
-    }
-  }
-  for (let i = 0; i < toSend; i++) {
-    const p = dirty[i] as number
-    mem.copyFrame(r.dstPfns[p] as number, r.srcPfns[p] as number)
-  }
+  for (let i = 0; i < words; i++) dirty[i] = (dirty[i] as number) | (extra[i] as number)
+  toSend = popcount(dirty)
+  new BitCursor(dirty).take(toSend, send)
+  sampleMemory()
   const downtime = (toSend * PAGE) / o.bandwidth
   rounds.push({
     round: rounds.length,
@@ -724,7 +802,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
     wallMs: performance.now() - t0,
     bitmapMs,
   })
-  yield { report: rounds[rounds.length - 1] as RoundReport, sent: dirty.subarray(0, toSend) }
+  yield roundStep(rounds[rounds.length - 1] as RoundReport, dirty, toSend)
   simTime += downtime
   totalBytes += toSend * PAGE
   if (o.iopte === 'split') resizeIoptes(r, 'merge', o)
@@ -735,7 +813,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
     if (!d.plugged) continue
     for (let p = d.offset / PAGE; p < (d.offset + d.bytes) / PAGE; p++) {
       verifiedPages++
-      if (!mem.framesEqual(r.srcPfns[p] as number, r.dstPfns[p] as number)) noteMismatch(p)
+      if (!mem.framesEqual(r.srcPfns.get(p), r.dstPfns.get(p))) noteMismatch(p)
     }
   }
   // The destination rebuilds its vIOMMU from the migrated guest and the device DMAs there.
@@ -813,6 +891,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
     wallSeconds,
     speedup: simTime / wallSeconds,
     peakRssBytes: peakRss(),
+    memory,
   }
 }
 
@@ -823,7 +902,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
  */
 function hotUnplug(
   r: Rig,
-  scratch: Int32Array,
+  scratch: Uint32Array,
   unplugged: [number, number][],
   noteMismatch: (page: number) => void,
 ): { bytes: number; dirtyPagesRescued: number; verifiedPages: number } {
@@ -833,14 +912,11 @@ function hotUnplug(
   unplugged.push([dimm.offset, dimm.offset + dimm.bytes])
   const n = readDirty(r, scratch, IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR, dimm)
   const mem = r.m.memory
-  for (let i = 0; i < n; i++) {
-    const p = scratch[i] as number
-    mem.copyFrame(r.dstPfns[p] as number, r.srcPfns[p] as number)
-  }
+  new BitCursor(scratch).take(n, (p) => mem.copyFrame(r.dstPfns.get(p), r.srcPfns.get(p)))
   let verifiedPages = 0
   for (let p = dimm.offset / PAGE; p < (dimm.offset + dimm.bytes) / PAGE; p++) {
     verifiedPages++
-    if (!mem.framesEqual(r.srcPfns[p] as number, r.dstPfns[p] as number)) noteMismatch(p)
+    if (!mem.framesEqual(r.srcPfns.get(p), r.dstPfns.get(p))) noteMismatch(p)
   }
   r.fd.ioctl(IOMMU_IOAS_UNMAP, {
     size: 24,

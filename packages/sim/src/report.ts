@@ -38,21 +38,24 @@ export function summarizeHazards(
   pages: number,
 ): { kinds: DirtyHazardSummary[]; lostPages: number } {
   const first = Number(guestIova >> 11n)
+  // One bit per guest page.
+  const bits = () => new Uint8Array(Math.ceil(pages / 8))
   const mark = (seen: Uint8Array, l: DirtyHazard['lost']): number => {
     let n = 0
     l.forEach((s, e) => {
       const from = Math.max(0, Math.floor((s - first) / 2))
       const to = Math.min(pages, Math.ceil((e - first) / 2))
       for (let p = from; p < to; p++) {
-        if (seen[p] === 0) {
-          seen[p] = 1
+        const b = 1 << (p & 7)
+        if (((seen[p >>> 3] as number) & b) === 0) {
+          seen[p >>> 3] = (seen[p >>> 3] as number) | b
           n++
         }
       }
     })
     return n
   }
-  const anyLost = new Uint8Array(pages)
+  const anyLost = bits()
   let lostPages = 0
   const byKind = new Map<DirtyHazardKind, DirtyHazard[]>()
   for (const h of entries) {
@@ -63,8 +66,8 @@ export function summarizeHazards(
   }
   const kinds: DirtyHazardSummary[] = []
   for (const [kind, list] of byKind) {
-    const lost = new Uint8Array(pages)
-    const missed = new Uint8Array(pages)
+    const lost = bits()
+    const missed = bits()
     kinds.push({
       kind,
       reads: list.length,
@@ -171,6 +174,15 @@ export interface MigrationReport {
   readonly speedup: number
   /** Peak resident set size of the process in bytes. */
   readonly peakRssBytes: number
+  /**
+   * Memory of the run, sampled after every round (the largest sample): `bookkeeping` is
+   * every typed array of the model except the guest's data — frame metadata, the page
+   * arrays of both VMs, pin lists, IO page tables, dirty bitmaps (the VMM's buffer
+   * included), copy-on-write share counts; `data` is the storage of the pages written
+   * (4 KiB per distinct copy, with the slabs' free slots). 0 where the runtime cannot tell
+   * (a browser).
+   */
+  readonly memory?: { readonly bookkeepingBytes: number; readonly dataBytes: number }
 }
 
 /**

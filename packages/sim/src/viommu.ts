@@ -29,7 +29,15 @@
  * @module
  */
 
-import { DmaFault, IommuError, type Machine, type PciDevice, type Process, Prot } from '@iommu/core'
+import {
+  DmaFault,
+  IommuError,
+  type Machine,
+  type PciDevice,
+  type PfnArray,
+  type Process,
+  Prot,
+} from '@iommu/core'
 import { IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, intelFaultLog, Pe, Pgtt } from '@iommu/driver-intel'
 import { cmdTlbi, fieldPrep, makeS1Cd, Op, Ste, SteCfg } from '@iommu/driver-smmuv3'
 import {
@@ -141,7 +149,7 @@ export interface GuestSetup {
 export interface DestinationSetup {
   readonly dest: Process
   readonly destVa: number
-  readonly dstPfns: Int32Array
+  readonly dstPfns: PfnArray
   readonly dimms: readonly {
     readonly offset: number
     readonly iova: number

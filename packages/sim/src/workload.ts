@@ -185,7 +185,6 @@ export class Workload {
  * @param buf - a reusable buffer of at least 4096 bytes (its payload is filled once)
  */
 export function stampBytes(buf: Uint8Array, length: number, stamp: number, offset = 0): Uint8Array {
-  const words = new Uint32Array(buf.buffer, buf.byteOffset, 4)
   if (buf[buf.length - 1] === 0 && buf[buf.length - 2] === 0) {
     let x = 0x2545f491
     for (let i = 16; i < buf.length; i++) {
@@ -195,9 +194,17 @@ export function stampBytes(buf: Uint8Array, length: number, stamp: number, offse
       buf[i] = (x & 0xff) | 1
     }
   }
-  words[0] = stamp >>> 0
-  words[1] = offset >>> 0
-  words[2] = Math.imul(stamp ^ 0x9e3779b9, 0x85ebca6b) >>> 0
-  words[3] = Math.imul(offset ^ stamp, 0xc2b2ae35) >>> 0
-  return buf.subarray(0, length)
+  // The header's four words, through a view kept for the last buffer (none per write).
+  if (buf !== headerOf) {
+    headerOf = buf
+    header = new Uint32Array(buf.buffer, buf.byteOffset, 4)
+  }
+  header[0] = stamp >>> 0
+  header[1] = offset >>> 0
+  header[2] = Math.imul(stamp ^ 0x9e3779b9, 0x85ebca6b) >>> 0
+  header[3] = Math.imul(offset ^ stamp, 0xc2b2ae35) >>> 0
+  return length === buf.length ? buf : buf.subarray(0, length)
 }
+
+let headerOf: Uint8Array | null = null
+let header: Uint32Array = new Uint32Array(4)

@@ -156,6 +156,13 @@ export class DmaEngine {
   }
 
   #copyIn(n: number, dst: Uint8Array): void {
+    if (n === 1) {
+      // One physically contiguous piece: no view of the buffer needed.
+      this.#memory.readBytes(this.#segPa[0] as number, dst)
+      this.stats.transfers++
+      this.stats.bytes += dst.length
+      return
+    }
     let done = 0
     for (let i = 0; i < n; i++) {
       const len = this.#segLen[i] as number
@@ -174,6 +181,12 @@ export class DmaEngine {
   write(iova: number | bigint, data: Uint8Array, options?: DmaOptions): void {
     if (!(data instanceof Uint8Array)) throw new IommuError('EINVAL', 'not a Uint8Array')
     const n = this.#translateAll(iova, data.length, true, options)
+    if (n === 1) {
+      this.#memory.writeBytes(this.#segPa[0] as number, data)
+      this.stats.transfers++
+      this.stats.bytes += data.length
+      return
+    }
     let done = 0
     for (let i = 0; i < n; i++) {
       const len = this.#segLen[i] as number

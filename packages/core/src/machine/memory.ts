@@ -63,8 +63,17 @@ const SLAB_FRAMES = 1 << SLAB_SHIFT
 const SLAB_MASK = SLAB_FRAMES - 1
 const WORDS_PER_FRAME = FRAME_SIZE >>> 2
 const NO_DATA = -1
+/**
+ * In a frame's slot entry: the slot may be shared (set by a page copy, cleared by the
+ * first write that finds the frame alone on it), so that a write to a frame known to own
+ * its slot skips the share count.
+ */
+const MAYBE_SHARED = 1 << 30
+const SLOT_MASK = MAYBE_SHARED - 1
 /** `Chunk.exp` of a block kept as one value. */
 const UNIFORM = -1
+/** Entries of the frameWords cache (a power of two). */
+const VIEW_CACHE = 4096
 /** PFNs below this are never handed out, so that PA 0 is never a valid allocation. */
 const FIRST_PFN = 0x100
 
@@ -159,6 +168,13 @@ export class PhysicalMemory {
   readonly #slabs: Uint8Array[] = []
   readonly #slabs32: Uint32Array[] = []
   readonly #views32: (Uint32Array | undefined)[] = []
+  /**
+   * A direct-mapped cache of {@link frameWords} answers by PFN (page tables and hardware
+   * structures are read a word at a time, walk after walk): PFN, or -1, and the view. An
+   * entry is dropped whenever its frame's slot changes or becomes shared.
+   */
+  readonly #cachePfn = new Int32Array(VIEW_CACHE).fill(-1)
+  readonly #cacheView: (Uint32Array | undefined)[] = new Array(VIEW_CACHE)
   #freeSlots = new Int32Array(1024)
   #freeSlotCount = 0
   #slotCount = 0
@@ -454,7 +470,8 @@ export class PhysicalMemory {
     const at = ((g & GRP_PAGE_MASK) << GROUP_SHIFT) | (pfn & GROUP_MASK)
     const slot = slots[at] as number
     if (slot < 0) return
-    this.#releaseSlot(slot)
+    this.#uncache(pfn)
+    this.#releaseSlot(slot & SLOT_MASK)
     slots[at] = NO_DATA
     this.#groupLost(c, gi, g)
   }
@@ -658,6 +675,12 @@ export class PhysicalMemory {
 
   /** The data slot of a frame, or -1 when it reads as zeros. */
   #slotOf(pfn: number): number {
+    const e = this.#slotEntry(pfn)
+    return e < 0 ? e : e & SLOT_MASK
+  }
+
+  /** The frame's slot entry: -1, or the slot with the {@link MAYBE_SHARED} hint. */
+  #slotEntry(pfn: number): number {
     const c = this.#chunks[pfn >>> CHUNK_SHIFT]
     if (c === undefined) return NO_DATA
     const g = c.group[(pfn & CHUNK_MASK) >>> GROUP_SHIFT] as number
@@ -665,6 +688,12 @@ export class PhysicalMemory {
     return (this.#grpSlots[g >>> GRP_PAGE_SHIFT] as Int32Array)[
       ((g & GRP_PAGE_MASK) << GROUP_SHIFT) | (pfn & GROUP_MASK)
     ] as number
+  }
+
+  /** Drop `pfn` from the frameWords cache. */
+  #uncache(pfn: number): void {
+    const k = pfn & (VIEW_CACHE - 1)
+    if (this.#cachePfn[k] === pfn) this.#cachePfn[k] = -1
   }
 
   /** The slot group of group `gi` of `c`, created (all -1) when absent. */
@@ -702,10 +731,11 @@ export class PhysicalMemory {
   }
 
   /**
-   * Point frame `pfn` (of chunk `c`) at `slot` (or {@link NO_DATA}) without touching slot
-   * reference counts; returns the slot it had.
+   * Point frame `pfn` (of chunk `c`) at slot entry `slot` (or {@link NO_DATA}) without
+   * touching slot reference counts; returns the entry it had (with its hint bit).
    */
   #setSlot(c: Chunk, pfn: number, slot: number): number {
+    this.#uncache(pfn)
     const gi = (pfn & CHUNK_MASK) >>> GROUP_SHIFT
     let g = c.group[gi] as number
     if (g < 0) {
@@ -761,6 +791,8 @@ export class PhysicalMemory {
    * released (frame freed).
    */
   frameWords(pfn: number): Uint32Array {
+    const k = pfn & (VIEW_CACHE - 1)
+    if (this.#cachePfn[k] === pfn) return this.#cacheView[k] as Uint32Array
     const slot = this.#materialize(pfn)
     let v = this.#views32[slot]
     if (v === undefined) {
@@ -768,6 +800,8 @@ export class PhysicalMemory {
       v = (this.#slabs32[slot >>> SLAB_SHIFT] as Uint32Array).subarray(off, off + WORDS_PER_FRAME)
       this.#views32[slot] = v
     }
+    this.#cachePfn[k] = pfn
+    this.#cacheView[k] = v
     return v
   }
 
@@ -787,9 +821,13 @@ export class PhysicalMemory {
     const pfn = Math.floor(pa / FRAME_SIZE)
     const off = pa - pfn * FRAME_SIZE
     if ((off & 3) !== 0) throw new RangeError(`unaligned 32-bit read at 0x${pa.toString(16)}`)
+    const k = pfn & (VIEW_CACHE - 1)
+    if (this.#cachePfn[k] === pfn) return (this.#cacheView[k] as Uint32Array)[off >>> 2] as number
     this.#checkPfn(pfn)
     const slot = this.#slotOf(pfn)
     if (slot < 0) return 0
+    // Structures read a word at a time (device tables, queues) are read again and again.
+    if (this.#slotRefs[slot] === 1) return (this.frameWords(pfn)[off >>> 2] as number)
     return (this.#slabs32[slot >>> SLAB_SHIFT] as Uint32Array)[
       (slot & SLAB_MASK) * WORDS_PER_FRAME + (off >>> 2)
     ] as number
@@ -836,7 +874,9 @@ export class PhysicalMemory {
         dst.fill(0, done, done + n)
       } else {
         const base = (slot & SLAB_MASK) * FRAME_SIZE + off
-        dst.set((this.#slabs[slot >>> SLAB_SHIFT] as Uint8Array).subarray(base, base + n), done)
+        const slab = this.#slabs[slot >>> SLAB_SHIFT] as Uint8Array
+        if (n === dst.length) dst.set(slab.subarray(base, base + n))
+        else dst.set(slab.subarray(base, base + n), done)
       }
       done += n
       pfn++
@@ -855,10 +895,18 @@ export class PhysicalMemory {
     while (done < src.length) {
       this.#checkPfn(pfn)
       const n = Math.min(FRAME_SIZE - off, src.length - done)
-      const part = src.subarray(done, done + n)
-      let slot = this.#slotOf(pfn)
-      if (slot < 0 ? !isZero(part) : (this.#slotRefs[slot] as number) > 1) {
-        // First touch or copy-on-write; a whole-frame write keeps none of the old bytes.
+      const part = n === src.length ? src : src.subarray(done, done + n)
+      let slot = this.#slotEntry(pfn)
+      if (slot >= MAYBE_SHARED) {
+        slot &= SLOT_MASK
+        if ((this.#slotRefs[slot] as number) > 1) {
+          // Copy-on-write; a whole-frame write keeps none of the old bytes.
+          slot = this.#materialize(pfn, n === FRAME_SIZE)
+        } else {
+          this.#setSlot(this.#chunks[pfn >>> CHUNK_SHIFT] as Chunk, pfn, slot)
+        }
+      } else if (slot < 0 && !isZero(part)) {
+        // First touch.
         slot = this.#materialize(pfn, n === FRAME_SIZE)
       }
       if (slot >= 0) {
@@ -902,12 +950,14 @@ export class PhysicalMemory {
     this.#checkPfn(src)
     const s = this.#slotOf(src)
     const c = this.#chunkFor(dst)
-    const d = this.#setSlot(c, dst, s)
-    if (d === s) return
-    if (d >= 0) this.#releaseSlot(d)
+    const d = this.#setSlot(c, dst, s < 0 ? NO_DATA : s | MAYBE_SHARED)
+    if (d === NO_DATA ? s === NO_DATA : (d & SLOT_MASK) === s) return
+    if (d >= 0) this.#releaseSlot(d & SLOT_MASK)
     if (s >= 0) {
       this.#slotRefs[s] = (this.#slotRefs[s] as number) + 1
       this.#materialized++
+      // The source's storage is shared now: its next write must copy.
+      this.#setSlot(this.#chunks[src >>> CHUNK_SHIFT] as Chunk, src, s | MAYBE_SHARED)
     }
   }
 

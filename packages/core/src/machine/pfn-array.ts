@@ -111,7 +111,7 @@ export class PfnArray {
       const n = Math.min(end - i, this.#blockLength(b) - at)
       const first = pfn === 0 ? 0 : pfn - at
       if (n === this.#blockLength(b)) {
-        this.#explicit[b] = undefined
+        if (this.#kind[b] === EXPLICIT) this.#explicit[b] = undefined
         this.#kind[b] = pfn === 0 ? ZERO : LINEAR
         this.#base[b] = first
       } else if (
