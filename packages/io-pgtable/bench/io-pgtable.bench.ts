@@ -26,6 +26,7 @@ import {
   x86_64,
 } from '@iommu/io-pgtable'
 import { type Figure, main } from '../../../tooling/bench/harness.ts'
+import { buildCBaseline, type CScan, runCScan } from './c-baseline.ts'
 
 const RW = Prot.READ | Prot.WRITE
 /** 16 GiB of 4 KiB pages. */
@@ -35,6 +36,8 @@ const BIG_BASE = 16 * 1024 * 1024
 
 interface Bench {
   readonly name: string
+  /** The C baseline's name for the format (`dirty-scan.c`), for formats that track dirt. */
+  readonly c?: string
   /** Kernel figures from the generic_pt v7 cover letter (i7-12700): map 1x4K, 256x4K, unmap 256x4K. */
   readonly kernel: readonly [number, number, number]
   readonly kernelNote: string
@@ -44,6 +47,7 @@ interface Bench {
 const BENCHES: readonly Bench[] = [
   {
     name: 'arm-lpae S1 4K (HD)',
+    c: 'arm-s1',
     kernel: [65, 389, 357],
     kernelNote: 'io-pgtable-arm, i7-12700',
     make: (m) =>
@@ -51,6 +55,7 @@ const BENCHES: readonly Bench[] = [
   },
   {
     name: 'amdv1',
+    c: 'amdv1',
     kernel: [53, 386, 353],
     kernelNote: 'generic_pt amdv1, i7-12700',
     make: (m) => new PageTable(m, amdv1, { startingLevel: 2 }, { changeTop: () => {} }),
@@ -63,6 +68,7 @@ const BENCHES: readonly Bench[] = [
   },
   {
     name: 'vtdss',
+    c: 'vtdss',
     kernel: [55, 391, 210],
     kernelNote: 'generic_pt vtdss, i7-12700',
     make: (m) => new PageTable(m, vtdss, { topLevel: 3 }),
@@ -147,6 +153,12 @@ function bitmapSink(): DirtyBitmapSink & { bits: Uint32Array } {
   return {
     bits,
     set(pfn, count, shift) {
+      if (shift === 12 && count === 1) {
+        // One 4 KiB record: one bit, as the C loop sets it.
+        const k = pfn - BIG_BASE
+        bits[k >>> 5] = (bits[k >>> 5] as number) | (1 << (k & 31))
+        return
+      }
       const first = pfn * 2 ** (shift - 12) - BIG_BASE
       const n = count * 2 ** (shift - 12)
       for (let k = first; k < first + n; k++)
@@ -155,7 +167,7 @@ function bitmapSink(): DirtyBitmapSink & { bits: Uint32Array } {
   }
 }
 
-function benchFormat(b: Bench): Figure[] {
+function benchFormat(b: Bench, cBinary: string | null): Figure[] {
   const memory = new PhysicalMemory()
   const pt = b.make(memory)
   const figures: Figure[] = []
@@ -246,27 +258,67 @@ function benchFormat(b: Bench): Figure[] {
         walker.walk(root.pfn, root.level, BIG_BASE + k, Access.WRITE, HwAd.DIRTY)
     }
     const bitmap = bitmapSink()
-    const samples: number[] = []
+    // Alternate blocks of TypeScript scans with the C loop's (when built), three times,
+    // and keep medians: both run in this run, under the same load.
+    const blocks = cBinary !== null && b.c !== undefined ? 3 : 1
+    const jsDirty: number[] = []
+    const jsClean: number[] = []
+    const cRuns: CScan[] = []
     let records = 0
-    for (let r = 0; r < 5; r++) {
-      markDirty()
-      bitmap.bits.fill(0)
-      t0 = performance.now()
-      records = scan(0, bitmap)
-      samples.push(performance.now() - t0)
+    for (let blk = 0; blk < blocks; blk++) {
+      const samples: number[] = []
+      for (let r = 0; r < 5; r++) {
+        markDirty()
+        bitmap.bits.fill(0)
+        t0 = performance.now()
+        records = scan(0, bitmap)
+        samples.push(performance.now() - t0)
+      }
+      samples.sort((a, b) => a - b)
+      jsDirty.push(samples[2] as number)
+      const clean: number[] = []
+      for (let r = 0; r < 5; r++) {
+        t0 = performance.now()
+        if (scan(IOMMU_DIRTY_NO_CLEAR, bitmap) !== 0) throw new Error('the table should be clean')
+        clean.push(performance.now() - t0)
+      }
+      clean.sort((a, b) => a - b)
+      jsClean.push(clean[2] as number)
+      if (cBinary !== null && b.c !== undefined) cRuns.push(runCScan(cBinary, b.c))
     }
-    samples.sort((a, b) => a - b)
-    const ms1 = samples[2] as number
-    const clean: number[] = []
-    for (let r = 0; r < 5; r++) {
-      t0 = performance.now()
-      if (scan(IOMMU_DIRTY_NO_CLEAR, bitmap) !== 0) throw new Error('the table should be clean')
-      clean.push(performance.now() - t0)
-    }
-    clean.sort((a, b) => a - b)
-    const ms0 = clean[2] as number
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
+    const ms1 = med(jsDirty)
+    const ms0 = med(jsClean)
     if (records !== Math.ceil(BIG / dirtyEvery))
       throw new Error(`expected ${BIG / dirtyEvery} dirty IOPTEs, got ${records}`)
+    if (cRuns.length > 0) {
+      const cDirty = med(cRuns.map((c) => c.dirty))
+      const cClean = med(cRuns.map((c) => c.clean))
+      if (cRuns.some((c) => c.records !== records)) throw new Error('the C loop found other dirt')
+      fig('readAndClearDirty 16 GiB, 1% dirty: C loop (cc -O2), same run', cDirty, 'M PTE/s', {
+        better: 'higher',
+      })
+      fig(
+        'readAndClearDirty 16 GiB, 1% dirty: ours / C loop',
+        BIG / (ms1 / 1000) / 1e6 / cDirty,
+        '×',
+        {
+          anchor: 0.75,
+          anchorNote: 'target ≥ 0.75× the same-algorithm C loop',
+          better: 'higher',
+        },
+      )
+      fig(
+        'readAndClearDirty 16 GiB, none dirty: ours / C loop',
+        BIG / (ms0 / 1000) / 1e6 / cClean,
+        '×',
+        {
+          anchor: 0.75,
+          anchorNote: 'target ≥ 0.75× the same-algorithm C loop',
+          better: 'higher',
+        },
+      )
+    }
     const gb = (BIG * 4096) / 1e9
     for (const [label, ms] of [
       ['1% dirty', ms1],
@@ -295,12 +347,12 @@ function benchFormat(b: Bench): Figure[] {
 }
 
 /** One format's figures, measured in a worker thread of its own. */
-function inWorker(index: number): Promise<Figure[]> {
+function inWorker(index: number, cBinary: string | null): Promise<Figure[]> {
   return new Promise((resolve, reject) => {
     // Loader hooks registered with --import do not reach workers on Node 20: register tsx
     // in the worker, then load this module.
     const boot = `import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(import.meta.url)}) })`
-    const worker = new Worker(boot, { eval: true, workerData: { bench: index } })
+    const worker = new Worker(boot, { eval: true, workerData: { bench: index, cBinary } })
     worker.once('message', (figures: Figure[]) => resolve(figures))
     worker.once('error', reject)
   })
@@ -311,15 +363,23 @@ function inWorker(index: number): Promise<Figure[]> {
  * code is compiled for it alone, as the kernel compiles generic_pt once per format (in one
  * isolate the shared algorithms see every format's functions and run slower).
  */
-export async function run(): Promise<Figure[]> {
+export async function run(options: { c?: boolean } = {}): Promise<Figure[]> {
   const figures: Figure[] = []
-  for (let i = 0; i < BENCHES.length; i++) figures.push(...(await inWorker(i)))
+  let cBinary: string | null = null
+  if (options.c !== false && process.env.IOMMU_BENCH_NO_C === undefined) {
+    const built = buildCBaseline()
+    if ('path' in built) cBinary = built.path
+    else process.stderr.write(`bench: C baseline of the dirty scan skipped: ${built.skipped}\n`)
+  }
+  for (let i = 0; i < BENCHES.length; i++) figures.push(...(await inWorker(i, cBinary)))
   return figures
 }
 
-const job = isMainThread ? undefined : (workerData as { bench?: number } | undefined)?.bench
-if (job !== undefined) {
-  parentPort?.postMessage(benchFormat(BENCHES[job] as Bench))
+const job = isMainThread
+  ? undefined
+  : (workerData as { bench?: number; cBinary?: string | null } | undefined)
+if (job?.bench !== undefined) {
+  parentPort?.postMessage(benchFormat(BENCHES[job.bench] as Bench, job.cBinary ?? null))
 } else {
   await main(import.meta.url, '@iommu/io-pgtable: page-table formats', run)
 }

@@ -164,30 +164,33 @@ function leafScan(
       }
     }
   }
+  const clean = fmt.makeWriteClean as NonNullable<typeof fmt.makeWriteClean>
   while (idx < fastEnd) {
+    // One frame of the table: its words are looked up once, whatever it holds.
     const w = t.frame(tablePfn, idx)
     const frameBase = idx & ~511
     const stop = Math.min(fastEnd - frameBase, 512)
-    const k = skip(w, idx & 511, stop, 0, p)
-    if (k >= stop) {
-      idx = frameBase + stop
-      continue
+    let j = idx & 511
+    while (j < stop) {
+      const k = skip(w, j, stop, 0, p)
+      if (k >= stop) break
+      // skipCleanLeaves stops at a hole or a write-dirty leaf.
+      const at = frameBase + k
+      if (fmt.loadEntry(w, k, 0, p) !== EntryType.OA) {
+        if (arm) holeAt(base + at * itemPages)
+        j = k + 1
+        continue
+      }
+      if (itemPages !== 1 || (contig && fmt.entryNumContigLg2(w, k, 0, p) !== 0)) {
+        j = visitEntry(c, w, at, 0, base, itemPages, from, va, end) - frameBase
+        continue
+      }
+      // A write-dirty one-page leaf: the kernel's record is the leaf, inside the query.
+      c.dirty.record(base + at, 1, PAGE_SHIFT)
+      if (c.clear) clean(w, k, 0, p)
+      j = k + 1
     }
-    // skipCleanLeaves stops at a hole or a write-dirty leaf.
-    const at = frameBase + k
-    if (fmt.loadEntry(w, k, 0, p) !== EntryType.OA) {
-      if (arm) holeAt(base + at * itemPages)
-      idx = at + 1
-      continue
-    }
-    if (itemPages !== 1 || (contig && fmt.entryNumContigLg2(w, k, 0, p) !== 0)) {
-      idx = visitEntry(c, w, at, 0, base, itemPages, from, va, end)
-      continue
-    }
-    // A write-dirty one-page leaf: the kernel's record is the leaf, inside the query.
-    c.dirty.record(base + at, 1, PAGE_SHIFT)
-    if (c.clear) (fmt.makeWriteClean as NonNullable<typeof fmt.makeWriteClean>)(w, k, 0, p)
-    idx = at + 1
+    idx = frameBase + stop
   }
   while (idx < end) {
     const w = t.frame(tablePfn, idx)

@@ -1,185 +1,95 @@
 /**
  * `pnpm bench`: every package's benchmarks in one summary table, with the anchors from
- * `peers-and-performance.md` beside our figures, plus the whole-stack figures:
- * GET_DIRTY_BITMAP over a 64 GiB IOAS (4 KiB IOPTEs, 1% dirty) through the uAPI on the AMD
- * model against the bare page-table dirty scan, and a 64 GiB migration's wall time and
- * peak memory (run in a child process so that its memory is its own).
+ * `peers-and-performance.md` beside our figures, plus the whole-stack figures: pin + map of
+ * 64 GiB through IOAS_MAP / HWPT_ALLOC beside the bare page-table map of the same pages,
+ * GET_DIRTY_BITMAP over that IOAS (4 KiB IOPTEs, 1% dirty) on the AMD model beside the bare
+ * page-table dirty scan, and a 64 GiB migration's wall time, CPU time, peak memory and
+ * bookkeeping per guest page (in a child process, so that its memory is its own).
+ *
+ * Options (`pnpm bench -- OPTIONS`):
+ * - `--baseline REF`: check REF (e.g. `main`) out into a temporary git worktree, install
+ *   it from the pnpm store, and run the same 64 GiB migration there and here, alternately
+ *   (`--runs N` times each, default 1): both sets of figures and their ratio;
+ * - `--no-c`: skip the C baseline of the dirty scan (also `IOMMU_BENCH_NO_C=1`);
+ * - `--only sim`: only the whole-stack figures.
+ *
+ * Wall-clock figures move with the machine's load: the load average is printed with them,
+ * and CPU time beside wall time. `pnpm bench:scale` (scale.ts) has the cost-versus-size
+ * table up to 1 TiB.
  */
 
-import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { createMachine, IOMMU_DIRTY_NO_CLEAR, IommuDirtyBitmap, IotlbGather } from '@iommu/core'
-import { type AmdDomain, amd } from '@iommu/driver-amd'
-import {
-  IOMMU_HWPT_ALLOC,
-  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
-  IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
-  IOMMU_HWPT_GET_DIRTY_BITMAP,
-  IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
-  IOMMU_HWPT_SET_DIRTY_TRACKING,
-  IOMMU_IOAS_ALLOC,
-  IOMMU_IOAS_MAP,
-  IOMMU_IOAS_MAP_FIXED_IOVA,
-  IOMMU_IOAS_MAP_READABLE,
-  IOMMU_IOAS_MAP_WRITEABLE,
-  IOMMU_OPTION,
-  IOMMU_OPTION_HUGE_PAGES,
-  IOMMU_OPTION_OP_SET,
-  openIommufd,
-} from '@iommu/iommufd'
-import { type Figure, main, msOnce } from '../../../tooling/bench/harness.ts'
+import { type Figure, main } from '../../../tooling/bench/harness.ts'
 import { run as coreBench } from '../../core/bench/machine.bench.ts'
 import { run as amdBench } from '../../driver-amd/bench/amd.bench.ts'
 import { run as intelBench } from '../../driver-intel/bench/intel.bench.ts'
 import { run as smmuv3Bench } from '../../driver-smmuv3/bench/smmuv3.bench.ts'
 import { run as pgtableBench } from '../../io-pgtable/bench/io-pgtable.bench.ts'
 import { run as iommufdBench } from '../../iommufd/bench/iommufd.bench.ts'
-
-const GIB = 2 ** 30
-const PAGE = 4096
-const IOVA = 0x1_0000_0000
+import { baselineTree, type ChildMigration, loadAverage, migrateChild } from './child.ts'
+import { GIB, measureStack, PAGE } from './stack.ts'
 
 function prefix(pkg: string, figures: Figure[]): Figure[] {
   return figures.map((f) => ({ ...f, name: `${pkg} · ${f.name}` }))
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.floor(s.length / 2)] as number
-}
-
-/** GET_DIRTY_BITMAP over 64 GiB of 4 KiB IOPTEs with 1% dirty, uAPI against bare scan. */
+/**
+ * 64 GiB through the uAPI on the AMD model: pin + map against the bare page-table map of
+ * the same pages, and GET_DIRTY_BITMAP (1% dirty) against the bare page-table scan.
+ */
 export function dirtyBitmap64G(): Figure[] {
-  const bytes = 64 * GIB
-  const pages = bytes / PAGE
-  const m = createMachine({
-    memorySize: 2 ** 38,
-    iommus: [{ driver: amd(), config: { detectStale: false } }],
-  })
-  const vmm = m.createProcess()
-  const fd = openIommufd(m, vmm)
-  const alloc = { size: 12, flags: 0, out_ioas_id: 0 }
-  fd.ioctl(IOMMU_IOAS_ALLOC, alloc)
-  fd.ioctl(IOMMU_OPTION, {
-    size: 24,
-    option_id: IOMMU_OPTION_HUGE_PAGES,
-    op: IOMMU_OPTION_OP_SET,
-    object_id: alloc.out_ioas_id,
-    val64: 0n,
-  })
-  const guest = vmm.mmap(bytes)
-  const mapMs = msOnce(() =>
-    fd.ioctl(IOMMU_IOAS_MAP, {
-      size: 40,
-      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-      ioas_id: alloc.out_ioas_id,
-      user_va: BigInt(guest),
-      length: BigInt(bytes),
-      iova: BigInt(IOVA),
-    }),
-  )
-  const dev = m.addPciDevice()
-  const idev = fd.bindDevice(dev)
-  const hwpt = {
-    size: 48,
-    flags: IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
-    dev_id: idev.id,
-    pt_id: alloc.out_ioas_id,
-    out_hwpt_id: 0,
-  }
-  // The HWPT is filled with the IOAS's mappings (pinning every page) at allocation.
-  const fillMs = msOnce(() => fd.ioctl(IOMMU_HWPT_ALLOC, hwpt))
-  idev.attach(hwpt.out_hwpt_id)
-  fd.ioctl(IOMMU_HWPT_SET_DIRTY_TRACKING, {
-    size: 16,
-    flags: IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
-    hwpt_id: hwpt.out_hwpt_id,
-  })
-  const one = new Uint8Array([1])
-  const dirtyOnePercent = () => {
-    for (let p = 0; p < pages; p += 100) dev.dma.write(IOVA + p * PAGE, one)
-  }
-  const bitmapBytes = pages / 8
-  const bitmap = vmm.mmap(bitmapBytes)
-  const zero = new Uint8Array(bitmapBytes)
-  const uapi = (flags: number) => {
-    vmm.write(bitmap, zero)
-    fd.ioctl(IOMMU_HWPT_GET_DIRTY_BITMAP, {
-      size: 48,
-      hwpt_id: hwpt.out_hwpt_id,
-      flags,
-      iova: BigInt(IOVA),
-      length: BigInt(bytes),
-      page_size: BigInt(PAGE),
-      data: BigInt(bitmap),
-    })
-  }
-  const domain = dev.group?.domain as AmdDomain | undefined
-  const pt = domain?.pt
-  if (!domain || !pt) throw new Error('no page table')
-  const bits = new Uint8Array(bitmapBytes)
-  // The bare scan's own bitmap: one bit per 4 KiB page of the range.
-  const sink = {
-    set(pfn: number, count: number, shift: number) {
-      // A lean baseline: no Math.pow for the 4 KiB records this table produces.
-      const f = shift === 12 ? 1 : 2 ** (shift - 12)
-      const first = pfn * f - IOVA / PAGE
-      const end = first + count * f
-      for (let i = first; i < end; i++) bits[i >> 3] = (bits[i >> 3] as number) | (1 << (i & 7))
-    },
-  }
-  const bare = (flags: number) => {
-    bits.fill(0)
-    const gather = new IotlbGather()
-    pt.readAndClearDirtyPages(IOVA / PAGE, pages, flags, new IommuDirtyBitmap(sink, gather))
-    m.iommu.iommuIotlbSync(domain, gather)
-  }
-  dirtyOnePercent()
-  const uapiNoClear: number[] = []
-  const bareNoClear: number[] = []
-  // Alternate the two, several times, and keep medians: both are tens of milliseconds.
-  for (let i = 0; i < 9; i++) {
-    uapiNoClear.push(msOnce(() => uapi(IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR)))
-    bareNoClear.push(msOnce(() => bare(IOMMU_DIRTY_NO_CLEAR)))
-  }
-  const uapiClear: number[] = []
-  const bareClear: number[] = []
-  for (let i = 0; i < 7; i++) {
-    dirtyOnePercent()
-    uapiClear.push(msOnce(() => uapi(0)))
-    dirtyOnePercent()
-    bareClear.push(msOnce(() => bare(0)))
-  }
-  fd.close()
-  const u = median(uapiClear)
-  const b = median(bareClear)
-  const un = median(uapiNoClear)
-  const bn = median(bareNoClear)
+  const s = measureStack(64)
+  const uapiMs = s.mapMs + s.fillMs
+  const load = loadAverage()
   return [
     {
-      name: 'IOAS_MAP + HWPT_ALLOC 64 GiB, 4 KiB IOPTEs (pin + map 16 Mi pages)',
-      value: (mapMs + fillMs) / 1000,
+      name: `IOAS_MAP + HWPT_ALLOC 64 GiB, 4 KiB IOPTEs (pin + map 16 Mi pages; load ${load})`,
+      value: uapiMs / 1000,
       unit: 's',
       better: 'lower',
     },
     {
+      name: 'pin + map rate through IOAS_MAP + HWPT_ALLOC',
+      value: s.pages / uapiMs / 1000,
+      unit: 'M pages/s',
+      better: 'higher',
+    },
+    {
+      name: 'bare AMD v1 page-table map of the same pages, same run',
+      value: s.pages / s.bareMapMs / 1000,
+      unit: 'M pages/s',
+      better: 'higher',
+    },
+    {
+      name: 'uAPI pin + map rate / bare page-table map rate (wall)',
+      value: s.bareMapMs / uapiMs,
+      unit: '×',
+      anchor: 0.25,
+      anchorNote: 'target ≥ 25 %',
+      better: 'higher',
+    },
+    {
+      name: 'uAPI pin + map rate / bare page-table map rate (CPU time)',
+      value: s.bareMapCpuMs / s.uapiCpuMs,
+      unit: '×',
+      anchor: 0.25,
+      anchorNote: 'target ≥ 25 %',
+      better: 'higher',
+    },
+    {
       name: 'GET_DIRTY_BITMAP 64 GiB 4K 1% dirty, read-and-clear',
-      value: u,
+      value: s.uapiClearMs,
       unit: 'ms',
       better: 'lower',
     },
     {
       name: 'bare AMD v1 dirty scan 64 GiB, read-and-clear',
-      value: b,
+      value: s.bareClearMs,
       unit: 'ms',
       better: 'lower',
     },
     {
       name: 'GET_DIRTY_BITMAP / bare scan (read-and-clear)',
-      value: u / b,
+      value: s.uapiClearMs / s.bareClearMs,
       unit: '×',
       anchor: 1.5,
       anchorNote: 'target ≤ 1.5×',
@@ -187,13 +97,13 @@ export function dirtyBitmap64G(): Figure[] {
     },
     {
       name: 'GET_DIRTY_BITMAP 64 GiB 4K 1% dirty, NO_CLEAR',
-      value: un,
+      value: s.uapiNoClearMs,
       unit: 'ms',
       better: 'lower',
     },
     {
       name: 'GET_DIRTY_BITMAP / bare scan (NO_CLEAR)',
-      value: un / bn,
+      value: s.uapiNoClearMs / s.bareNoClearMs,
       unit: '×',
       anchor: 1.5,
       anchorNote: 'target ≤ 1.5×',
@@ -201,7 +111,7 @@ export function dirtyBitmap64G(): Figure[] {
     },
     {
       name: 'GET_DIRTY_BITMAP IOPTE rate, read-and-clear',
-      value: pages / (u * 1e3),
+      value: s.pages / (s.uapiClearMs * 1e3),
       unit: 'M PTE/s',
       anchor: 1024 / 3,
       anchorNote: 'JS read-and-clear microbench (peers §5: 1 Mi PTEs in 3.0 ms)',
@@ -210,31 +120,14 @@ export function dirtyBitmap64G(): Figure[] {
   ]
 }
 
-/** A 64 GiB migration in a child process: wall time and peak RSS. */
-export function migration64G(): Figure[] {
-  const here = dirname(fileURLToPath(import.meta.url))
-  const dir = mkdtempSync(join(tmpdir(), 'iommu-sim-bench-'))
-  const json = join(dir, 'migrate-64g.json')
-  execFileSync(
-    process.execPath,
-    [
-      '--conditions=@iommu/source',
-      '--import',
-      'tsx',
-      join(here, '../src/main.ts'),
-      'migrate',
-      '--memory',
-      '64G',
-      '--json',
-      json,
-      '--no-progress',
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  )
-  const r = JSON.parse(readFileSync(json, 'utf8'))
-  return [
+/** Figures of one child migration of `gib` GiB (`label` names the tree). */
+export function migrationFigures(gib: number, r: ChildMigration, label = ''): Figure[] {
+  const pages = (gib * GIB) / PAGE
+  const rep = r.report
+  const ok = rep.mismatchedPages === 0 && (rep.lostPages ?? 0) === 0
+  const out: Figure[] = [
     {
-      name: `64 GiB migration wall time (${r.verified ? 'verified' : 'NOT verified'}, ${r.rounds.length - 1} rounds)`,
+      name: `${gib} GiB migration wall time${label} (${ok ? 'verified' : 'NOT verified'}, ${rep.rounds.length - 1} rounds; load ${loadAverage()})`,
       value: r.wallSeconds,
       unit: 's',
       anchor: 60,
@@ -242,20 +135,101 @@ export function migration64G(): Figure[] {
       better: 'lower',
     },
     {
-      name: '64 GiB migration peak RSS',
-      value: r.peakRssBytes / GIB,
+      name: `${gib} GiB migration CPU time${label}`,
+      value: r.cpuSeconds,
+      unit: 's',
+      better: 'lower',
+    },
+    {
+      name: `${gib} GiB migration peak RSS${label}`,
+      value: r.maxRssBytes / GIB,
       unit: 'GiB',
       anchor: 2,
       anchorNote: 'target < 2 GiB',
       better: 'lower',
     },
-    {
-      name: '64 GiB migration simulated/wall speed',
-      value: r.speedup,
-      unit: '×',
-      better: 'higher',
-    },
   ]
+  const mem = rep.memory as { bookkeepingBytes: number; dataBytes: number } | undefined
+  if (mem !== undefined) {
+    out.push(
+      {
+        name: `${gib} GiB migration bookkeeping per guest page${label} (all but guest data)`,
+        value: mem.bookkeepingBytes / pages,
+        unit: 'B/page',
+        anchor: 32,
+        anchorNote: 'target ≤ 32 B per 4 KiB page',
+        better: 'lower',
+      },
+      {
+        name: `${gib} GiB migration guest data stored${label}`,
+        value: mem.dataBytes / GIB,
+        unit: 'GiB',
+        better: 'lower',
+      },
+    )
+  }
+  return out
+}
+
+/** A 64 GiB migration in a child process. */
+export function migration64G(): Figure[] {
+  return migrationFigures(64, migrateChild(['--memory', '64G']))
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)] as number
+}
+
+/**
+ * The 64 GiB migration of `ref` (a temporary worktree) and of this tree, alternately,
+ * `runs` times each: the median runs and the ratios of the medians.
+ */
+export function baseline64G(ref: string, runs: number): Figure[] {
+  const tree = baselineTree(ref)
+  const tag = `${ref} ${tree.sha.slice(0, 10)}`
+  try {
+    const base: ChildMigration[] = []
+    const ours: ChildMigration[] = []
+    for (let i = 0; i < runs; i++) {
+      process.stderr.write(`bench: 64 GiB migration in ${tag}, run ${i + 1} of ${runs}...\n`)
+      base.push(migrateChild(['--memory', '64G'], tree.root))
+      process.stderr.write(`bench: 64 GiB migration in this tree, run ${i + 1} of ${runs}...\n`)
+      ours.push(migrateChild(['--memory', '64G']))
+    }
+    const mid = (xs: ChildMigration[]) =>
+      [...xs].sort((a, b) => a.wallSeconds - b.wallSeconds)[
+        Math.floor(xs.length / 2)
+      ] as ChildMigration
+    const wall = (xs: ChildMigration[]) => median(xs.map((x) => x.wallSeconds))
+    const cpu = (xs: ChildMigration[]) => median(xs.map((x) => x.cpuSeconds))
+    return [
+      ...migrationFigures(64, mid(base), ` [${tag}]`),
+      ...migrationFigures(64, mid(ours), ' [this tree]'),
+      {
+        name: `64 GiB migration wall: this tree / ${ref} (medians of ${runs}, alternated)`,
+        value: wall(ours) / wall(base),
+        unit: '×',
+        anchor: 0.5,
+        anchorNote: 'target ≤ 0.5×',
+        better: 'lower',
+      },
+      {
+        name: `64 GiB migration CPU time: this tree / ${ref}`,
+        value: cpu(ours) / cpu(base),
+        unit: '×',
+        better: 'lower',
+      },
+    ]
+  } finally {
+    tree.remove()
+  }
+}
+
+/** `--name value` from the command line. */
+function option(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? process.argv[i + 1] : undefined
 }
 
 export async function run(): Promise<Figure[]> {
@@ -264,14 +238,23 @@ export async function run(): Promise<Figure[]> {
     process.stderr.write(`bench: ${pkg}...\n`)
     figures.push(...prefix(pkg, await f()))
   }
-  await step('core', coreBench)
-  await step('io-pgtable', pgtableBench)
-  await step('driver-amd', amdBench)
-  await step('driver-intel', intelBench)
-  await step('driver-smmuv3', smmuv3Bench)
-  await step('iommufd', iommufdBench)
+  const c = !process.argv.includes('--no-c')
+  if (option('only') === undefined) {
+    await step('core', coreBench)
+    await step('io-pgtable', () => pgtableBench({ c }))
+    await step('driver-amd', amdBench)
+    await step('driver-intel', intelBench)
+    await step('driver-smmuv3', smmuv3Bench)
+    await step('iommufd', iommufdBench)
+  }
   await step('sim', dirtyBitmap64G)
-  await step('sim', migration64G)
+  const ref = option('baseline')
+  if (ref !== undefined) {
+    const runs = Math.max(1, Math.floor(Number(option('runs') ?? 1)) || 1)
+    await step('sim', () => baseline64G(ref, runs))
+  } else {
+    await step('sim', migration64G)
+  }
   return figures
 }
 

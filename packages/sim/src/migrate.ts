@@ -572,6 +572,48 @@ class BitCursor {
     this.#bits = words[0] ?? 0
   }
 
+  /**
+   * The next `count` set bits as runs of consecutive pages: `fn(first, n)` per run
+   * (whole words of ones at a time).
+   */
+  takeRuns(count: number, fn: (first: number, n: number) => void): void {
+    const words = this.#words
+    let w = this.#bits
+    let i = this.#word
+    let runStart = -1
+    let runLen = 0
+    while (count > 0 && i < words.length) {
+      if (w === 0) {
+        w = words[++i] ?? 0
+        continue
+      }
+      let p: number
+      let n: number
+      if (w === 0xffff_ffff && count >= 32) {
+        // A whole word of set bits.
+        p = i * 32
+        n = 32
+        w = words[++i] ?? 0
+      } else {
+        const low = w & -w
+        p = i * 32 + (31 - Math.clz32(low))
+        n = 1
+        w ^= low
+      }
+      count -= n
+      if (runLen > 0 && runStart + runLen === p) {
+        runLen += n
+      } else {
+        if (runLen > 0) fn(runStart, runLen)
+        runStart = p
+        runLen = n
+      }
+    }
+    if (runLen > 0) fn(runStart, runLen)
+    this.#word = i
+    this.#bits = w
+  }
+
   take(count: number, fn: (page: number) => void): void {
     const words = this.#words
     let w = this.#bits
@@ -612,6 +654,29 @@ function memorySample(r: Rig): { bookkeepingBytes: number; dataBytes: number } {
   // The slabs hold guest data, the IO page tables and the VMM's bitmap buffer.
   const dataBytes = s.storageBytes - s.byPurpose.pgtable * PAGE - r.bitmap.length
   return { bookkeepingBytes: p.memoryUsage().arrayBuffers - dataBytes, dataBytes }
+}
+
+/**
+ * Compare guest pages [first, first + count) of source and destination, frame runs at a
+ * time; `noteMismatch(page)` for each page that differs.
+ *
+ * @returns pages compared
+ */
+function verify(
+  r: Rig,
+  first: number,
+  count: number,
+  noteMismatch: (page: number) => void,
+): number {
+  const end = first + count
+  let p = first
+  while (p < end) {
+    const e = Math.min(r.srcPfns.runEnd(p, end), r.dstPfns.runEnd(p, end))
+    const at = p
+    r.m.memory.compareFrames(r.srcPfns.get(p), r.dstPfns.get(p), e - p, (i) => noteMismatch(at + i))
+    p = e
+  }
+  return count
 }
 
 /** Peak RSS in bytes where the runtime can tell (Node), else 0 (a browser). */
@@ -716,7 +781,15 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
   let toSend = pages
   dirty.fill(0xffff_ffff, 0, pages >>> 5)
   if (pages & 31) dirty[pages >>> 5] = 2 ** (pages & 31) - 1
-  const send = (p: number) => mem.copyFrame(r.dstPfns.get(p), r.srcPfns.get(p))
+  // Send guest pages [p, p + n): frame runs at a time (contiguous on both sides).
+  const send = (p: number, n: number) => {
+    const end = p + n
+    while (p < end) {
+      const e = Math.min(r.srcPfns.runEnd(p, end), r.dstPfns.runEnd(p, end))
+      mem.copyFrames(r.dstPfns.get(p), r.srcPfns.get(p), e - p)
+      p = e
+    }
+  }
   let converged = false
   let simTime = 0
   let totalBytes = 0
@@ -743,7 +816,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
     let sent = 0
     for (let s = 0; s < steps; s++) {
       const end = Math.round(((s + 1) * toSend) / steps)
-      cursor.take(end - sent, send)
+      cursor.takeRuns(end - sent, send)
       sent = end
       deviceRuns(seconds / steps)
       // The guest moves its rings halfway through every round.
@@ -789,7 +862,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
   const bitmapMs = performance.now() - b0
   for (let i = 0; i < words; i++) dirty[i] = (dirty[i] as number) | (extra[i] as number)
   toSend = popcount(dirty)
-  new BitCursor(dirty).take(toSend, send)
+  new BitCursor(dirty).takeRuns(toSend, send)
   sampleMemory()
   const downtime = (toSend * PAGE) / o.bandwidth
   rounds.push({
@@ -810,11 +883,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
   // Verification: every page of every plugged DIMM equal on both sides.
   let verifiedPages = unplug ? unplug.verifiedPages : 0
   for (const d of r.dimms) {
-    if (!d.plugged) continue
-    for (let p = d.offset / PAGE; p < (d.offset + d.bytes) / PAGE; p++) {
-      verifiedPages++
-      if (!mem.framesEqual(r.srcPfns.get(p), r.dstPfns.get(p))) noteMismatch(p)
-    }
+    if (d.plugged) verifiedPages += verify(r, d.offset / PAGE, d.bytes / PAGE, noteMismatch)
   }
   // The destination rebuilds its vIOMMU from the migrated guest and the device DMAs there.
   const viommu =
@@ -913,11 +982,7 @@ function hotUnplug(
   const n = readDirty(r, scratch, IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR, dimm)
   const mem = r.m.memory
   new BitCursor(scratch).take(n, (p) => mem.copyFrame(r.dstPfns.get(p), r.srcPfns.get(p)))
-  let verifiedPages = 0
-  for (let p = dimm.offset / PAGE; p < (dimm.offset + dimm.bytes) / PAGE; p++) {
-    verifiedPages++
-    if (!mem.framesEqual(r.srcPfns.get(p), r.dstPfns.get(p))) noteMismatch(p)
-  }
+  const verifiedPages = verify(r, dimm.offset / PAGE, dimm.bytes / PAGE, noteMismatch)
   r.fd.ioctl(IOMMU_IOAS_UNMAP, {
     size: 24,
     ioas_id: r.ioas,

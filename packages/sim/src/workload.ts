@@ -194,17 +194,26 @@ export function stampBytes(buf: Uint8Array, length: number, stamp: number, offse
       buf[i] = (x & 0xff) | 1
     }
   }
-  // The header's four words, through a view kept for the last buffer (none per write).
-  if (buf !== headerOf) {
-    headerOf = buf
+  // The header's four words, through views kept for the last buffer (none per write).
+  if (buf !== viewsOf) {
+    viewsOf = buf
     header = new Uint32Array(buf.buffer, buf.byteOffset, 4)
+    prefixes.clear()
   }
   header[0] = stamp >>> 0
   header[1] = offset >>> 0
   header[2] = Math.imul(stamp ^ 0x9e3779b9, 0x85ebca6b) >>> 0
   header[3] = Math.imul(offset ^ stamp, 0xc2b2ae35) >>> 0
-  return length === buf.length ? buf : buf.subarray(0, length)
+  if (length === buf.length) return buf
+  let view = prefixes.get(length)
+  if (view === undefined) {
+    view = buf.subarray(0, length)
+    // A workload writes a few lengths: keep their views, not one per write.
+    if (prefixes.size < 16) prefixes.set(length, view)
+  }
+  return view
 }
 
-let headerOf: Uint8Array | null = null
+let viewsOf: Uint8Array | null = null
 let header: Uint32Array = new Uint32Array(4)
+const prefixes = new Map<number, Uint8Array>()

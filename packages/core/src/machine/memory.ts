@@ -73,7 +73,7 @@ const SLOT_MASK = MAYBE_SHARED - 1
 /** `Chunk.exp` of a block kept as one value. */
 const UNIFORM = -1
 /** Entries of the frameWords cache (a power of two). */
-const VIEW_CACHE = 4096
+const VIEW_CACHE = 16384
 /** PFNs below this are never handed out, so that PA 0 is never a valid allocation. */
 const FIRST_PFN = 0x100
 
@@ -959,6 +959,70 @@ export class PhysicalMemory {
       // The source's storage is shared now: its next write must copy.
       this.#setSlot(this.#chunks[src >>> CHUNK_SHIFT] as Chunk, src, s | MAYBE_SHARED)
     }
+  }
+
+  /**
+   * `count` calls of {@link copyFrame} (`dst + i` from `src + i`, ascending), a group of
+   * 64 frames at a time where neither side holds data there.
+   */
+  copyFrames(dst: number, src: number, count: number): void {
+    if (count <= 0) return
+    this.#checkPfn(dst)
+    this.#checkPfn(src)
+    this.#checkPfn(dst + count - 1)
+    this.#checkPfn(src + count - 1)
+    let i = 0
+    while (i < count) {
+      const d = dst + i
+      const s = src + i
+      if (
+        ((d | s) & GROUP_MASK) === 0 &&
+        count - i >= GROUP_FRAMES &&
+        !this.#groupHasData(s) &&
+        !this.#groupHasData(d)
+      ) {
+        i += GROUP_FRAMES
+        continue
+      }
+      this.copyFrame(d, s)
+      i++
+    }
+  }
+
+  /** True when a frame of the 64-frame group of `pfn` holds data. */
+  #groupHasData(pfn: number): boolean {
+    const c = this.#chunks[pfn >>> CHUNK_SHIFT]
+    return c !== undefined && (c.group[(pfn & CHUNK_MASK) >>> GROUP_SHIFT] as number) >= 0
+  }
+
+  /**
+   * Compare `count` frames `a + i` and `b + i` ({@link framesEqual}), a group of 64 at a
+   * time where neither side holds data; calls `differs(i)` for each pair that differs.
+   *
+   * @returns how many differ
+   */
+  compareFrames(a: number, b: number, count: number, differs?: (i: number) => void): number {
+    let n = 0
+    let i = 0
+    while (i < count) {
+      const x = a + i
+      const y = b + i
+      if (
+        ((x | y) & GROUP_MASK) === 0 &&
+        count - i >= GROUP_FRAMES &&
+        !this.#groupHasData(x) &&
+        !this.#groupHasData(y)
+      ) {
+        i += GROUP_FRAMES
+        continue
+      }
+      if (!this.framesEqual(x, y)) {
+        n++
+        differs?.(i)
+      }
+      i++
+    }
+    return n
   }
 
   /** True when two frames hold the same bytes. */

@@ -363,7 +363,8 @@ export const armLpae: PageTableFormat<ArmLpaeConfig, ArmLpaeParams> = definePage
   },
 
   skipCleanLeaves(w, from, to) {
-    let j = from << 1
+    // A page with AP[2] set is clean whatever DBM says: whole blocks of them first.
+    let j = scanLow(w, from, to, E.AP_RDONLY | E.TYPE_MASK, E.AP_RDONLY | E.TYPE_PAGE) << 1
     const end = to << 1
     for (; j < end; j += 2) {
       const lo = w[j] as number

@@ -59,6 +59,11 @@ export const VTDSS_PTE = { R: 0x1, W: 0x2, PS: 0x80, A: 0x100, D: 0x200, SNP: 0x
 
 const { R, W, PS, A, D, SNP } = VTDSS_PTE
 
+/** Non-zero unless the low word is a write-clean leaf with R or W (the dirty scan's skip). */
+function needsLook(lo: number): number {
+  return (lo & D) | (((lo & (R | W)) - 1) >>> 31)
+}
+
 /** The VT-d second-stage format. */
 export const vtdss: PageTableFormat<VtdSsConfig, VtdSsParams> = definePageTableFormat<
   VtdSsConfig,
@@ -128,9 +133,22 @@ export const vtdss: PageTableFormat<VtdSsConfig, VtdSsParams> = definePageTableF
   },
 
   skipCleanLeaves(w, from, to) {
-    // Level 0: any non-zero entry is a leaf; stop at a hole or a D bit.
+    // Level 0: any non-zero entry is a leaf; stop at a hole or a D bit. Whole blocks of
+    // eight first: clean with R or W set (0 when (lo & (R|W)) - 1 has no sign bit).
     let j = from << 1
     const end = to << 1
+    for (; j + 16 <= end; j += 16) {
+      const miss =
+        needsLook(w[j] as number) |
+        needsLook(w[j + 2] as number) |
+        needsLook(w[j + 4] as number) |
+        needsLook(w[j + 6] as number) |
+        needsLook(w[j + 8] as number) |
+        needsLook(w[j + 10] as number) |
+        needsLook(w[j + 12] as number) |
+        needsLook(w[j + 14] as number)
+      if (miss !== 0) break
+    }
     for (; j < end; j += 2) {
       const lo = w[j] as number
       if ((lo & D) !== 0 || (lo | (w[j + 1] as number)) === 0) break
