@@ -18,6 +18,8 @@ export const REPO_ROOT = join(here, '../../..')
 
 /** What one child migration took, and its report. */
 export interface ChildMigration {
+  /** The 1-minute load average when it started. */
+  readonly load: number
   readonly wallSeconds: number
   readonly cpuSeconds: number
   readonly maxRssBytes: number
@@ -36,6 +38,7 @@ export function migrateChild(args: readonly string[], root = REPO_ROOT): ChildMi
   const json = join(dir, 'report.json')
   const usage = join(dir, 'usage.json')
   try {
+    const load = loadAverage()
     const t0 = performance.now()
     const r = spawnSync(
       process.execPath,
@@ -62,6 +65,7 @@ export function migrateChild(args: readonly string[], root = REPO_ROOT): ChildMi
     if (r.status !== 0) throw new Error(`migrate ${args.join(' ')} in ${root}: exit ${r.status}`)
     const u = JSON.parse(readFileSync(usage, 'utf8'))
     return {
+      load,
       wallSeconds,
       cpuSeconds: (u.user + u.system) / 1e6,
       maxRssBytes: u.maxRSS * 1024,

@@ -127,7 +127,7 @@ export function migrationFigures(gib: number, r: ChildMigration, label = ''): Fi
   const ok = rep.mismatchedPages === 0 && (rep.lostPages ?? 0) === 0
   const out: Figure[] = [
     {
-      name: `${gib} GiB migration wall time${label} (${ok ? 'verified' : 'NOT verified'}, ${rep.rounds.length - 1} rounds; load ${loadAverage()})`,
+      name: `${gib} GiB migration wall time${label} (${ok ? 'verified' : 'NOT verified'}, ${rep.rounds.length - 1} rounds; load ${r.load} at start)`,
       value: r.wallSeconds,
       unit: 's',
       anchor: 60,

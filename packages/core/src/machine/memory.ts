@@ -62,6 +62,8 @@ const SLAB_SHIFT = 8
 const SLAB_FRAMES = 1 << SLAB_SHIFT
 const SLAB_MASK = SLAB_FRAMES - 1
 const WORDS_PER_FRAME = FRAME_SIZE >>> 2
+/** Slabs carved from one host buffer once a machine holds more than a few MiB of data. */
+const SLABS_PER_BUFFER = 16
 const NO_DATA = -1
 /**
  * In a frame's slot entry: the slot may be shared (set by a page copy, cleared by the
@@ -653,11 +655,7 @@ export class PhysicalMemory {
       return slot
     }
     const slot = this.#slotCount++
-    if ((slot & SLAB_MASK) === 0) {
-      const buf = new ArrayBuffer(SLAB_FRAMES * FRAME_SIZE)
-      this.#slabs.push(new Uint8Array(buf))
-      this.#slabs32.push(new Uint32Array(buf))
-    }
+    if (slot >>> SLAB_SHIFT >= this.#slabs.length) this.#growSlabs()
     if (slot === this.#slotRefs.length) {
       const bigger = new Int32Array(slot * 2)
       bigger.set(this.#slotRefs)
@@ -665,6 +663,20 @@ export class PhysicalMemory {
     }
     this.#slotRefs[slot] = 1
     return slot
+  }
+
+  /**
+   * Reserve storage for more slots: one slab while the machine holds little data, then 16
+   * slabs from one 16 MiB buffer at a time (fewer, larger allocations from the host).
+   */
+  #growSlabs(): void {
+    const n = this.#slabs.length < SLABS_PER_BUFFER ? 1 : SLABS_PER_BUFFER
+    const buf = new ArrayBuffer(n * SLAB_FRAMES * FRAME_SIZE)
+    for (let i = 0; i < n; i++) {
+      const off = i * SLAB_FRAMES * FRAME_SIZE
+      this.#slabs.push(new Uint8Array(buf, off, SLAB_FRAMES * FRAME_SIZE))
+      this.#slabs32.push(new Uint32Array(buf, off, SLAB_FRAMES * WORDS_PER_FRAME))
+    }
   }
 
   #checkPfn(pfn: number): void {
