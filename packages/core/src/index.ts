@@ -132,13 +132,13 @@ export {
   type PhysicalMemoryOptions,
   PIN_BIAS,
 } from './machine/memory.ts'
-export { PfnArray } from './machine/pfn-array.ts'
 export {
   type DevIommu,
   PciDevice,
   type PciDeviceOptions,
   parseBdf,
 } from './machine/pci.ts'
+export { PfnArray } from './machine/pfn-array.ts'
 export {
   MAP_PRIVATE,
   MAP_SHARED,

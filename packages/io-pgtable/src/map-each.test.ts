@@ -92,7 +92,13 @@ function perPage(t: AnyPageTable, ipfn: number, ppfn: number, pages: number): nu
 }
 
 // span: IOVA pages to play in; oa: output pages (the output size).
-const CASES: { name: string; format: AnyPageTableFormat; cfg: unknown; span: number; oa?: number }[] = [
+const CASES: {
+  name: string
+  format: AnyPageTableFormat
+  cfg: unknown
+  span: number
+  oa?: number
+}[] = [
   { name: 'AMD v1, top grows from level 1', format: amdv1, cfg: { startingLevel: 1 }, span: TB },
   {
     name: 'AMD v1, 32-bit VA',

@@ -37,7 +37,9 @@ import {
 
 export const GIB = 2 ** 30
 export const PAGE = 4096
-const IOVA = 0x1_0000_0000
+/** The guest's IOVA: 1 TiB, above the AMD IOMMU's reserved HyperTransport range, so that
+ * every size up to several TiB is one area. */
+const IOVA = 2 ** 40
 
 /** What {@link measureStack} measured (milliseconds unless named otherwise). */
 export interface StackFigures {

@@ -576,7 +576,8 @@ class BitCursor {
    * The next `count` set bits as runs of consecutive pages: `fn(first, n)` per run
    * (whole words of ones at a time).
    */
-  takeRuns(count: number, fn: (first: number, n: number) => void): void {
+  takeRuns(pages: number, fn: (first: number, n: number) => void): void {
+    let count = pages
     const words = this.#words
     let w = this.#bits
     let i = this.#word
@@ -614,7 +615,8 @@ class BitCursor {
     this.#bits = w
   }
 
-  take(count: number, fn: (page: number) => void): void {
+  take(pages: number, fn: (page: number) => void): void {
+    let count = pages
     const words = this.#words
     let w = this.#bits
     let i = this.#word
@@ -782,8 +784,9 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
   dirty.fill(0xffff_ffff, 0, pages >>> 5)
   if (pages & 31) dirty[pages >>> 5] = 2 ** (pages & 31) - 1
   // Send guest pages [p, p + n): frame runs at a time (contiguous on both sides).
-  const send = (p: number, n: number) => {
-    const end = p + n
+  const send = (first: number, n: number) => {
+    const end = first + n
+    let p = first
     while (p < end) {
       const e = Math.min(r.srcPfns.runEnd(p, end), r.dstPfns.runEnd(p, end))
       mem.copyFrames(r.dstPfns.get(p), r.srcPfns.get(p), e - p)

@@ -1137,7 +1137,13 @@ export class IommuCore {
    *
    * @throws the failing map's errno
    */
-  iommuMapSmall(domain: IommuDomain, iova: bigint, paddr: bigint, size: bigint, prot: number): void {
+  iommuMapSmall(
+    domain: IommuDomain,
+    iova: bigint,
+    paddr: bigint,
+    size: bigint,
+    prot: number,
+  ): void {
     const ops = domain.ops
     const page = BigInt(PAGE_SIZE)
     const mapSmall = ops[MAP_SMALL]

@@ -839,7 +839,7 @@ export class PhysicalMemory {
     const slot = this.#slotOf(pfn)
     if (slot < 0) return 0
     // Structures read a word at a time (device tables, queues) are read again and again.
-    if (this.#slotRefs[slot] === 1) return (this.frameWords(pfn)[off >>> 2] as number)
+    if (this.#slotRefs[slot] === 1) return this.frameWords(pfn)[off >>> 2] as number
     return (this.#slabs32[slot >>> SLAB_SHIFT] as Uint32Array)[
       (slot & SLAB_MASK) * WORDS_PER_FRAME + (off >>> 2)
     ] as number

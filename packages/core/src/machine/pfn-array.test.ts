@@ -175,4 +175,30 @@ describe('PhysicalMemory range operations', () => {
     guest.exit()
     expect(mem.frameStats()).toMatchObject({ allocated: 0, pins: 0 })
   })
+
+  it('copyFrames and compareFrames act as copyFrame and framesEqual of each pair', () => {
+    const a = new PhysicalMemory({ size: 2 ** 32 })
+    const b = new PhysicalMemory({ size: 2 ** 32 })
+    const setup = (mem: PhysicalMemory) => {
+      const src = mem.allocFrames(1024, FramePurpose.USER, 512)
+      const dst = mem.allocFrames(1024, FramePurpose.USER, 512)
+      for (const p of [3, 64, 65, 700]) mem.write32((src + p) * FRAME_SIZE, p + 1)
+      for (const p of [5, 64, 900]) mem.write32((dst + p) * FRAME_SIZE + 8, 0xdead)
+      return { src, dst }
+    }
+    const x = setup(a)
+    const y = setup(b)
+    const diff = (mem: PhysicalMemory, s: number, d: number) => {
+      const out: number[] = []
+      const n = mem.compareFrames(s, d, 1024, (i) => out.push(i))
+      expect(n).toBe(out.length)
+      return out
+    }
+    expect(diff(a, x.src, x.dst)).toEqual([3, 5, 64, 65, 700, 900])
+    a.copyFrames(x.dst + 1, x.src + 1, 1000)
+    for (let i = 1; i < 1001; i++) b.copyFrame(y.dst + i, y.src + i)
+    expect(diff(a, x.src, x.dst)).toEqual(diff(b, y.src, y.dst))
+    expect(diff(a, x.src, x.dst)).toEqual([])
+    expect(a.frameStats()).toEqual(b.frameStats())
+  })
 })

@@ -103,8 +103,10 @@ export class PfnArray {
   }
 
   /** Set entries `[i, i + count)` to `pfn, pfn + 1, ...` (or all to 0 when `pfn` is 0). */
-  setRun(i: number, count: number, pfn: number): void {
-    const end = i + count
+  setRun(from: number, count: number, firstPfn: number): void {
+    const end = from + count
+    let i = from
+    let pfn = firstPfn
     while (i < end) {
       const b = i >>> SHIFT
       const at = i & MASK
@@ -194,8 +196,9 @@ export class PfnArray {
   }
 
   /** True when entries `[i, i + count)` are all 0. */
-  isZero(i: number, count: number): boolean {
-    const end = i + count
+  isZero(from: number, count: number): boolean {
+    const end = from + count
+    let i = from
     while (i < end) {
       const b = i >>> SHIFT
       const at = i & MASK
