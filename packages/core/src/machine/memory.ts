@@ -458,6 +458,13 @@ export class PhysicalMemory {
   #freeFrame(c: Chunk, pfn: number): void {
     this.#releaseFrameData(c, pfn)
     const purpose = this.#purposeIn(c, pfn)
+    // A free frame's purpose is 0, so that a block freed frame by frame can collapse.
+    const e = c.exp[(pfn & CHUNK_MASK) >>> BLOCK_SHIFT] as number
+    if (e !== UNIFORM) {
+      ;(this.#expPurpose[e >>> EXP_PAGE_SHIFT] as Uint8Array)[
+        ((e & EXP_PAGE_MASK) << BLOCK_SHIFT) | (pfn & BLOCK_MASK)
+      ] = 0
+    }
     this.#byPurpose[purpose] = (this.#byPurpose[purpose] as number) - 1
     this.#allocated--
     this.#pushExtent(pfn, 1)
@@ -594,6 +601,7 @@ export class PhysicalMemory {
       for (let q = first; q < first + GROUP_FRAMES; q++) this.#releaseFrameData(c, q)
     }
     const purpose = c.purpose[b] as number
+    c.purpose[b] = 0
     this.#byPurpose[purpose] = (this.#byPurpose[purpose] as number) - BLOCK_FRAMES
     this.#allocated -= BLOCK_FRAMES
     this.#pushFreedRun(pfn, BLOCK_FRAMES)

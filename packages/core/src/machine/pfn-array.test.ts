@@ -176,6 +176,31 @@ describe('PhysicalMemory range operations', () => {
     expect(mem.frameStats()).toMatchObject({ allocated: 0, pins: 0 })
   })
 
+  it('a block of mixed purposes freed whole collapses, so its per-frame arrays are reused', () => {
+    const mem = new PhysicalMemory({ size: 2 ** 34 })
+    // One pool page holds 32 expanded blocks: the block below the first 2 MiB boundary,
+    // 30 blocks of half kernel, half user frames, and the block of a guard frame.
+    const blocks = 30
+    mem.allocFrames(256, FramePurpose.KERNEL) // up to the first 2 MiB boundary
+    const first = mem.allocFrames(256, FramePurpose.KERNEL, 512)
+    mem.allocFrames(256, FramePurpose.USER)
+    for (let i = 1; i < blocks; i++) {
+      expect(mem.allocFrames(256, FramePurpose.KERNEL, 512)).toBe(first + i * 512)
+      mem.allocFrames(256, FramePurpose.USER)
+    }
+    mem.allocFrame(FramePurpose.KERNEL) // keeps the freed blocks off the bump pointer
+    const page = mem.metadataBytes().expanded
+    expect(page).toBe(32 * 512 * 5)
+    for (let i = 0; i < blocks; i++) mem.putRange(first + i * 512, 512)
+    expect(mem.frameStats().allocated).toBe(257)
+    // Fresh whole blocks from elsewhere, each made to differ in one frame: they take the
+    // per-frame arrays the freed blocks gave back instead of a new pool page.
+    const big = mem.allocFrames((blocks + 1) * 512, FramePurpose.USER, 512)
+    expect(big).toBeGreaterThan(first + blocks * 512)
+    for (let i = 0; i < blocks; i++) mem.get(big + i * 512)
+    expect(mem.metadataBytes().expanded).toBe(page)
+  })
+
   it('copyFrames and compareFrames act as copyFrame and framesEqual of each pair', () => {
     const a = new PhysicalMemory({ size: 2 ** 32 })
     const b = new PhysicalMemory({ size: 2 ** 32 })

@@ -428,12 +428,13 @@ export const armLpae: PageTableFormat<ArmLpaeConfig, ArmLpaeParams> = definePage
 
   hwUpdateAccessedDirty(w, i, _level, p, leaf, write, ad) {
     if (!leaf) return
-    let lo = w[2 * i] as number
+    const old = w[2 * i] as number
+    let lo = old
     if (ad & HwAd.ACCESSED) lo |= E.AF
     // HTTU: a write to a writable-clean DBM leaf clears AP[2] (writable-dirty).
     if (write && p.stage === 1 && ad & HwAd.DIRTY && ((w[2 * i + 1] as number) & E.DBM_HI) !== 0) {
       lo &= ~E.AP_RDONLY
     }
-    w[2 * i] = lo
+    if (lo >>> 0 !== old) w[2 * i] = lo
   },
 })

@@ -106,10 +106,13 @@ export function setAccessedDirty(
   accessed: number,
   dirty: number,
 ): void {
-  let lo = w[2 * i] as number
+  const old = w[2 * i] as number
+  let lo = old
   if (ad & HwAd.ACCESSED) lo |= accessed
   if (leaf && write && ad & HwAd.DIRTY) lo |= dirty
-  w[2 * i] = lo
+  // Only a change is written (the hardware sets bits that are clear): no store, no dirty
+  // cache line, on the walks that find them set.
+  if (lo >>> 0 !== old) w[2 * i] = lo
 }
 
 /** First checks of `pt_iommu_init`: the VA width within the format's, a non-zero OA width (EINVAL). */
