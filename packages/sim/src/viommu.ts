@@ -160,7 +160,10 @@ export interface DestinationSetup {
 
 /** Guest RAM as the guest CPU writes it: through the VMM's mapping, logged page by page. */
 class GuestRam {
-  /** Pages the guest CPU wrote since the last harvest (KVM's dirty log). */
+  /**
+   * Pages the guest CPU wrote since the last harvest (KVM's dirty log): a bit per guest
+   * page, laid out as the uAPI dirty bitmap.
+   */
   readonly cpuDirty: Uint8Array
   readonly #buf = new Uint8Array(8)
   readonly #dv = new DataView(this.#buf.buffer)
@@ -171,7 +174,7 @@ class GuestRam {
   constructor(proc: Process, va: number, pages: number) {
     this.proc = proc
     this.va = va
-    this.cpuDirty = new Uint8Array(pages)
+    this.cpuDirty = new Uint8Array(Math.ceil(pages / 8))
   }
 
   read64(off: number): bigint {
@@ -182,12 +185,16 @@ class GuestRam {
   write64(off: number, v: bigint): void {
     this.#dv.setBigUint64(0, BigInt.asUintN(64, v), true)
     this.proc.write(this.va + off, this.#buf)
-    this.cpuDirty[Math.floor(off / PAGE)] = 1
+    this.#logged(Math.floor(off / PAGE))
   }
 
   zeroPage(off: number): void {
     this.proc.write(this.va + off, new Uint8Array(PAGE))
-    this.cpuDirty[off / PAGE] = 1
+    this.#logged(off / PAGE)
+  }
+
+  #logged(p: number): void {
+    this.cpuDirty[p >>> 3] = (this.cpuDirty[p >>> 3] as number) | (1 << (p & 7))
   }
 }
 
@@ -725,8 +732,9 @@ export class GuestIommu {
    */
   harvestCpuDirty(bitmap: Uint8Array, clear: boolean): void {
     const log = this.#ram.cpuDirty
-    for (let p = 0; p < log.length; p++) {
-      if (log[p] === 1) bitmap[p >> 3] = (bitmap[p >> 3] as number) | (1 << (p & 7))
+    for (let i = 0; i < log.length; i++) {
+      const b = log[i] as number
+      if (b !== 0) bitmap[i] = (bitmap[i] as number) | b
     }
     if (clear) log.fill(0)
   }
