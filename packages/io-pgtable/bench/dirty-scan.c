@@ -84,8 +84,13 @@ static void make_dirty(enum fmt f, uint64_t *e) {
   }
 }
 
-/* The leaf table scan: record and clean every write-dirty leaf. */
-static void scan_leaves(enum fmt f, uint64_t *t, uint64_t va, int clear) {
+/*
+ * The leaf table scan: record and clean every write-dirty leaf. Always inlined into one
+ * function per format (below), so that each format's loop is compiled with its own
+ * constants and no per-entry switch, as generic_pt builds one walker per format.
+ */
+static inline __attribute__((always_inline)) void scan_leaves(enum fmt f, uint64_t *t,
+                                                              uint64_t va, int clear) {
   for (int j = 0; j < 512; j++) {
     uint64_t e = t[j];
     int dirty;
@@ -107,10 +112,18 @@ static void scan_leaves(enum fmt f, uint64_t *t, uint64_t va, int clear) {
   }
 }
 
+static void scan_leaves_amdv1(uint64_t *t, uint64_t va, int clear) { scan_leaves(AMDV1, t, va, clear); }
+static void scan_leaves_vtdss(uint64_t *t, uint64_t va, int clear) { scan_leaves(VTDSS, t, va, clear); }
+static void scan_leaves_arm_s1(uint64_t *t, uint64_t va, int clear) { scan_leaves(ARM_S1, t, va, clear); }
+
 static void walk(enum fmt f, uint32_t table, int level, uint64_t va, int clear) {
   uint64_t *t = frames + (uint64_t)table * 512;
   if (level == 0) {
-    scan_leaves(f, t, va, clear);
+    switch (f) {
+      case AMDV1: scan_leaves_amdv1(t, va, clear); break;
+      case VTDSS: scan_leaves_vtdss(t, va, clear); break;
+      default: scan_leaves_arm_s1(t, va, clear); break;
+    }
     return;
   }
   uint64_t span = 1ull << (9 * level);

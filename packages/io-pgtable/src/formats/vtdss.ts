@@ -59,9 +59,13 @@ export const VTDSS_PTE = { R: 0x1, W: 0x2, PS: 0x80, A: 0x100, D: 0x200, SNP: 0x
 
 const { R, W, PS, A, D, SNP } = VTDSS_PTE
 
-/** Non-zero unless the low word is a write-clean leaf with R or W (the dirty scan's skip). */
+/**
+ * Non-zero unless the low word is a write-clean leaf with R or W (the dirty scan's skip):
+ * `lo & (D | R | W)` is 1, 2 or 3 exactly then, so one less has no bit above the lowest two
+ * (0 gives -1, a D bit 0x1ff or more).
+ */
 function needsLook(lo: number): number {
-  return (lo & D) | (((lo & (R | W)) - 1) >>> 31)
+  return ((lo & (D | R | W)) - 1) & ~(R | W)
 }
 
 /** The VT-d second-stage format. */
