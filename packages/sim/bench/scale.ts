@@ -7,9 +7,8 @@
  * both per GiB: linear growth shows as a flat per-GiB column.
  *
  * Options (`pnpm bench:scale -- OPTIONS`): `--sizes 1,16,64` (GiB), `--json FILE`,
- * `--no-migrate`. The 1 TiB migration takes several minutes and about 12 GiB of memory.
- * The migrations run with `--force`: the CLI's up-front memory estimate predates the
- * compact layout and would refuse 1 TiB on a 24 GiB host that holds the run.
+ * `--no-migrate`. The 1 TiB migration takes several minutes; the CLI refuses it (its
+ * `estimateRun`, about 19 GiB) on a host with less memory than that.
  *
  * With `--stack GIB` (internal) it measures one size in this process and prints JSON.
  */
@@ -135,9 +134,7 @@ async function main(): Promise<void> {
     let migration: ChildMigration | null = null
     if (migrate) {
       process.stderr.write(`bench:scale: ${gib} GiB: migration...\n`)
-      // --force: the CLI's memory estimate predates the compact layout (its figures are
-      // pinned by the CLI's tests) and refuses 1 TiB on 24 GiB; the run itself fits.
-      migration = migrateChild(['--memory', `${gib}G`, '--force'])
+      migration = migrateChild(['--memory', `${gib}G`])
     }
     rows.push({ gib, stack, migration, load })
     process.stderr.write(`${table(rows)}\n`)

@@ -66,12 +66,12 @@ writeFileSync(aFile, 'not a directory')
 const USAGE_ERRORS: readonly (readonly [string[], string])[] = [
   [['--bandwidth', '0'], "--bandwidth must be between 1Mbit/s and 10Tbit/s: '0'"],
   [
-    ['--memory', '1T'],
-    'a 1.0 TiB guest needs about 33.8 GiB of memory; this host has 24.0 GiB (--force to run anyway)',
+    ['--memory', '1T', '--hot-set', '16G'],
+    'a 1.0 TiB guest needs about 45.5 GiB of memory; this host has 24.0 GiB (--force to run anyway)',
   ],
   [
-    ['--memory', '768G'],
-    'a 768 GiB guest needs about 25.6 GiB of memory; this host has 24.0 GiB (--force to run anyway)',
+    ['--memory', '768G', '--hot-set', '8G'],
+    'a 768 GiB guest needs about 27.5 GiB of memory; this host has 24.0 GiB (--force to run anyway)',
   ],
   [
     ['--json', join(dir, 'missing', 'r.json')],
@@ -221,13 +221,16 @@ describe('optionsFromArgs', () => {
   })
 
   it('refuses what the host cannot hold or round 0 cannot finish, unless --force', () => {
-    expect(usage(['--memory', '1T'])).toMatch(/needs about .*\(--force to run anyway\)$/)
-    expect(usage(['--memory', '1T', '--force'])).toBe('OK')
+    // A 1 TiB guest fits a 24 GiB host (about 19 GiB estimated), not with 16 GiB of hot set.
+    expect(usage(['--memory', '1T'])).toBe('OK')
+    const big = ['--memory', '1T', '--hot-set', '16G']
+    expect(usage(big)).toMatch(/needs about .*\(--force to run anyway\)$/)
+    expect(usage([...big, '--force'])).toBe('OK')
     expect(usage(['--memory', '64G'])).toBe('OK')
     expect(usage(['--bandwidth', '10M'])).toMatch(/^round 0 alone would simulate 6\.2e\+8 /)
     expect(usage(['--bandwidth', '10M', '--force'])).toBe('OK')
     // A long round 0 also fills memory with written pages.
-    expect(usage(['--bandwidth', '100M', '--memory', '64G'])).toMatch(/needs about 77\.6 GiB/)
+    expect(usage(['--bandwidth', '100M', '--memory', '64G'])).toMatch(/needs about 85\.6 GiB/)
   })
 
   it('checks each --iopte mode against the IOMMU models its row names', () => {
