@@ -69,20 +69,23 @@ function medianOnce(k: number, n: number, make: () => (i: number) => void): numb
  */
 export function dmaFigures(): Figure[] {
   const pages = 16384
+  // Writes carry data and reads land elsewhere: a read into the written buffer would make
+  // the next writes all zeros (which leave a fresh frame without storage, not a first touch).
   const buf = new Uint8Array(PAGE).fill(0xa5)
+  const sink = new Uint8Array(PAGE)
   const figures: Figure[] = []
   const steady = dmaRig(pages)
   for (let i = 0; i < pages; i++) steady.dma.write(IOVA + i * PAGE, buf)
   let i = 0
   const w = nsPerOp(() => steady.dma.write(IOVA + (i++ % pages) * PAGE, buf))
-  const r = nsPerOp(() => steady.dma.readInto(IOVA + (i++ % pages) * PAGE, buf))
+  const r = nsPerOp(() => steady.dma.readInto(IOVA + (i++ % pages) * PAGE, sink))
   // First touch: 4 rigs of 64 Ki pages (256 MiB), one pass each.
   const fresh = 65536
   const rigs = [0, 1, 2, 3].map(() => dmaRig(fresh))
   let k = 0
   const ftRead = medianOnce(3, fresh, () => {
     const d = (rigs[k++ % 4] as { dma: DmaEngine }).dma
-    return (j) => d.readInto(IOVA + j * PAGE, buf)
+    return (j) => d.readInto(IOVA + j * PAGE, sink)
   })
   const ftWrite = medianOnce(3, fresh, () => {
     const d = (rigs[k++ % 4] as { dma: DmaEngine }).dma

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { IommuError } from '../errno.ts'
 import { FaultInjector } from './fault-inject.ts'
-import { FRAME_SIZE, FramePurpose, PhysicalMemory, PIN_BIAS } from './memory.ts'
+import { FRAME_SIZE, FramePurpose, isZero, PhysicalMemory, PIN_BIAS } from './memory.ts'
 import { Process } from './process.ts'
 
 describe('PhysicalMemory', () => {
@@ -147,5 +147,26 @@ describe('PhysicalMemory', () => {
     // 1 GiB of data plus typed-array metadata (frame table, page table, pin list).
     expect(used).toBeLessThan(1.25 * 2 ** 30)
     expect(used).toBeGreaterThan(2 ** 30)
+  })
+})
+
+describe('isZero', () => {
+  it('finds a single non-zero byte anywhere, at any offset and length', () => {
+    const backing = new Uint8Array(4096 + 64)
+    for (const offset of [0, 1, 4, 8, 32]) {
+      for (const length of [0, 1, 3, 4, 31, 32, 33, 64, 4096]) {
+        const view = backing.subarray(offset, offset + length)
+        expect(isZero(view)).toBe(true)
+        for (let i = 0; i < length; i++) {
+          view[i] = 0x80
+          expect(isZero(view)).toBe(false)
+          view[i] = 0
+        }
+        // A byte just outside the view does not count.
+        backing[offset + length] = 1
+        expect(isZero(view)).toBe(true)
+        backing[offset + length] = 0
+      }
+    }
   })
 })

@@ -1080,6 +1080,25 @@ export class PhysicalMemory {
 
 /** True when every byte of `bytes` is zero. */
 export function isZero(bytes: Uint8Array): boolean {
+  if ((bytes.byteOffset & 3) === 0 && (bytes.length & 31) === 0) {
+    // Eight words ORed per test: half the time of a word-at-a-time loop on a zero page
+    // (a first write of zeros, which leaves the frame without storage, scans it all).
+    const w = new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2)
+    const n = w.length
+    for (let i = 0; i < n; i += 8) {
+      const any =
+        (w[i] as number) |
+        (w[i + 1] as number) |
+        (w[i + 2] as number) |
+        (w[i + 3] as number) |
+        (w[i + 4] as number) |
+        (w[i + 5] as number) |
+        (w[i + 6] as number) |
+        (w[i + 7] as number)
+      if (any !== 0) return false
+    }
+    return true
+  }
   if ((bytes.byteOffset & 3) === 0 && (bytes.length & 3) === 0) {
     const w = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2)
     for (let i = 0; i < w.length; i++) if (w[i] !== 0) return false
