@@ -18,22 +18,14 @@ import {
 import { type AmdDomain, amd } from '@iommu/driver-amd'
 import { amdv1, PageTable } from '@iommu/io-pgtable'
 import {
-  IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
   IOMMU_HWPT_GET_DIRTY_BITMAP,
   IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
-  IOMMU_IOAS_ALLOC,
-  IOMMU_IOAS_MAP,
-  IOMMU_IOAS_MAP_FIXED_IOVA,
-  IOMMU_IOAS_MAP_READABLE,
-  IOMMU_IOAS_MAP_WRITEABLE,
-  IOMMU_OPTION,
-  IOMMU_OPTION_HUGE_PAGES,
-  IOMMU_OPTION_OP_SET,
   openIommufd,
 } from '@iommu/iommufd'
+import { hwptAlloc, ioasAlloc, ioasMap } from '../src/vmm.ts'
 
 export const GIB = 2 ** 30
 export const PAGE = 4096
@@ -92,37 +84,16 @@ export function measureStack(gib: number, dataWrites = true, reps = 7): StackFig
   })
   const vmm = m.createProcess()
   const fd = openIommufd(m, vmm)
-  const alloc = { size: 12, flags: 0, out_ioas_id: 0 }
-  fd.ioctl(IOMMU_IOAS_ALLOC, alloc)
-  fd.ioctl(IOMMU_OPTION, {
-    size: 24,
-    option_id: IOMMU_OPTION_HUGE_PAGES,
-    op: IOMMU_OPTION_OP_SET,
-    object_id: alloc.out_ioas_id,
-    val64: 0n,
-  })
+  const ioas = ioasAlloc(fd, false)
   const guest = vmm.mmap(bytes)
   const dev = m.addPciDevice()
   const idev = fd.bindDevice(dev)
-  const hwpt = {
-    size: 48,
-    flags: IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
-    dev_id: idev.id,
-    pt_id: alloc.out_ioas_id,
-    out_hwpt_id: 0,
-  }
-  const map = cpuMs(() =>
-    fd.ioctl(IOMMU_IOAS_MAP, {
-      size: 40,
-      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-      ioas_id: alloc.out_ioas_id,
-      user_va: BigInt(guest),
-      length: BigInt(bytes),
-      iova: BigInt(IOVA),
-    }),
-  )
+  const map = cpuMs(() => ioasMap(fd, ioas, guest, bytes, IOVA))
   // The HWPT is filled with the IOAS's mappings (pinning every page) at allocation.
-  const fill = cpuMs(() => fd.ioctl(IOMMU_HWPT_ALLOC, hwpt))
+  let hwptId = 0
+  const fill = cpuMs(() => {
+    hwptId = hwptAlloc(fd, idev.id, ioas, IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
+  })
   const arrayBytesAfterMap = process.memoryUsage().arrayBuffers
   // The bare page-table map of the same pages: the same PFNs at the same IOVAs in a fresh
   // AMD v1 table, 4 KiB IOPTEs (one-page maps, as with large pages off), twice.
@@ -141,11 +112,11 @@ export function measureStack(gib: number, dataWrites = true, reps = 7): StackFig
     return r
   }
   const bare = [bareMap(), bareMap()] as const
-  idev.attach(hwpt.out_hwpt_id)
+  idev.attach(hwptId)
   fd.ioctl(IOMMU_HWPT_SET_DIRTY_TRACKING, {
     size: 16,
     flags: IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
-    hwpt_id: hwpt.out_hwpt_id,
+    hwpt_id: hwptId,
   })
   const one = new Uint8Array([dataWrites ? 1 : 0])
   const dirtyOnePercent = () => {
@@ -158,7 +129,7 @@ export function measureStack(gib: number, dataWrites = true, reps = 7): StackFig
     vmm.write(bitmap, zero)
     fd.ioctl(IOMMU_HWPT_GET_DIRTY_BITMAP, {
       size: 48,
-      hwpt_id: hwpt.out_hwpt_id,
+      hwpt_id: hwptId,
       flags,
       iova: BigInt(IOVA),
       length: BigInt(bytes),

@@ -38,12 +38,14 @@ export {
   type RunEstimate,
 } from '../migrate.ts'
 export {
+  type DirtyHazardSummary,
   formatBytes,
   formatRounds,
   formatTotals,
   type MigrationConfig,
   type MigrationReport,
   type RoundReport,
+  summarizeHazards,
   toJson,
   toSvg,
   verified,
