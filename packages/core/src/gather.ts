@@ -147,6 +147,18 @@ export class IotlbGather {
 export interface DirtyBitmapSink {
   /** Mark [pfn << shift, (pfn + count) << shift) dirty (`iova_bitmap_set`). */
   set(pfn: number, count: number, shift: number): void
+  /**
+   * Optional batch form of {@link set}, for the dirty scan's records of one table frame:
+   * `list[1..list[0]]` are entry numbers in ascending order, and entry `i` is the record
+   * `set(pfn + i * count, count, shift)`.
+   *
+   * Write, from list position `from` on, the leading records that are plain writes (what
+   * `set` would do with nothing else: no window to move, no hazard, no error) and return
+   * the position of the first record not written (`list[0] + 1` when all were): the
+   * caller makes that one with `set` and calls again from the next. Writing none (returning
+   * `from`) is always correct.
+   */
+  setList?(pfn: number, count: number, shift: number, list: Uint16Array, from: number): number
 }
 
 /** Options of {@link IommuDirtyBitmap}. */
@@ -199,6 +211,58 @@ export class IommuDirtyBitmap {
     this.hazards?.recordIsLeaf()
     this.bitmap?.set(pfn, count, shift)
     this.gather?.addPages(pfn, count, shift)
+  }
+
+  /**
+   * Record the write-dirty IOPTEs of one table frame that lie whole in the query:
+   * `list[1..list[0]]` are entry numbers in ascending order, and entry `i` is the IOPTE
+   * `[pfn + i * count, +count)` in pages of `2^shift` bytes. Each is recorded exactly as a
+   * walk records it alone, in order: as {@link record} when `count` is 1, else as
+   * {@link recordLeaf} with the kernel's and the ideal record both the IOPTE. The gather
+   * is widened once (it keeps only its bounds). The sink's
+   * {@link DirtyBitmapSink.setList} writes the plain records, {@link DirtyBitmapSink.set}
+   * the others. Empties the list (`list[0] = 0`).
+   *
+   * If the sink throws, `list[0]` is set to the number of records made before the one that
+   * failed (which is counted in {@link records}, as `record` counts it), and the gather
+   * holds the records made: as after the same records one by one.
+   */
+  recordList(pfn: number, count: number, shift: number, list: Uint16Array): void {
+    const n = list[0] as number
+    if (n === 0) return
+    this.records += n
+    const first = pfn + (list[1] as number) * count
+    const sink = this.bitmap
+    if (sink !== null) {
+      let k = sink.setList === undefined ? 1 : sink.setList(pfn, count, shift, list, 1)
+      if (k <= n) {
+        // Records the sink makes in full, each as record() / recordLeaf() would.
+        const h = this.hazards
+        try {
+          for (; k <= n; k++) {
+            const at = pfn + (list[k] as number) * count
+            if (h !== null) {
+              if (count === 1) h.recordIsLeaf()
+              else h.setLeaf(at, count, shift)
+            }
+            sink.set(at, count, shift)
+            if (sink.setList !== undefined) k = sink.setList(pfn, count, shift, list, k + 1) - 1
+          }
+        } catch (e) {
+          // The failing record was counted before its set, the later ones never.
+          this.records -= n - k
+          list[0] = k - 1
+          if (k > 1) {
+            const last = pfn + (list[k - 1] as number) * count
+            this.gather?.addPages(first, last + count - first, shift)
+          }
+          throw e
+        }
+      }
+    }
+    list[0] = 0
+    const last = pfn + (list[n] as number) * count
+    this.gather?.addPages(first, last + count - first, shift)
   }
 
   /**

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-/** The C scan's figures for one format: M PTE/s with 1% dirty and with none dirty. */
+/** The C scan's figures for one format: M PTE/s with 1/stride dirty and with none dirty. */
 export interface CScan {
   readonly dirty: number
   readonly clean: number
@@ -42,9 +42,13 @@ export function buildCBaseline(): { path: string; compiler: string } | { skipped
   return { skipped: 'no C compiler (cc or gcc) on this machine' }
 }
 
-/** Run the C scan of `format` (`amdv1`, `vtdss`, `arm-s1`), `reps` repetitions, medians. */
-export function runCScan(binary: string, format: string, reps = 5): CScan {
-  const line = execFileSync(binary, [format, String(reps)], { encoding: 'utf8' }).trim()
+/**
+ * Run the C scan of `format` (`amdv1`, `vtdss`, `arm-s1`) with every `stride`-th leaf dirty,
+ * `reps` repetitions, medians.
+ */
+export function runCScan(binary: string, format: string, reps = 5, stride = 100): CScan {
+  const args = [format, String(reps), String(stride)]
+  const line = execFileSync(binary, args, { encoding: 'utf8' }).trim()
   const [, dirty, clean, records] = line.split(/\s+/)
   return { dirty: Number(dirty), clean: Number(clean), records: Number(records) }
 }

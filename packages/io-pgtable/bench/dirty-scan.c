@@ -10,8 +10,9 @@
  * and for each write-dirty leaf set its bit in a bitmap, widen the flush range (the
  * gather) and make it write-clean. Timed: the read-and-clear only.
  *
- * Usage: dirty-scan FORMAT [REPS]   FORMAT = amdv1 | vtdss | arm-s1
- * Prints one line: FORMAT <M PTE/s with 1% dirty> <M PTE/s with none dirty> <records>
+ * Usage: dirty-scan FORMAT [REPS [STRIDE]]   FORMAT = amdv1 | vtdss | arm-s1, STRIDE 100
+ * (1% dirty) by default
+ * Prints one line: FORMAT <M PTE/s with 1/STRIDE dirty> <M PTE/s with none dirty> <records>
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -21,7 +22,7 @@
 
 #define PAGES (4u * 1024 * 1024)
 #define BASE (16u * 1024 * 1024)
-#define STRIDE 100
+static uint32_t STRIDE = 100;
 #define LEVELS 4
 
 enum fmt { AMDV1, VTDSS, ARM_S1 };
@@ -146,12 +147,14 @@ static int cmp(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: %s amdv1|vtdss|arm-s1 [reps]\n", argv[0]);
+    fprintf(stderr, "usage: %s amdv1|vtdss|arm-s1 [reps [stride]]\n", argv[0]);
     return 2;
   }
   enum fmt f = !strcmp(argv[1], "amdv1") ? AMDV1 : !strcmp(argv[1], "vtdss") ? VTDSS : ARM_S1;
   int reps = argc > 2 ? atoi(argv[2]) : 5;
   if (reps < 1 || reps > 99) reps = 5;
+  if (argc > 3) STRIDE = (uint32_t)atoi(argv[3]);
+  if (STRIDE < 1) STRIDE = 100;
   /* Tables for PAGES leaves plus the levels above, one frame each. */
   uint32_t max = PAGES / 512 + PAGES / 512 / 512 + 16;
   frames = calloc((size_t)max * 512, 8);

@@ -49,6 +49,23 @@ interface DirtyCtx {
   addr: number
   /** io-pgtable-arm: follow the kernel's address arithmetic (else stay aligned). */
   readonly shifted: boolean
+  /** The leaves of one frame harvested and not recorded yet: `list[1..list[0]]`. */
+  readonly list: Uint16Array
+  /** Record one leaf at a time (the reference scan, for tests). */
+  readonly perLeaf: boolean
+  /** Entries of a level-0 table, and pages of one of its items. */
+  readonly leafItems: number
+  readonly leafPages: number
+}
+
+let oneLeafAtATime = false
+
+/**
+ * Internal, for tests: scan level 0 one leaf at a time (`skipCleanLeaves`, then a record
+ * per dirty leaf), the reference the frame-at-a-time harvest must equal.
+ */
+export function setOneLeafAtATime(on: boolean): void {
+  oneLeafAtATime = on
 }
 
 /** Record the write-dirty leaf `[l0, l1)` recorded by the kernel as `[k0, k0 + kLen)`. */
@@ -109,17 +126,17 @@ function dirtyTable(c: DirtyCtx, level: number, tablePfn: number, va: number): v
     return
   }
   let idx = from
+  let w = t.frame(tablePfn, idx)
   while (idx < end) {
-    const w = t.frame(tablePfn, idx)
     const j = idx & 511
+    if (j === 0 && idx !== from) w = t.frame(tablePfn, idx)
     if (fmt.loadEntry(w, j, level, p) === EntryType.TABLE) {
       // pt_descend with range->va: the query start on the first entry, else the entry base.
-      dirtyTable(
-        c,
-        level - 1,
-        fmt.tablePfn(w, j, level, p),
-        idx === from ? va : base + idx * itemPages,
-      )
+      const l0 = base + idx * itemPages
+      const child = fmt.tablePfn(w, j, level, p)
+      if (level === 1 && (idx !== from || va === l0) && l0 + itemPages - 1 <= c.last) {
+        leafTable(c, child, l0)
+      } else dirtyTable(c, level - 1, child, idx === from ? va : l0)
       idx++
     } else {
       idx = visitEntry(c, w, idx, level, base, itemPages, from, va, end)
@@ -128,9 +145,25 @@ function dirtyTable(c: DirtyCtx, level: number, tablePfn: number, va: number): v
 }
 
 /**
+ * A whole level-0 table inside the query, walked from its first entry (both walks, all
+ * modes): every leaf is recorded as itself.
+ */
+function leafTable(c: DirtyCtx, tablePfn: number, base: number): void {
+  const items = c.leafItems
+  if (c.perLeaf) perLeafScan(c, tablePfn, 0, items, base, c.leafPages, 0, base, items)
+  else harvestScan(c, tablePfn, 0, items, base, c.leafPages, 0, base, items)
+}
+
+/**
  * Level 0: leaves and holes in `[from, end)`, scanned a frame at a time with the
  * accelerator. generic_pt skips holes; io-pgtable-arm (`c.shifted` false or an aligned
  * address) fails on them.
+ *
+ * The leaves that lie whole in the query and are recorded as themselves (every one but
+ * possibly the first and the last) are harvested a frame at a time: the format's
+ * `harvestDirtyLeaves` lists them and cleans them in one pass, and
+ * `IommuDirtyBitmap.recordList` records them, in order, before anything after them is
+ * looked at: the same records, hazards and gather as one record per leaf.
  */
 function leafScan(
   c: DirtyCtx,
@@ -144,7 +177,6 @@ function leafScan(
   const t = c.t
   const fmt = t.fmt
   const p = t.p
-  const skip = fmt.skipCleanLeaves as NonNullable<typeof fmt.skipCleanLeaves>
   const arm = fmt.algorithm === 'io-pgtable-arm'
   let idx = from
   let fastEnd = end
@@ -164,7 +196,49 @@ function leafScan(
       }
     }
   }
-  const clean = fmt.makeWriteClean as NonNullable<typeof fmt.makeWriteClean>
+  if (itemPages !== 1) {
+    // Items larger than a page: the walk may enter the first inside it and the query may
+    // end inside the last; their records are not the leaf: look at them alone.
+    if (idx === from && idx < fastEnd && base + idx * itemPages !== va) {
+      const w = t.frame(tablePfn, idx)
+      if (arm && fmt.loadEntry(w, idx & 511, 0, p) !== EntryType.OA) holeAt(base + idx * itemPages)
+      idx = visitEntry(c, w, idx, 0, base, itemPages, from, va, end)
+    }
+    if (fastEnd > idx && base + fastEnd * itemPages - 1 > c.last) fastEnd--
+  }
+  if (c.perLeaf) perLeafScan(c, tablePfn, idx, fastEnd, base, itemPages, from, va, end)
+  else harvestScan(c, tablePfn, idx, fastEnd, base, itemPages, from, va, end)
+  idx = Math.max(idx, fastEnd)
+  while (idx < end) {
+    const w = t.frame(tablePfn, idx)
+    if (arm && fmt.loadEntry(w, idx & 511, 0, p) !== EntryType.OA) holeAt(base + idx * itemPages)
+    idx = visitEntry(c, w, idx, 0, base, itemPages, from, va, end)
+  }
+}
+
+/**
+ * Level 0, entries `[idx, fastEnd)` (`from`, `va` and `end` as in `visitEntry`): the
+ * harvest, a frame at a time; what it stops at is looked at alone, after the leaves
+ * before it are recorded.
+ */
+function harvestScan(
+  c: DirtyCtx,
+  tablePfn: number,
+  idx: number,
+  fastEnd: number,
+  base: number,
+  itemPages: number,
+  from: number,
+  va: number,
+  end: number,
+): void {
+  const t = c.t
+  const fmt = t.fmt
+  const p = t.p
+  const arm = fmt.algorithm === 'io-pgtable-arm'
+  const harvest = fmt.harvestDirtyLeaves as NonNullable<typeof fmt.harvestDirtyLeaves>
+  const list = c.list
+  const clear = c.clear
   while (idx < fastEnd) {
     // One frame of the table: its words are looked up once, whatever it holds.
     const w = t.frame(tablePfn, idx)
@@ -172,9 +246,74 @@ function leafScan(
     const stop = Math.min(fastEnd - frameBase, 512)
     let j = idx & 511
     while (j < stop) {
+      const k = harvest(w, j, stop, clear, list, p)
+      // Record what was harvested before anything after it.
+      if (list[0] !== 0) flush(c, w, base + frameBase * itemPages, itemPages)
+      if (k >= stop) break
+      // harvestDirtyLeaves stops at a hole or a write-dirty contiguous leaf.
+      const at = frameBase + k
+      if (fmt.loadEntry(w, k, 0, p) !== EntryType.OA) {
+        if (arm) holeAt(base + at * itemPages)
+        j = k + 1
+        continue
+      }
+      j = visitEntry(c, w, at, 0, base, itemPages, from, va, end) - frameBase
+    }
+    idx = frameBase + stop
+  }
+}
+
+/**
+ * Record the leaves harvested into `c.list` from the frame `w` whose first entry maps page
+ * `pfn`. If a record fails (the bitmap's livelock), the leaves not recorded are made
+ * write-dirty again, as a scan one leaf at a time would have left them.
+ */
+function flush(c: DirtyCtx, w: Uint32Array, pfn: number, itemPages: number): void {
+  const list = c.list
+  const n = list[0] as number
+  try {
+    c.dirty.recordList(pfn, itemPages, PAGE_SHIFT, list)
+  } catch (e) {
+    if (c.clear) {
+      const fmt = c.t.fmt
+      const dirty = fmt.makeWriteDirty as NonNullable<typeof fmt.makeWriteDirty>
+      for (let k = (list[0] as number) + 1; k <= n; k++) dirty(w, list[k] as number, 0, c.t.p)
+    }
+    list[0] = 0
+    throw e
+  }
+}
+
+/**
+ * The scan of `leafScan` one leaf at a time (the reference the harvest is tested against):
+ * `skipCleanLeaves`, then each dirty leaf recorded and cleaned alone.
+ */
+function perLeafScan(
+  c: DirtyCtx,
+  tablePfn: number,
+  idx: number,
+  fastEnd: number,
+  base: number,
+  itemPages: number,
+  from: number,
+  va: number,
+  end: number,
+): void {
+  const t = c.t
+  const fmt = t.fmt
+  const p = t.p
+  const arm = fmt.algorithm === 'io-pgtable-arm'
+  const skip = fmt.skipCleanLeaves as NonNullable<typeof fmt.skipCleanLeaves>
+  const clean = fmt.makeWriteClean as NonNullable<typeof fmt.makeWriteClean>
+  const contig = (t.contigMask[0] as number) > 1
+  while (idx < fastEnd) {
+    const w = t.frame(tablePfn, idx)
+    const frameBase = idx & ~511
+    const stop = Math.min(fastEnd - frameBase, 512)
+    let j = idx & 511
+    while (j < stop) {
       const k = skip(w, j, stop, 0, p)
       if (k >= stop) break
-      // skipCleanLeaves stops at a hole or a write-dirty leaf.
       const at = frameBase + k
       if (fmt.loadEntry(w, k, 0, p) !== EntryType.OA) {
         if (arm) holeAt(base + at * itemPages)
@@ -185,17 +324,11 @@ function leafScan(
         j = visitEntry(c, w, at, 0, base, itemPages, from, va, end) - frameBase
         continue
       }
-      // A write-dirty one-page leaf: the kernel's record is the leaf, inside the query.
       c.dirty.record(base + at, 1, PAGE_SHIFT)
       if (c.clear) clean(w, k, 0, p)
       j = k + 1
     }
     idx = frameBase + stop
-  }
-  while (idx < end) {
-    const w = t.frame(tablePfn, idx)
-    if (arm && fmt.loadEntry(w, idx & 511, 0, p) !== EntryType.OA) holeAt(base + idx * itemPages)
-    idx = visitEntry(c, w, idx, 0, base, itemPages, from, va, end)
   }
 }
 
@@ -238,6 +371,13 @@ function armTable(c: DirtyCtx, level: number, tablePfn: number): void {
       c.addr = c.shifted ? c.addr + itemPages : l0 + itemPages
     } else if (type === EntryType.TABLE) {
       const child = fmt.tablePfn(w, j, level, p)
+      if (level === 1 && c.addr === l0 && l0 + itemPages - 1 <= c.last) {
+        // A whole level-0 table from its first entry: the address stays aligned.
+        leafTable(c, child, l0)
+        c.addr = l0 + itemPages
+        idx++
+        continue
+      }
       if (c.shifted && c.dirty.hazards !== null) {
         // Entered at a shifted address: the child entries before it are never visited.
         const childShift = t.itemShift[level - 1] as number
@@ -324,6 +464,10 @@ export function readAndClearDirty(
     dirty,
     addr: ipfn,
     shifted: dirty.mode === 'kernel',
+    list: new Uint16Array(513),
+    perLeaf: oneLeafAtATime,
+    leafItems: 1 << (t.itemsLg2[0] as number),
+    leafPages: pow2(t.itemShift[0] as number),
   }
   if (arm) armTable(c, t.topLevel, t.topPfn)
   else dirtyTable(c, t.topLevel, t.topPfn, ipfn)

@@ -319,6 +319,27 @@ export interface PageTableFormatSpec<Cfg, P extends FormatParams> {
   skipCleanLeaves?(words: Uint32Array, from: number, to: number, level: number, p: P): number
 
   /**
+   * harvestDirtyLeaves() - the dirty scan's accelerator at level 0: in `[from, to)` of a
+   * frame, for each write-dirty one-item leaf (no contiguous replicas), in order, append
+   * its index to `out` (`out[0]` counts them: `out[++out[0]] = i`) and, when `clear`, make
+   * it write-clean as {@link makeWriteClean} does; pass over write-clean leaves. Stop at
+   * the first entry that is neither (not an OA entry, or a write-dirty contiguous leaf)
+   * and return its index, or `to`. Leaves are cleaned before they are recorded: should
+   * the record fail, the scan puts a leaf back with {@link makeWriteDirty}, which must
+   * restore it bit for bit. Default: {@link skipCleanLeaves} with {@link loadEntry},
+   * {@link entryNumContigLg2}, {@link isWriteDirty} and {@link makeWriteClean}. *Hot.*
+   * Requires the dirty pair.
+   */
+  harvestDirtyLeaves?(
+    words: Uint32Array,
+    from: number,
+    to: number,
+    clear: boolean,
+    out: Uint16Array,
+    p: P,
+  ): number
+
+  /**
    * hwInfo() - what a driver programs into the hardware to point it at this table
    * (`pt_iommu_<fmt>_hw_info`, or the io-pgtable register outputs). Default: the root's
    * address and level.
@@ -390,6 +411,7 @@ export interface PageTableFormat<Cfg = unknown, P extends FormatParams = FormatP
       | 'makeWriteClean'
       | 'makeWriteDirty'
       | 'skipCleanLeaves'
+      | 'harvestDirtyLeaves'
       | 'dirtySupported'
       | 'hwUpdateAccessedDirty'
     >
@@ -407,6 +429,17 @@ export interface PageTableFormat<Cfg = unknown, P extends FormatParams = FormatP
   /** See {@link PageTableFormatSpec.skipCleanLeaves}. */
   readonly skipCleanLeaves:
     | ((words: Uint32Array, from: number, to: number, level: number, p: P) => number)
+    | undefined
+  /** See {@link PageTableFormatSpec.harvestDirtyLeaves}. */
+  readonly harvestDirtyLeaves:
+    | ((
+        words: Uint32Array,
+        from: number,
+        to: number,
+        clear: boolean,
+        out: Uint16Array,
+        p: P,
+      ) => number)
     | undefined
   /** See {@link PageTableFormatSpec.hwUpdateAccessedDirty}. */
   readonly hwUpdateAccessedDirty: PageTableFormatSpec<Cfg, P>['hwUpdateAccessedDirty']
@@ -467,7 +500,12 @@ export function definePageTableFormat<Cfg, P extends FormatParams>(
   if (hasDirty !== (spec.makeWriteClean !== undefined)) {
     bad('isWriteDirty() and makeWriteClean() come as a pair')
   }
-  for (const fn of ['makeWriteDirty', 'skipCleanLeaves', 'dirtySupported'] as const) {
+  for (const fn of [
+    'makeWriteDirty',
+    'skipCleanLeaves',
+    'harvestDirtyLeaves',
+    'dirtySupported',
+  ] as const) {
     if (spec[fn] !== undefined && !hasDirty) bad(`${fn}() needs isWriteDirty()/makeWriteClean()`)
   }
   if (hasDirty && spec.makeWriteDirty === undefined) {
@@ -491,6 +529,36 @@ export function definePageTableFormat<Cfg, P extends FormatParams>(
           }
           return i
         }
+  const skipCleanLeaves = spec.skipCleanLeaves ?? defaultSkip
+  const entryNumContigLg2 = spec.entryNumContigLg2 ?? (() => 0)
+  const makeWriteClean = spec.makeWriteClean
+  const defaultHarvest =
+    isWriteDirty === undefined || skipCleanLeaves === undefined || makeWriteClean === undefined
+      ? undefined
+      : (
+          words: Uint32Array,
+          from: number,
+          to: number,
+          clear: boolean,
+          out: Uint16Array,
+          p: P,
+        ): number => {
+          let i = from
+          while (i < to) {
+            i = skipCleanLeaves(words, i, to, 0, p)
+            if (i >= to) break
+            if (loadEntry(words, i, 0, p) !== EntryType.OA) return i
+            if (isWriteDirty(words, i, 0, p)) {
+              if (entryNumContigLg2(words, i, 0, p) !== 0) return i
+              const n = (out[0] as number) + 1
+              out[0] = n
+              out[n] = i
+              if (clear) makeWriteClean(words, i, 0, p)
+            }
+            i++
+          }
+          return to
+        }
   const format: PageTableFormat<Cfg, P> = {
     name,
     algorithm: spec.algorithm,
@@ -500,7 +568,7 @@ export function definePageTableFormat<Cfg, P extends FormatParams>(
     loadEntry,
     tablePfn: spec.tablePfn,
     entryOaPfn: spec.entryOaPfn,
-    entryNumContigLg2: spec.entryNumContigLg2 ?? (() => 0),
+    entryNumContigLg2,
     installLeaves: spec.installLeaves,
     installTable: spec.installTable,
     findEmpty: spec.findEmpty ?? defaultFindEmpty,
@@ -512,7 +580,8 @@ export function definePageTableFormat<Cfg, P extends FormatParams>(
     isWriteDirty,
     makeWriteClean: spec.makeWriteClean,
     makeWriteDirty: spec.makeWriteDirty,
-    skipCleanLeaves: spec.skipCleanLeaves ?? defaultSkip,
+    skipCleanLeaves,
+    harvestDirtyLeaves: spec.harvestDirtyLeaves ?? defaultHarvest,
     hwInfo:
       spec.hwInfo ??
       ((topPfn: number, topLevel: number) => ({ root: BigInt(topPfn) << 12n, topLevel })),

@@ -216,6 +216,47 @@ export class IovaBitmap implements DirtyBitmapSink {
     }
   }
 
+  /**
+   * The batch form of {@link set} (`DirtyBitmapSink.setList`): writes the leading records
+   * that lie whole in the pinned window's bits, where `set` would only write their bits
+   * (no window move, nothing past the bitmap, no hazard), and stops at the first other.
+   */
+  setList(pfn: number, count: number, shift: number, list: Uint16Array, from: number): number {
+    const n = list[0] as number
+    const d = this.#pgshift - UNIT_SHIFT
+    if (this.#winPages === 0 || d < 0 || count <= 0) return from
+    const f = shift === UNIT_SHIFT ? 1 : (POW2[shift - UNIT_SHIFT] as number)
+    const rel = pfn * f - this.#baseUnit
+    if (rel < 0) return from
+    const q = POW2[d] as number
+    const w0 = this.#w0
+    const wEnd = w0 + this.#winBits
+    const shiftBits = this.#pgoff * 8 - w0
+    const step = count * f
+    let k = from
+    if (step === q && rel % q === 0) {
+      // One bit per record: entry i is bit b + i of the bitmap.
+      const b = rel / q
+      const words = this.#words
+      for (; k <= n; k++) {
+        const bit = b + (list[k] as number)
+        if (bit < w0 || bit >= wEnd) return k
+        const at = bit + shiftBits
+        const pw = words[at >>> 15] as Uint32Array
+        pw[(at >>> 5) & 1023] = (pw[(at >>> 5) & 1023] as number) | (1 << (at & 31))
+      }
+      return k
+    }
+    for (; k <= n; k++) {
+      const r0 = rel + (list[k] as number) * step
+      const b0 = Math.floor(r0 / q)
+      const b1 = Math.floor((r0 + step - 1) / q)
+      if (b0 < w0 || b1 >= wEnd) return k
+      this.#write(b0 + shiftBits, b1 + shiftBits)
+    }
+    return k
+  }
+
   /** A zero-length record at `rel` (units from the bitmap's start; `at` absolute). */
   #setEmpty(rel: number, at: number): void {
     if (rel < 0) return

@@ -83,6 +83,7 @@ const PR = AMDV1_PTE.PR
 const A = AMDV1_PTE.A
 const D = AMDV1_PTE.D
 const NL7 = AMDV1_PTE.NL_SIZE << AMDV1_PTE.NL_SHIFT
+const NLM = 7 << AMDV1_PTE.NL_SHIFT
 const IRW = AMDV1_PTE.IR_HI | AMDV1_PTE.IW_HI
 const MAX_TOP_LEVEL = 5
 
@@ -107,6 +108,30 @@ function replicaWords(w: Uint32Array, i: number, level: number): [number, number
   const n = 1 << contigLg2(w, i, level)
   const head = i & ~(n - 1)
   return [head << 1, (head + n) << 1]
+}
+
+/**
+ * harvestDirtyLeaves() entry by entry over words `[j, end)`: the index of the first entry
+ * the caller must look at (a hole, a dirty replica of a contiguous leaf), or −1.
+ */
+function harvestEach(
+  w: Uint32Array,
+  j: number,
+  end: number,
+  clear: boolean,
+  out: Uint16Array,
+): number {
+  for (; j < end; j += 2) {
+    const lo = w[j] as number
+    if ((lo & (PR | D)) === PR) continue
+    if ((lo & PR) === 0 || (lo & NLM) === NL7) return j >>> 1
+    const i = j >>> 1
+    const n = (out[0] as number) + 1
+    out[0] = n
+    out[n] = i
+    if (clear) w[j] = lo & ~D
+  }
+  return -1
 }
 
 /**
@@ -234,6 +259,54 @@ export const amdv1: PageTableFormat<AmdV1Config, AmdV1Params> = definePageTableF
 
   // Level 0: a present entry is a leaf; stop at a hole or a D bit.
   skipCleanLeaves: (w, from, to) => scanLow(w, from, to, PR | D, PR),
+
+  harvestDirtyLeaves(w, from, to, clear, out) {
+    // Blocks of eight entries, each block tested at once: clean leaves pass, and a block
+    // whose misses are all D bits has them taken from one gathered byte.
+    let j = from << 1
+    const end = to << 1
+    for (; j + 16 <= end; j += 16) {
+      const miss =
+        (((w[j] as number) & (PR | D)) ^ PR) |
+        (((w[j + 2] as number) & (PR | D)) ^ PR) |
+        (((w[j + 4] as number) & (PR | D)) ^ PR) |
+        (((w[j + 6] as number) & (PR | D)) ^ PR) |
+        (((w[j + 8] as number) & (PR | D)) ^ PR) |
+        (((w[j + 10] as number) & (PR | D)) ^ PR) |
+        (((w[j + 12] as number) & (PR | D)) ^ PR) |
+        (((w[j + 14] as number) & (PR | D)) ^ PR)
+      if (miss === 0) continue
+      if ((miss & PR) !== 0) {
+        // A hole in the block: entry by entry.
+        const k = harvestEach(w, j, j + 16, clear, out)
+        if (k >= 0) return k
+        continue
+      }
+      let d =
+        (((w[j] as number) >>> 6) & 1) |
+        (((w[j + 2] as number) >>> 5) & 2) |
+        (((w[j + 4] as number) >>> 4) & 4) |
+        (((w[j + 6] as number) >>> 3) & 8) |
+        (((w[j + 8] as number) >>> 2) & 16) |
+        (((w[j + 10] as number) >>> 1) & 32) |
+        ((w[j + 12] as number) & 64) |
+        (((w[j + 14] as number) << 1) & 128)
+      do {
+        const jj = j + 2 * (31 - Math.clz32(d & -d))
+        const lo = w[jj] as number
+        // A dirty replica of a contiguous leaf: the caller looks at it.
+        if ((lo & NLM) === NL7) return jj >>> 1
+        const i = jj >>> 1
+        const n = (out[0] as number) + 1
+        out[0] = n
+        out[n] = i
+        if (clear) w[jj] = lo & ~D
+        d &= d - 1
+      } while (d !== 0)
+    }
+    const k = harvestEach(w, j, end, clear, out)
+    return k >= 0 ? k : to
+  },
 
   hwInfo: (topPfn, topLevel) => ({ hostPtRoot: BigInt(topPfn) << 12n, mode: topLevel + 1 }),
 

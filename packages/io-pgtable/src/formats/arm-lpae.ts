@@ -192,6 +192,23 @@ function writeDirty(lo: number, hi: number): boolean {
   return (lo & E.AP_RDONLY) === 0 && (hi & E.DBM_HI) !== 0
 }
 
+/**
+ * Level 0: the first index in `[from, to)` that is not a page, or is a write-dirty one
+ * (AP[2] clear, DBM set), or `to`.
+ */
+function skipClean(w: Uint32Array, from: number, to: number): number {
+  // A page with AP[2] set is clean whatever DBM says: whole blocks of them first.
+  let j = scanLow(w, from, to, E.AP_RDONLY | E.TYPE_MASK, E.AP_RDONLY | E.TYPE_PAGE) << 1
+  const end = to << 1
+  for (; j < end; j += 2) {
+    const lo = w[j] as number
+    // A page with AP[2] set is clean whatever DBM says: one load for the common case.
+    if ((lo & (E.AP_RDONLY | E.TYPE_MASK)) === (E.AP_RDONLY | E.TYPE_PAGE)) continue
+    if ((lo & E.TYPE_MASK) !== E.TYPE_PAGE || ((w[j + 1] as number) & E.DBM_HI) !== 0) break
+  }
+  return j >>> 1
+}
+
 /** The ARM LPAE format, stages 1 and 2. */
 export const armLpae: PageTableFormat<ArmLpaeConfig, ArmLpaeParams> = definePageTableFormat<
   ArmLpaeConfig,
@@ -362,17 +379,23 @@ export const armLpae: PageTableFormat<ArmLpaeConfig, ArmLpaeParams> = definePage
     if (((w[2 * i + 1] as number) & E.DBM_HI) !== 0) w[2 * i] = (w[2 * i] as number) & ~E.AP_RDONLY
   },
 
-  skipCleanLeaves(w, from, to) {
-    // A page with AP[2] set is clean whatever DBM says: whole blocks of them first.
-    let j = scanLow(w, from, to, E.AP_RDONLY | E.TYPE_MASK, E.AP_RDONLY | E.TYPE_PAGE) << 1
-    const end = to << 1
-    for (; j < end; j += 2) {
-      const lo = w[j] as number
-      // A page with AP[2] set is clean whatever DBM says: one load for the common case.
-      if ((lo & (E.AP_RDONLY | E.TYPE_MASK)) === (E.AP_RDONLY | E.TYPE_PAGE)) continue
-      if ((lo & E.TYPE_MASK) !== E.TYPE_PAGE || ((w[j + 1] as number) & E.DBM_HI) !== 0) break
+  skipCleanLeaves: skipClean,
+
+  harvestDirtyLeaves(w, from, to, clear, out) {
+    let j = from
+    while (j < to) {
+      j = skipClean(w, j, to)
+      if (j >= to) break
+      const lo = w[2 * j] as number
+      // Not a page (a hole at level 0): the caller looks at it. Else a writable DBM page.
+      if ((lo & E.TYPE_MASK) !== E.TYPE_PAGE) return j
+      const n = (out[0] as number) + 1
+      out[0] = n
+      out[n] = j
+      if (clear) w[2 * j] = lo | E.AP_RDONLY
+      j++
     }
-    return j >>> 1
+    return to
   },
 
   hwInfo(topPfn, _topLevel, p) {

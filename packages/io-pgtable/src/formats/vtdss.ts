@@ -68,6 +68,33 @@ function needsLook(lo: number): number {
   return ((lo & (D | R | W)) - 1) & ~(R | W)
 }
 
+/**
+ * Level 0: the first index in `[from, to)` that is a hole or has a D bit (any non-zero
+ * entry is a leaf). Whole blocks of eight first.
+ */
+function skipClean(w: Uint32Array, from: number, to: number): number {
+  // Clean with R or W set: 0 when (lo & (R|W)) - 1 has no sign bit.
+  let j = from << 1
+  const end = to << 1
+  for (; j + 16 <= end; j += 16) {
+    const miss =
+      needsLook(w[j] as number) |
+      needsLook(w[j + 2] as number) |
+      needsLook(w[j + 4] as number) |
+      needsLook(w[j + 6] as number) |
+      needsLook(w[j + 8] as number) |
+      needsLook(w[j + 10] as number) |
+      needsLook(w[j + 12] as number) |
+      needsLook(w[j + 14] as number)
+    if (miss !== 0) break
+  }
+  for (; j < end; j += 2) {
+    const lo = w[j] as number
+    if ((lo & D) !== 0 || (lo | (w[j + 1] as number)) === 0) break
+  }
+  return j >>> 1
+}
+
 /** The VT-d second-stage format. */
 export const vtdss: PageTableFormat<VtdSsConfig, VtdSsParams> = definePageTableFormat<
   VtdSsConfig,
@@ -136,28 +163,23 @@ export const vtdss: PageTableFormat<VtdSsConfig, VtdSsParams> = definePageTableF
     w[2 * i] = (w[2 * i] as number) | D
   },
 
-  skipCleanLeaves(w, from, to) {
-    // Level 0: any non-zero entry is a leaf; stop at a hole or a D bit. Whole blocks of
-    // eight first: clean with R or W set (0 when (lo & (R|W)) - 1 has no sign bit).
-    let j = from << 1
-    const end = to << 1
-    for (; j + 16 <= end; j += 16) {
-      const miss =
-        needsLook(w[j] as number) |
-        needsLook(w[j + 2] as number) |
-        needsLook(w[j + 4] as number) |
-        needsLook(w[j + 6] as number) |
-        needsLook(w[j + 8] as number) |
-        needsLook(w[j + 10] as number) |
-        needsLook(w[j + 12] as number) |
-        needsLook(w[j + 14] as number)
-      if (miss !== 0) break
+  skipCleanLeaves: skipClean,
+
+  harvestDirtyLeaves(w, from, to, clear, out) {
+    let j = from
+    while (j < to) {
+      j = skipClean(w, j, to)
+      if (j >= to) break
+      const lo = w[2 * j] as number
+      // A hole: the caller looks at it. A D bit makes any entry a dirty leaf here.
+      if ((lo & D) === 0) return j
+      const n = (out[0] as number) + 1
+      out[0] = n
+      out[n] = j
+      if (clear) w[2 * j] = lo & ~D
+      j++
     }
-    for (; j < end; j += 2) {
-      const lo = w[j] as number
-      if ((lo & D) !== 0 || (lo | (w[j + 1] as number)) === 0) break
-    }
-    return j >>> 1
+    return to
   },
 
   hwInfo: (topPfn, topLevel) => ({ ssptptr: BigInt(topPfn) << 12n, aw: topLevel - 1 }),
