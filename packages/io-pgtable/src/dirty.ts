@@ -350,6 +350,7 @@ function armTable(c: DirtyCtx, level: number, tablePfn: number): void {
   const base = t.tableBase(c.addr, level)
   const n = 1 << (t.itemsLg2[level] as number)
   let idx = t.index(c.addr, level)
+  let w = t.frame(tablePfn, idx)
   while (idx < n && c.addr <= c.last) {
     const l0 = base + idx * itemPages
     if (level === 0 && c.addr === l0) {
@@ -359,8 +360,8 @@ function armTable(c: DirtyCtx, level: number, tablePfn: number): void {
       c.addr = base + end * itemPages
       return
     }
-    const w = t.frame(tablePfn, idx)
     const j = idx & 511
+    if (j === 0) w = t.frame(tablePfn, idx)
     const type = fmt.loadEntry(w, j, level, p)
     if (type === EntryType.OA) {
       if ((fmt.isWriteDirty as NonNullable<typeof fmt.isWriteDirty>)(w, j, level, p)) {
