@@ -298,7 +298,8 @@ function benchFormat(b: Bench, cBinary: string | null): Figure[] {
           const clean: number[] = []
           for (let r = 0; r < 5; r++) {
             t0 = performance.now()
-            if (scan(IOMMU_DIRTY_NO_CLEAR, bitmap) !== 0) throw new Error('the table should be clean')
+            if (scan(IOMMU_DIRTY_NO_CLEAR, bitmap) !== 0)
+              throw new Error('the table should be clean')
             clean.push(performance.now() - t0)
           }
           jsClean.push(med(clean))
