@@ -231,38 +231,49 @@ export class IommuDirtyBitmap {
     const n = list[0] as number
     if (n === 0) return
     this.records += n
-    const first = pfn + (list[1] as number) * count
     const sink = this.bitmap
     if (sink !== null) {
-      let k = sink.setList === undefined ? 1 : sink.setList(pfn, count, shift, list, 1)
-      if (k <= n) {
-        // Records the sink makes in full, each as record() / recordLeaf() would.
-        const h = this.hazards
-        try {
-          for (; k <= n; k++) {
-            const at = pfn + (list[k] as number) * count
-            if (h !== null) {
-              if (count === 1) h.recordIsLeaf()
-              else h.setLeaf(at, count, shift)
-            }
-            sink.set(at, count, shift)
-            if (sink.setList !== undefined) k = sink.setList(pfn, count, shift, list, k + 1) - 1
-          }
-        } catch (e) {
-          // The failing record was counted before its set, the later ones never.
-          this.records -= n - k
-          list[0] = k - 1
-          if (k > 1) {
-            const last = pfn + (list[k - 1] as number) * count
-            this.gather?.addPages(first, last + count - first, shift)
-          }
-          throw e
-        }
-      }
+      const k = sink.setList === undefined ? 1 : sink.setList(pfn, count, shift, list, 1)
+      if (k <= n) this.#recordRest(sink, pfn, count, shift, list, k)
     }
     list[0] = 0
-    const last = pfn + (list[n] as number) * count
-    this.gather?.addPages(first, last + count - first, shift)
+    const first = pfn + (list[1] as number) * count
+    this.gather?.addPages(first, pfn + (list[n] as number) * count + count - first, shift)
+  }
+
+  /** {@link recordList} from list position `k`, where the sink's batch stopped. */
+  #recordRest(
+    sink: DirtyBitmapSink,
+    pfn: number,
+    count: number,
+    shift: number,
+    list: Uint16Array,
+    from: number,
+  ): void {
+    const n = list[0] as number
+    const h = this.hazards
+    let k = from
+    try {
+      for (; k <= n; k++) {
+        // A record the sink makes in full: as record() / recordLeaf() make it.
+        const at = pfn + (list[k] as number) * count
+        if (h !== null) {
+          if (count === 1) h.recordIsLeaf()
+          else h.setLeaf(at, count, shift)
+        }
+        sink.set(at, count, shift)
+        if (sink.setList !== undefined) k = sink.setList(pfn, count, shift, list, k + 1) - 1
+      }
+    } catch (e) {
+      // The failing record was counted before its set, the later ones never.
+      this.records -= n - k
+      list[0] = k - 1
+      if (k > 1) {
+        const first = pfn + (list[1] as number) * count
+        this.gather?.addPages(first, pfn + (list[k - 1] as number) * count + count - first, shift)
+      }
+      throw e
+    }
   }
 
   /**

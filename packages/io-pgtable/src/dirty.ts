@@ -150,8 +150,7 @@ function dirtyTable(c: DirtyCtx, level: number, tablePfn: number, va: number): v
  */
 function leafTable(c: DirtyCtx, tablePfn: number, base: number): void {
   const items = c.leafItems
-  if (c.perLeaf) perLeafScan(c, tablePfn, 0, items, base, c.leafPages, 0, base, items)
-  else harvestScan(c, tablePfn, 0, items, base, c.leafPages, 0, base, items)
+  scanLeaves(c, tablePfn, 0, items, base, c.leafPages, 0, base, items)
 }
 
 /**
@@ -206,8 +205,7 @@ function leafScan(
     }
     if (fastEnd > idx && base + fastEnd * itemPages - 1 > c.last) fastEnd--
   }
-  if (c.perLeaf) perLeafScan(c, tablePfn, idx, fastEnd, base, itemPages, from, va, end)
-  else harvestScan(c, tablePfn, idx, fastEnd, base, itemPages, from, va, end)
+  scanLeaves(c, tablePfn, idx, fastEnd, base, itemPages, from, va, end)
   idx = Math.max(idx, fastEnd)
   while (idx < end) {
     const w = t.frame(tablePfn, idx)
@@ -217,11 +215,12 @@ function leafScan(
 }
 
 /**
- * Level 0, entries `[idx, fastEnd)` (`from`, `va` and `end` as in `visitEntry`): the
- * harvest, a frame at a time; what it stops at is looked at alone, after the leaves
- * before it are recorded.
+ * Level 0, entries `[idx, fastEnd)` (`from`, `va` and `end` as in `visitEntry`), a frame at
+ * a time: the harvest, and what it stops at looked at alone after the leaves before it are
+ * recorded. With `c.perLeaf` (the reference for tests) `skipCleanLeaves` finds each dirty
+ * leaf and it is recorded alone.
  */
-function harvestScan(
+function scanLeaves(
   c: DirtyCtx,
   tablePfn: number,
   idx: number,
@@ -237,6 +236,10 @@ function harvestScan(
   const p = t.p
   const arm = fmt.algorithm === 'io-pgtable-arm'
   const harvest = fmt.harvestDirtyLeaves as NonNullable<typeof fmt.harvestDirtyLeaves>
+  const skip = fmt.skipCleanLeaves as NonNullable<typeof fmt.skipCleanLeaves>
+  const clean = fmt.makeWriteClean as NonNullable<typeof fmt.makeWriteClean>
+  const contig = (t.contigMask[0] as number) > 1
+  const perLeaf = c.perLeaf
   const list = c.list
   const clear = c.clear
   while (idx < fastEnd) {
@@ -246,18 +249,24 @@ function harvestScan(
     const stop = Math.min(fastEnd - frameBase, 512)
     let j = idx & 511
     while (j < stop) {
-      const k = harvest(w, j, stop, clear, list, p)
-      // Record what was harvested before anything after it.
-      if (list[0] !== 0) flush(c, w, base + frameBase * itemPages, itemPages)
+      let k: number
+      if (perLeaf) k = skip(w, j, stop, 0, p)
+      else {
+        k = harvest(w, j, stop, clear, list, p)
+        // Record what was harvested before anything after it.
+        if (list[0] !== 0) flush(c, w, base + frameBase * itemPages, itemPages)
+      }
       if (k >= stop) break
-      // harvestDirtyLeaves stops at a hole or a write-dirty contiguous leaf.
+      // A hole, or (harvest) a write-dirty contiguous leaf, or (skip) any write-dirty leaf.
       const at = frameBase + k
       if (fmt.loadEntry(w, k, 0, p) !== EntryType.OA) {
         if (arm) holeAt(base + at * itemPages)
         j = k + 1
-        continue
-      }
-      j = visitEntry(c, w, at, 0, base, itemPages, from, va, end) - frameBase
+      } else if (perLeaf && itemPages === 1 && !(contig && fmt.entryNumContigLg2(w, k, 0, p) !== 0)) {
+        c.dirty.record(base + at, 1, PAGE_SHIFT)
+        if (clear) clean(w, k, 0, p)
+        j = k + 1
+      } else j = visitEntry(c, w, at, 0, base, itemPages, from, va, end) - frameBase
     }
     idx = frameBase + stop
   }
@@ -281,54 +290,6 @@ function flush(c: DirtyCtx, w: Uint32Array, pfn: number, itemPages: number): voi
     }
     list[0] = 0
     throw e
-  }
-}
-
-/**
- * The scan of `leafScan` one leaf at a time (the reference the harvest is tested against):
- * `skipCleanLeaves`, then each dirty leaf recorded and cleaned alone.
- */
-function perLeafScan(
-  c: DirtyCtx,
-  tablePfn: number,
-  idx: number,
-  fastEnd: number,
-  base: number,
-  itemPages: number,
-  from: number,
-  va: number,
-  end: number,
-): void {
-  const t = c.t
-  const fmt = t.fmt
-  const p = t.p
-  const arm = fmt.algorithm === 'io-pgtable-arm'
-  const skip = fmt.skipCleanLeaves as NonNullable<typeof fmt.skipCleanLeaves>
-  const clean = fmt.makeWriteClean as NonNullable<typeof fmt.makeWriteClean>
-  const contig = (t.contigMask[0] as number) > 1
-  while (idx < fastEnd) {
-    const w = t.frame(tablePfn, idx)
-    const frameBase = idx & ~511
-    const stop = Math.min(fastEnd - frameBase, 512)
-    let j = idx & 511
-    while (j < stop) {
-      const k = skip(w, j, stop, 0, p)
-      if (k >= stop) break
-      const at = frameBase + k
-      if (fmt.loadEntry(w, k, 0, p) !== EntryType.OA) {
-        if (arm) holeAt(base + at * itemPages)
-        j = k + 1
-        continue
-      }
-      if (itemPages !== 1 || (contig && fmt.entryNumContigLg2(w, k, 0, p) !== 0)) {
-        j = visitEntry(c, w, at, 0, base, itemPages, from, va, end) - frameBase
-        continue
-      }
-      c.dirty.record(base + at, 1, PAGE_SHIFT)
-      if (c.clear) clean(w, k, 0, p)
-      j = k + 1
-    }
-    idx = frameBase + stop
   }
 }
 
