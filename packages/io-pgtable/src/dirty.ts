@@ -53,6 +53,8 @@ interface DirtyCtx {
   readonly list: Uint16Array
   /** Record one leaf at a time (the reference scan, for tests). */
   readonly perLeaf: boolean
+  /** The format's `harvestDirtyLeaves`. */
+  readonly harvest: NonNullable<TableCore['fmt']['harvestDirtyLeaves']>
   /** Entries of a level-0 table, and pages of one of its items. */
   readonly leafItems: number
   readonly leafPages: number
@@ -150,6 +152,15 @@ function dirtyTable(c: DirtyCtx, level: number, tablePfn: number, va: number): v
  */
 function leafTable(c: DirtyCtx, tablePfn: number, base: number): void {
   const items = c.leafItems
+  if (items === 512 && !c.perLeaf) {
+    // One frame of 4 KiB leaves (the common case): the harvest straight away.
+    const w = c.t.frame(tablePfn, 0)
+    const list = c.list
+    const k = c.harvest(w, 0, 512, c.clear, list, c.t.p)
+    if (list[0] !== 0) flush(c, w, base, 1)
+    if (k < 512) scanLeaves(c, tablePfn, k, 512, base, 1, 0, base, 512)
+    return
+  }
   scanLeaves(c, tablePfn, 0, items, base, c.leafPages, 0, base, items)
 }
 
@@ -428,6 +439,7 @@ export function readAndClearDirty(
     shifted: dirty.mode === 'kernel',
     list: new Uint16Array(513),
     perLeaf: oneLeafAtATime,
+    harvest: t.fmt.harvestDirtyLeaves as NonNullable<typeof t.fmt.harvestDirtyLeaves>,
     leafItems: 1 << (t.itemsLg2[0] as number),
     leafPages: pow2(t.itemShift[0] as number),
   }
