@@ -150,6 +150,17 @@ export function measureStack(gib: number, dataWrites = true, reps = 7): StackFig
       const end = first + count * f
       for (let i = first; i < end; i++) bits[i >> 3] = (bits[i >> 3] as number) | (1 << (i & 7))
     },
+    // The records of one table frame (`list[1..list[0]]`), as iommufd's bitmap takes them.
+    setList(pfn: number, count: number, shift: number, list: Uint16Array, from: number) {
+      if (shift !== 12 || count !== 1) return from
+      const pos = pfn - IOVA / PAGE
+      const n = list[0] as number
+      for (let k = from; k <= n; k++) {
+        const i = pos + (list[k] as number)
+        bits[i >> 3] = (bits[i >> 3] as number) | (1 << (i & 7))
+      }
+      return n + 1
+    },
   }
   const bareScan = (flags: number) => {
     bits.fill(0)
