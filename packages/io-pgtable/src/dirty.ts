@@ -226,7 +226,7 @@ function leafScan(
 }
 
 /**
- * Level 0, entries `[idx, fastEnd)` (`from`, `va` and `end` as in `visitEntry`), a frame at
+ * Level 0, entries `[first, fastEnd)` (`from`, `va` and `end` as in `visitEntry`), a frame at
  * a time: the harvest, and what it stops at looked at alone after the leaves before it are
  * recorded. With `c.perLeaf` (the reference for tests) `skipCleanLeaves` finds each dirty
  * leaf and it is recorded alone.
@@ -234,7 +234,7 @@ function leafScan(
 function scanLeaves(
   c: DirtyCtx,
   tablePfn: number,
-  idx: number,
+  first: number,
   fastEnd: number,
   base: number,
   itemPages: number,
@@ -253,6 +253,7 @@ function scanLeaves(
   const perLeaf = c.perLeaf
   const list = c.list
   const clear = c.clear
+  let idx = first
   while (idx < fastEnd) {
     // One frame of the table: its words are looked up once, whatever it holds.
     const w = t.frame(tablePfn, idx)
@@ -273,7 +274,11 @@ function scanLeaves(
       if (fmt.loadEntry(w, k, 0, p) !== EntryType.OA) {
         if (arm) holeAt(base + at * itemPages)
         j = k + 1
-      } else if (perLeaf && itemPages === 1 && !(contig && fmt.entryNumContigLg2(w, k, 0, p) !== 0)) {
+      } else if (
+        perLeaf &&
+        itemPages === 1 &&
+        !(contig && fmt.entryNumContigLg2(w, k, 0, p) !== 0)
+      ) {
         c.dirty.record(base + at, 1, PAGE_SHIFT)
         if (clear) clean(w, k, 0, p)
         j = k + 1

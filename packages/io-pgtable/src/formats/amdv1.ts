@@ -111,17 +111,17 @@ function replicaWords(w: Uint32Array, i: number, level: number): [number, number
 }
 
 /**
- * harvestDirtyLeaves() entry by entry over words `[j, end)`: the index of the first entry
+ * harvestDirtyLeaves() entry by entry over words `[from, end)`: the index of the first entry
  * the caller must look at (a hole, a dirty replica of a contiguous leaf), or −1.
  */
 function harvestEach(
   w: Uint32Array,
-  j: number,
+  from: number,
   end: number,
   clear: boolean,
   out: Uint16Array,
 ): number {
-  for (; j < end; j += 2) {
+  for (let j = from; j < end; j += 2) {
     const lo = w[j] as number
     if ((lo & (PR | D)) === PR) continue
     if ((lo & PR) === 0 || (lo & NLM) === NL7) return j >>> 1

@@ -210,17 +210,17 @@ function skipClean(w: Uint32Array, from: number, to: number): number {
 }
 
 /**
- * harvestDirtyLeaves() entry by entry over words `[j, end)`: the index of the first entry
+ * harvestDirtyLeaves() entry by entry over words `[from, end)`: the index of the first entry
  * that is not a page, or −1.
  */
 function harvestEach(
   w: Uint32Array,
-  j: number,
+  from: number,
   end: number,
   clear: boolean,
   out: Uint16Array,
 ): number {
-  for (; j < end; j += 2) {
+  for (let j = from; j < end; j += 2) {
     const lo = w[j] as number
     if ((lo & (E.AP_RDONLY | E.TYPE_MASK)) === (E.AP_RDONLY | E.TYPE_PAGE)) continue
     if ((lo & E.TYPE_MASK) !== E.TYPE_PAGE) return j >>> 1

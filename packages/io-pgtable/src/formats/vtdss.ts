@@ -96,17 +96,17 @@ function skipClean(w: Uint32Array, from: number, to: number): number {
 }
 
 /**
- * harvestDirtyLeaves() entry by entry over words `[j, end)`: the index of the first hole,
+ * harvestDirtyLeaves() entry by entry over words `[from, end)`: the index of the first hole,
  * or −1.
  */
 function harvestEach(
   w: Uint32Array,
-  j: number,
+  from: number,
   end: number,
   clear: boolean,
   out: Uint16Array,
 ): number {
-  for (; j < end; j += 2) {
+  for (let j = from; j < end; j += 2) {
     const lo = w[j] as number
     if ((lo & D) === 0) {
       if ((lo | (w[j + 1] as number)) === 0) return j >>> 1
