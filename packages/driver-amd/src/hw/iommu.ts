@@ -37,6 +37,9 @@ const READ = 1
 const WRITE = 2
 
 /** Hardware A/D update enables passed to the walker. */
+
+/** Eight zero words: a DTE in a frame that holds no data. */
+const ZERO_DTE = new Uint32Array(8)
 export const WalkAd = { ACCESSED: 1, DIRTY: 2 } as const
 
 /** What a host page-table walk returns (filled in place; no allocation per walk). */
@@ -458,9 +461,15 @@ export class AmdIommuHw implements IommuUnit {
       dte = this.#readDte(devid)
       this.#dteCache[devid] = dte
     } else if (this.detectStale && !dte.staleReported) {
+      // Every translation compares the cached DTE with memory: through the frame's word
+      // view (a DTE is 32 aligned bytes, in one frame), not eight read32 calls.
       const pa = this.#devtabBase + devid * Dte.SIZE
+      // (A frame never written reads as zeros and is not given storage by the check.)
+      const pfn = Math.floor(pa / 4096)
+      const words = this.memory.isMaterialized(pfn) ? this.memory.frameWords(pfn) : ZERO_DTE
+      const at = words === ZERO_DTE ? 0 : (pa & 0xfff) >>> 2
       for (let i = 0; i < 8; i++) {
-        if (this.memory.read32(pa + 4 * i) !== dte.raw[i]) {
+        if ((words[at + i] as number) !== dte.raw[i]) {
           dte.staleReported = true
           this.staleUses.push({
             cache: 'dte',
