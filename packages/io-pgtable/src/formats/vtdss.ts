@@ -68,6 +68,20 @@ function needsLook(lo: number): number {
   return ((lo & (D | R | W)) - 1) & ~(R | W)
 }
 
+/** {@link needsLook} of the eight entries from word `j`, ORed: 0 when all are clean leaves. */
+function blockNeedsLook(w: Uint32Array, j: number): number {
+  return (
+    needsLook(w[j] as number) |
+    needsLook(w[j + 2] as number) |
+    needsLook(w[j + 4] as number) |
+    needsLook(w[j + 6] as number) |
+    needsLook(w[j + 8] as number) |
+    needsLook(w[j + 10] as number) |
+    needsLook(w[j + 12] as number) |
+    needsLook(w[j + 14] as number)
+  )
+}
+
 /**
  * Level 0: the first index in `[from, to)` that is a hole or has a D bit (any non-zero
  * entry is a leaf). Whole blocks of eight first.
@@ -77,16 +91,7 @@ function skipClean(w: Uint32Array, from: number, to: number): number {
   let j = from << 1
   const end = to << 1
   for (; j + 16 <= end; j += 16) {
-    const miss =
-      needsLook(w[j] as number) |
-      needsLook(w[j + 2] as number) |
-      needsLook(w[j + 4] as number) |
-      needsLook(w[j + 6] as number) |
-      needsLook(w[j + 8] as number) |
-      needsLook(w[j + 10] as number) |
-      needsLook(w[j + 12] as number) |
-      needsLook(w[j + 14] as number)
-    if (miss !== 0) break
+    if (blockNeedsLook(w, j) !== 0) break
   }
   for (; j < end; j += 2) {
     const lo = w[j] as number
@@ -196,15 +201,7 @@ export const vtdss: PageTableFormat<VtdSsConfig, VtdSsParams> = definePageTableF
     let j = from << 1
     const end = to << 1
     for (; j + 16 <= end; j += 16) {
-      const miss =
-        needsLook(w[j] as number) |
-        needsLook(w[j + 2] as number) |
-        needsLook(w[j + 4] as number) |
-        needsLook(w[j + 6] as number) |
-        needsLook(w[j + 8] as number) |
-        needsLook(w[j + 10] as number) |
-        needsLook(w[j + 12] as number) |
-        needsLook(w[j + 14] as number)
+      const miss = blockNeedsLook(w, j)
       if (miss === 0) continue
       if (miss < 0) {
         // An entry without R, W or D in the block: entry by entry.
