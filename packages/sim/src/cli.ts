@@ -472,7 +472,7 @@ export function optionsFromArgs(args: string[], host: HostInfo = hostInfo()): Pa
   const viommu = flag('viommu')
   if (viommu && !VIOMMU_MODELS.includes(iommu)) {
     throw new UsageError(
-      `--viommu needs --iommu ${orList(VIOMMU_MODELS)} (${iommu === 'amd' ? '7.2 AMD has no nest parent' : 'the mock has no guest-visible stage-1 format'})`,
+      `--viommu needs --iommu ${orList(VIOMMU_MODELS)} (${iommu === 'amd' ? 'the AMD vIOMMU of 7.2 is not modelled yet' : 'the mock has no guest-visible stage-1 format'})`,
     )
   }
   if (viommu && unplugRound !== null) {

@@ -136,7 +136,7 @@ export const VENDORS: Readonly<Record<IommuModel, Vendor>> = {
     model: 'amd',
     label: 'AMD-Vi',
     dirtyPath: 'AMD v1 IOPTE D bit (bit 6), set by the IOMMU with DTE.HAD',
-    nestedDirtyPath: 'none (7.2 AMD has no nest parent)',
+    nestedDirtyPath: 'none (the AMD vIOMMU of 7.2 is not modelled yet)',
     stats: (u) =>
       u instanceof AmdIommuHw
         ? hwStats(u.stats, u.iotlb.stats, u.stats.commands, 'command-buffer entries')
