@@ -199,21 +199,28 @@ export function stampBytes(buf: Uint8Array, length: number, stamp: number, offse
     viewsOf = buf
     header = new Uint32Array(buf.buffer, buf.byteOffset, 4)
     prefixes.clear()
+    lastLen = -1
   }
   header[0] = stamp >>> 0
   header[1] = offset >>> 0
   header[2] = Math.imul(stamp ^ 0x9e3779b9, 0x85ebca6b) >>> 0
   header[3] = Math.imul(offset ^ stamp, 0xc2b2ae35) >>> 0
   if (length === buf.length) return buf
+  // A workload writes a few lengths: their views are kept, not made per write; the last
+  // one is at hand without a lookup.
+  if (length === lastLen) return lastView
   let view = prefixes.get(length)
   if (view === undefined) {
     view = buf.subarray(0, length)
-    // A workload writes a few lengths: keep their views, not one per write.
     if (prefixes.size < 16) prefixes.set(length, view)
   }
+  lastLen = length
+  lastView = view
   return view
 }
 
 let viewsOf: Uint8Array | null = null
 let header: Uint32Array = new Uint32Array(4)
 const prefixes = new Map<number, Uint8Array>()
+let lastLen = -1
+let lastView: Uint8Array = new Uint8Array(0)

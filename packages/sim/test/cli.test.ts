@@ -88,7 +88,10 @@ const USAGE_ERRORS: readonly (readonly [string[], string])[] = [
   [['--ring', '1000'], '--ring must be a multiple of 4K: 1000'],
   [['--hot-set', '5G'], '--hot-set 5.0 GiB is larger than --memory 4.0 GiB'],
   [['--iommu', 'mock', '--iopte', 'split'], '--iopte split needs --iommu amd, intel or smmuv3'],
-  [['--viommu'], '--viommu needs --iommu intel or smmuv3 (the AMD vIOMMU of 7.2 is not modelled yet)'],
+  [
+    ['--viommu'],
+    '--viommu needs --iommu intel or smmuv3 (the AMD vIOMMU of 7.2 is not modelled yet)',
+  ],
   [
     ['--viommu', '--iommu', 'mock'],
     '--viommu needs --iommu intel or smmuv3 (the mock has no guest-visible stage-1 format)',
