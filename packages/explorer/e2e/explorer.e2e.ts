@@ -30,6 +30,7 @@ import { migration } from '@iommu/sim/engine'
 import type { BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { hex, hex64 } from '../src/decode/bitfield.ts'
+import { toHexU64 } from '../src/model/form.ts'
 import { MigrationRun, migrateOptions, simIommu } from '../src/model/migration.ts'
 import { decodePermalink, MigrationSpec } from '../src/model/scenario.ts'
 import { smmuv3Vendor } from '../src/vendors/smmuv3.ts'
@@ -65,14 +66,6 @@ async function open(url: string): Promise<Page> {
   return page
 }
 
-/** A number field as the form reads it (hex, decimal, k/M/G suffixes); else the text. */
-function fieldValue(text: string): string {
-  const m = /^(0x[0-9a-f_]+|\d+)([kmg]?)$/i.exec(text.trim())
-  if (!m) return text
-  const shift = { '': 0n, k: 10n, m: 20n, g: 30n }[(m[2] as string).toLowerCase()] ?? 0n
-  return String(BigInt((m[1] as string).replaceAll('_', '')) << shift)
-}
-
 async function issue(page: Page, op: string, fields: Record<string, string | boolean> = {}) {
   const before = await page.locator('.log li').count()
   await page.selectOption('select[name=op]', op)
@@ -85,7 +78,7 @@ async function issue(page: Page, op: string, fields: Record<string, string | boo
       // The call's form must hold exactly what was typed before it is issued.
       // (sizes are shown back in hex: '16k' becomes '0x4000').
       const got = await input.inputValue()
-      if (got !== v && fieldValue(got) !== fieldValue(v)) {
+      if (got !== v && toHexU64(got) !== toHexU64(v)) {
         throw new Error(`field ${k}: typed '${v}', the form holds '${got}'`)
       }
     }

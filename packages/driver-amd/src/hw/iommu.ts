@@ -466,10 +466,7 @@ export class AmdIommuHw implements IommuUnit {
       const pa = this.#devtabBase + devid * Dte.SIZE
       // (A frame never written reads as zeros and is not given storage by the check.)
       const pfn = Math.floor(pa / 4096)
-      // A DTE read with a non-zero word (every valid one) came from a frame with storage,
-      // which it keeps until freed: no need to ask.
-      const words =
-        dte.v || this.memory.isMaterialized(pfn) ? this.memory.frameWords(pfn) : ZERO_DTE
+      const words = this.memory.isMaterialized(pfn) ? this.memory.frameWords(pfn) : ZERO_DTE
       const at = words === ZERO_DTE ? 0 : (pa & 0xfff) >>> 2
       for (let i = 0; i < 8; i++) {
         if ((words[at + i] as number) !== dte.raw[i]) {
