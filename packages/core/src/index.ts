@@ -131,6 +131,7 @@ export {
   PhysicalMemory,
   type PhysicalMemoryOptions,
   PIN_BIAS,
+  type StorageSource,
 } from './machine/memory.ts'
 export {
   type DevIommu,

@@ -36,6 +36,7 @@ import {
   type AmdV1Config,
   type AmdV1Params,
   amdv1,
+  PATH_RECORD_INTS,
   PageTable,
   PageTableWalker,
   pageTableDirtyOps,
@@ -200,6 +201,9 @@ function amdv1Walker(machine: Machine, efr: bigint): HostTableWalker {
       out.perm = r.perm
       out.dirty = r.dirty
     },
+    recordPath: (out, at) => walker.recordPath(out, at),
+    pathUnchanged: (rec, at) => walker.pathUnchanged(rec, at),
+    recordInts: PATH_RECORD_INTS,
   }
 }
 

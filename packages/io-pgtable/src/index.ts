@@ -43,6 +43,7 @@ export { type AnyPageTable, PageTable, type PageTableRoot } from './page-table.t
 export type { PageTableHooks, PageTableOptions } from './table.ts'
 export {
   type AnyPageTableWalker,
+  PATH_RECORD_INTS,
   PageTableWalker,
   type TableTranslator,
   type WalkResult,

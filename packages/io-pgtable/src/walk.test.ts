@@ -1,9 +1,11 @@
-import { Prot } from '@iommu/core'
+import { FramePurpose, Prot } from '@iommu/core'
 import { describe, expect, it } from 'vitest'
 import { Access, HwAd, WalkFault } from './format.ts'
+import { amdv1 } from './formats/amdv1.ts'
 import { armLpae, IoPgtableQuirk } from './formats/arm-lpae.ts'
 import { x86_64 } from './formats/x86-64.ts'
 import { tableHarness } from './testing/helpers.ts'
+import { PATH_RECORD_INTS } from './walk.ts'
 
 describe('the hardware walker', () => {
   it('ARM S1: AF = 0 faults without hardware AF update and is set with it', () => {
@@ -118,6 +120,71 @@ describe('the hardware walker', () => {
       pfn === third ? -1 : pfn,
     )
     expect([refused.fault, refused.level]).toEqual([WalkFault.TABLE_FETCH, 1])
+    expect(h.finish()).toBe(0)
+  })
+
+  it('records the entries a walk read; the record holds until any of them changes', () => {
+    const h = tableHarness(amdv1, {})
+    const pt = h.table
+    pt.mapRange(0x4000_1000n, 0x8_0000n, 0x1000n, Prot.READ | Prot.WRITE)
+    const walker = pt.walker()
+    const mem = h.memory
+    const ipfn = 0x4_0001
+    const rec = new Int32Array(2 * PATH_RECORD_INTS).fill(-1)
+    const at = PATH_RECORD_INTS
+    walker.walk(pt.root.pfn, pt.root.level, ipfn, Access.WRITE, HwAd.ACCESSED | HwAd.DIRTY)
+    expect(walker.recordPath(rec, at)).toBe(true)
+    // One record per level walked, top first: frame, index, then the entry's two words
+    // as memory holds them after the walk's A/D update.
+    const path = pt.pgtableWalk(0x4000_1000n)
+    expect(rec[at]).toBe(path.length)
+    expect(rec[0]).toBe(-1)
+    path.forEach((e, d) => {
+      const o = at + 1 + 4 * d
+      expect(rec[o]).toBe(Number(e.pa >> 12n))
+      expect(rec[o + 1]).toBe(Number((e.pa & 0xfffn) >> 3n))
+      expect(BigInt.asUintN(32, BigInt(rec[o + 2] as number))).toBe(e.pte & 0xffff_ffffn)
+      expect(BigInt.asUintN(32, BigInt(rec[o + 3] as number))).toBe(e.pte >> 32n)
+    })
+    expect(walker.pathUnchanged(rec, at)).toBe(true)
+    // Any level's entry changing breaks it, and putting the words back restores it.
+    for (const e of path) {
+      mem.write64(Number(e.pa), e.pte ^ (1n << 52n))
+      expect(walker.pathUnchanged(rec, at)).toBe(false)
+      mem.write64(Number(e.pa), e.pte)
+      expect(walker.pathUnchanged(rec, at)).toBe(true)
+    }
+    // The top table pointing at a copy of the level below: the copy is not what was read.
+    const top = path[0] as { pa: bigint; pte: bigint }
+    const below = Number((path[1] as { pa: bigint }).pa >> 12n)
+    const copy = mem.allocFrame(FramePurpose.PGTABLE)
+    const words = new Uint8Array(4096)
+    mem.readBytes(below * 4096, words)
+    mem.writeBytes(copy * 4096, words)
+    const moved = (top.pte & ~(0xff_ffff_ffffn << 12n)) | (BigInt(copy) << 12n)
+    mem.write64(Number(top.pa), moved)
+    expect(walker.walk(pt.root.pfn, pt.root.level, ipfn, Access.READ).pagePfn).toBe(0x80)
+    expect(walker.pathUnchanged(rec, at)).toBe(false)
+    mem.write64(Number(top.pa), top.pte)
+    // A leaf table whose storage is given back reads as zeros: changed, and not given
+    // storage by the check.
+    const leafFrame = Number((path.at(-1) as { pa: bigint }).pa >> 12n)
+    const zero = mem.allocFrame(FramePurpose.PGTABLE)
+    const saved = new Uint8Array(4096)
+    mem.readBytes(leafFrame * 4096, saved)
+    mem.copyFrame(leafFrame, zero)
+    expect(walker.pathUnchanged(rec, at)).toBe(false)
+    expect(mem.isMaterialized(leafFrame)).toBe(false)
+    mem.writeBytes(leafFrame * 4096, saved)
+    expect(walker.pathUnchanged(rec, at)).toBe(true)
+    // Nothing is recorded after a faulted or a nested walk.
+    walker.walk(pt.root.pfn, pt.root.level, 0x123, Access.READ)
+    expect(walker.recordPath(rec, at)).toBe(false)
+    expect(walker.pathUnchanged(rec, at)).toBe(false)
+    walker.walk(pt.root.pfn, pt.root.level, ipfn, Access.READ, 0, true, (pfn) => pfn)
+    expect(walker.recordPath(rec, at)).toBe(false)
+    mem.put(copy)
+    mem.put(zero)
     expect(h.finish()).toBe(0)
   })
 })

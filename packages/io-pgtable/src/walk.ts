@@ -97,9 +97,14 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
   readonly #itemShift = new Int8Array(MAX_LEVELS)
   readonly #mask = new Int32Array(MAX_LEVELS)
   readonly #span = new Int8Array(MAX_LEVELS)
-  readonly #pathWords: Uint32Array[] = []
-  readonly #pathIndex = new Int32Array(MAX_LEVELS)
+  // The entries the last walk read, top first (the leaf last): level, frame, index, view.
   readonly #pathLevel = new Int32Array(MAX_LEVELS)
+  readonly #readPfn = new Int32Array(MAX_LEVELS)
+  readonly #readIndex = new Int32Array(MAX_LEVELS)
+  readonly #readWords: Uint32Array[] = []
+  #reads = 0
+  /** The last walk reached a leaf through physical table pointers (it can be recorded). */
+  #recordable = false
 
   /**
    * @param memory - the machine's RAM
@@ -158,6 +163,7 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
     const fmt = this.format
     const p = this.params
     const mem = this.#mem
+    this.#recordable = false
     // The root's input range: bits above it must be the prefix (zeros, ones, or a sign copy).
     const span = this.#span[topLevel] as number
     if (span < 64) {
@@ -181,6 +187,9 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
       }
       const w = mem.frameWords(framePfn)
       const j = idx & 511
+      this.#readPfn[depth] = framePfn
+      this.#readIndex[depth] = j
+      this.#readWords[depth] = w
       const type = fmt.hwEntryType(w, j, level, p)
       if (type === EntryType.EMPTY) return this.#fault(WalkFault.NOT_PRESENT, level)
       if (type === HW_RESERVED) return this.#fault(WalkFault.RESERVED, level)
@@ -194,8 +203,6 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
           }
         }
         perm &= fmt.hwTablePerms(w, j, level, p)
-        this.#pathWords[depth] = w
-        this.#pathIndex[depth] = j
         this.#pathLevel[depth] = level
         depth++
         table = fmt.tablePfn(w, j, level, p)
@@ -213,8 +220,8 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
         const write = (access & Access.WRITE) !== 0
         for (let d = 0; d < depth; d++) {
           hwUpdate(
-            this.#pathWords[d] as Uint32Array,
-            this.#pathIndex[d] as number,
+            this.#readWords[d] as Uint32Array,
+            this.#readIndex[d] as number,
             this.#pathLevel[d] as number,
             p,
             false,
@@ -231,10 +238,66 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
       r.pagePfn = fmt.entryOaPfn(w, j, level, p) + lowBits(ipfn, sizeShift)
       r.perm = perm
       r.dirty = fmt.isWriteDirty?.(w, j, level, p) === true
+      this.#reads = depth + 1
+      this.#recordable = tables === null
       return r
     }
   }
+
+  /**
+   * Record where the last walk read its entries and what they held afterwards (frame,
+   * index and both words of each entry, top first), at `out[at]` in
+   * {@link PATH_RECORD_INTS} ints. For a hardware model's detector: while
+   * {@link pathUnchanged} holds, a walk of the same IOVA page from the same root reads the
+   * same entries and gives the same result, so a cached translation can be compared with
+   * memory without walking again.
+   *
+   * @returns false (nothing recorded) when the last walk faulted or was nested (its table
+   *   pointers went through a {@link TableTranslator}, which can change on its own)
+   */
+  recordPath(out: Int32Array, at: number): boolean {
+    if (!this.#recordable) {
+      out[at] = 0
+      return false
+    }
+    const n = this.#reads
+    out[at] = n
+    for (let d = 0; d < n; d++) {
+      const j = this.#readIndex[d] as number
+      // The views the walk read through (valid: nothing ran in between).
+      const w = this.#readWords[d] as Uint32Array
+      const o = at + 1 + 4 * d
+      out[o] = this.#readPfn[d] as number
+      out[o + 1] = j
+      out[o + 2] = w[2 * j] as number
+      out[o + 3] = w[2 * j + 1] as number
+    }
+    return true
+  }
+
+  /**
+   * True when every entry recorded by {@link recordPath} at `rec[at]` still holds the
+   * same words in memory (a frame that no longer holds data reads as zeros). Reads only;
+   * gives no frame storage.
+   */
+  pathUnchanged(rec: Int32Array, at: number): boolean {
+    const n = rec[at] as number
+    if (n === 0) return false
+    const mem = this.#mem
+    for (let d = 0; d < n; d++) {
+      const o = at + 1 + 4 * d
+      const j = rec[o + 1] as number
+      const w = mem.peekWords(rec[o] as number)
+      const lo = w === null ? 0 : (w[2 * j] as number) | 0
+      const hi = w === null ? 0 : (w[2 * j + 1] as number) | 0
+      if (lo !== rec[o + 2] || hi !== rec[o + 3]) return false
+    }
+    return true
+  }
 }
+
+/** Ints one {@link PageTableWalker.recordPath} record takes. */
+export const PATH_RECORD_INTS = 1 + 4 * MAX_LEVELS
 
 function isParams(x: unknown): boolean {
   return typeof x === 'object' && x !== null && 'granuleLg2' in x && 'bitsPerLevel' in x

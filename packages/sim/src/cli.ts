@@ -31,6 +31,7 @@ import {
   migrate,
 } from './migrate.ts'
 import { defaultWorkers, runPool } from './node/pool.ts'
+import { type PrefaultedStorage, prefaultedStorage } from './node/prefault.ts'
 import {
   formatBytes,
   formatRounds,
@@ -233,6 +234,11 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: 'run even if the estimate says the host memory is too small or round 0 too long',
   },
   { name: 'no-progress', kind: 'flag', help: 'no progress bar (it is shown only on a TTY anyway)' },
+  {
+    name: 'no-prefault',
+    kind: 'flag',
+    help: "no worker thread faulting RAM's storage in ahead (same results; first writes then wait for the host's page faults)",
+  },
 ]
 
 function usageText(): string {
@@ -387,6 +393,8 @@ export interface ParsedArgs {
   readonly json: string | null
   readonly svg: string | null
   readonly progress: boolean
+  /** Storage faulted in ahead by a worker thread (not `--no-prefault`). */
+  readonly prefault: boolean
 }
 
 /**
@@ -530,7 +538,16 @@ export function optionsFromArgs(args: string[], host: HostInfo = hostInfo()): Pa
     json,
     svg,
     progress: !flag('no-progress') && process.stdout.isTTY === true,
+    prefault: !flag('no-prefault'),
   }
+}
+
+let prefault: PrefaultedStorage | null = null
+/** The process's one prefaulting storage source, or nothing with `--no-prefault`. */
+function storageFor(on: boolean): { storage?: PrefaultedStorage } {
+  if (!on) return {}
+  prefault ??= prefaultedStorage()
+  return { storage: prefault }
 }
 
 /** A progress bar on a TTY, else null. */
@@ -550,7 +567,7 @@ function roundBar(progress: boolean): cliProgress.SingleBar | null {
 /** One migration with the bar, its tables on stdout, and the report files. */
 function runOne(
   o: MigrateOptions,
-  out: { json: string | null; svg: string | null; progress: boolean },
+  out: { json: string | null; svg: string | null; progress: boolean; prefault: boolean },
 ): number {
   process.stdout.write(
     `iommu-sim migrate: ${formatBytes(o.memoryBytes)} guest on ${typeof o.iommu === 'string' ? o.iommu : 'a driver'}${o.viommu ? ' with a vIOMMU' : ''}, ${o.iopte} IOPTEs, ` +
@@ -563,6 +580,7 @@ function runOne(
   try {
     report = migrate({
       ...o,
+      ...storageFor(out.prefault),
       ...(bar
         ? {
             onProgress: (p) =>
@@ -673,6 +691,7 @@ function compare(args: string[]): number {
     try {
       r = migrate({
         ...o,
+        ...storageFor(p.prefault),
         ...(bar
           ? {
               onProgress: (x) =>
@@ -725,6 +744,7 @@ function runFile(args: string[]): number {
     json: 'value',
     svg: 'value',
     'no-progress': 'flag',
+    'no-prefault': 'flag',
     force: 'flag',
   })
   const [file, ...extra] = rest
@@ -741,6 +761,7 @@ function runFile(args: string[]): number {
     json,
     svg,
     progress: values['no-progress'] === undefined && process.stdout.isTTY === true,
+    prefault: values['no-prefault'] === undefined,
   })
 }
 
@@ -966,8 +987,8 @@ export function main(argv: string[]): number | Promise<number> {
   switch (command) {
     case 'migrate':
       return guarded(() => {
-        const { options, json, svg, progress } = optionsFromArgs(rest)
-        return runOne(options, { json, svg, progress })
+        const { options, json, svg, progress, prefault } = optionsFromArgs(rest)
+        return runOne(options, { json, svg, progress, prefault })
       })
     case 'compare':
       return guarded(() => compare(rest))

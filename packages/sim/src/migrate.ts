@@ -20,6 +20,7 @@ import {
   type PciDevice,
   PfnArray,
   type Process,
+  type StorageSource,
 } from '@iommu/core'
 import {
   type HwptPaging,
@@ -152,6 +153,11 @@ export interface MigrateOptions {
   readonly stepsPerRound: number
   /** Progress callback: fraction of the current round done. */
   readonly onProgress?: (p: { round: number; phase: string; fraction: number }) => void
+  /**
+   * Where the machine's RAM takes its bulk data buffers (`MachineOptions.storage`); the
+   * CLI passes buffers a worker faulted in ahead (`node/prefault.ts`). No effect on results.
+   */
+  readonly storage?: StorageSource
 }
 
 /**
@@ -379,6 +385,7 @@ function setup(o: MigrateOptions): Rig {
     memorySize: ram,
     iommus: [iommuFor(o)],
     dirtyRecords: o.ideal ? 'ideal' : (o.dirtyRecords ?? 'kernel'),
+    ...(o.storage === undefined ? {} : { storage: o.storage }),
   })
   const vmm = m.createProcess()
   const fd = openIommufd(m, vmm)
@@ -652,13 +659,19 @@ function bitIndices(words: Uint32Array, count: number): Int32Array {
  * Bytes of typed arrays the model holds besides guest data, and the data storage (see
  * `MigrationReport.memory`); zeros where the runtime cannot tell (a browser).
  */
-function memorySample(r: Rig): { bookkeepingBytes: number; dataBytes: number } {
+function memorySample(
+  r: Rig,
+  storage: StorageSource | undefined,
+): { bookkeepingBytes: number; dataBytes: number } {
   const p = (globalThis as { process?: { memoryUsage?: () => { arrayBuffers: number } } }).process
   if (!p?.memoryUsage) return { bookkeepingBytes: 0, dataBytes: 0 }
   const s = r.m.memory.frameStats()
   // The slabs hold guest data, the IO page tables and the VMM's bitmap buffer.
   const dataBytes = s.storageBytes - s.byPurpose.pgtable * PAGE - r.bitmap.length
-  return { bookkeepingBytes: p.memoryUsage().arrayBuffers - dataBytes, dataBytes }
+  // Buffers a storage source allocated on another thread (a prefault worker) are counted
+  // by that thread's allocator, not this one's.
+  const arrayBuffers = p.memoryUsage().arrayBuffers + (storage?.otherThread ? s.sourcedBytes : 0)
+  return { bookkeepingBytes: arrayBuffers - dataBytes, dataBytes }
 }
 
 /**
@@ -809,7 +822,7 @@ export function* migration(o: MigrateOptions): Generator<RoundStep, MigrationRep
   const threshold = Math.floor((o.bandwidth * o.maxDowntime) / PAGE)
   let memory = { bookkeepingBytes: 0, dataBytes: 0 }
   const sampleMemory = () => {
-    const m = memorySample(r)
+    const m = memorySample(r, o.storage)
     if (m.bookkeepingBytes + m.dataBytes > memory.bookkeepingBytes + memory.dataBytes) memory = m
   }
 

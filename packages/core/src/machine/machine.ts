@@ -10,7 +10,7 @@ import { bindUnit, type Driver, DriverRegistry, type IommuUnit } from '../driver
 import { IommuError } from '../errno.ts'
 import { IommuCore } from '../iommu/core.ts'
 import { FaultInjector } from './fault-inject.ts'
-import { PhysicalMemory } from './memory.ts'
+import { PhysicalMemory, type StorageSource } from './memory.ts'
 import { PciDevice, type PciDeviceOptions } from './pci.ts'
 import { Process, type ProcessOptions } from './process.ts'
 
@@ -38,6 +38,11 @@ export interface MachineOptions {
    * when the bitmap cannot be pinned. See `DirtyHazardKind`.
    */
   readonly dirtyRecords?: DirtyRecords
+  /**
+   * Where RAM's bulk data buffers come from (see `StorageSource`): e.g. buffers a worker
+   * thread has faulted in ahead. Changes no result, only where the host's page faults land.
+   */
+  readonly storage?: StorageSource
 }
 
 /** A simulated machine. Build one with {@link createMachine}. */
@@ -69,6 +74,7 @@ export class Machine {
     this.memory = new PhysicalMemory({
       ...(options.memorySize === undefined ? {} : { size: options.memorySize }),
       faults: this.faults,
+      ...(options.storage === undefined ? {} : { storage: options.storage }),
     })
     this.iommu = new IommuCore(
       options.defaultDomainType === undefined

@@ -1,7 +1,14 @@
 import { describe, expect, it } from 'vitest'
 import { IommuError } from '../errno.ts'
 import { FaultInjector } from './fault-inject.ts'
-import { FRAME_SIZE, FramePurpose, isZero, PhysicalMemory, PIN_BIAS } from './memory.ts'
+import {
+  FRAME_SIZE,
+  FramePurpose,
+  isZero,
+  PhysicalMemory,
+  PIN_BIAS,
+  type StorageSource,
+} from './memory.ts'
 import { Process } from './process.ts'
 
 describe('PhysicalMemory', () => {
@@ -147,6 +154,61 @@ describe('PhysicalMemory', () => {
     // 1 GiB of data plus typed-array metadata (frame table, page table, pin list).
     expect(used).toBeLessThan(1.25 * 2 ** 30)
     expect(used).toBeGreaterThan(2 ** 30)
+  })
+})
+
+describe('StorageSource', () => {
+  const MIB = 1 << 20
+  /** Writes a distinct word to `frames` fresh frames and reads every one back. */
+  function fill(mem: PhysicalMemory, frames: number): number {
+    const pfn = mem.allocFrames(frames, FramePurpose.USER)
+    for (let i = 0; i < frames; i++) mem.write32((pfn + i) * FRAME_SIZE + 8, i + 1)
+    for (let i = 0; i < frames; i++) {
+      if (mem.read32((pfn + i) * FRAME_SIZE + 8) !== i + 1) return i
+      if (mem.read32((pfn + i) * FRAME_SIZE) !== 0) return i
+    }
+    return frames
+  }
+
+  it('takes bulk buffers from the source once memory holds 16 MiB, with the same contents', () => {
+    const asked: number[] = []
+    const given: ArrayBuffer[] = []
+    const source: StorageSource = {
+      take(bytes) {
+        asked.push(bytes)
+        const b = new ArrayBuffer(bytes)
+        given.push(b)
+        return b
+      },
+    }
+    const mem = new PhysicalMemory({ size: 2 ** 32, storage: source })
+    // 16 single 1 MiB slabs first (4096 frames), then 16 MiB buffers.
+    expect(fill(mem, 4096)).toBe(4096)
+    expect(asked).toEqual([])
+    expect(fill(mem, 4097)).toBe(4097)
+    expect(asked).toEqual([16 * MIB, 16 * MIB])
+    expect(mem.frameStats()).toMatchObject({ storageBytes: 48 * MIB, sourcedBytes: 32 * MIB })
+    // The source's buffer is where the data went.
+    expect(new Uint32Array(given[0] as ArrayBuffer)[2]).toBe(1)
+  })
+
+  it('allocates its own storage when the source has none or gives a wrong buffer', () => {
+    const answers: (ArrayBuffer | null)[] = [
+      null,
+      new ArrayBuffer(MIB),
+      new SharedArrayBuffer(16 * MIB) as unknown as ArrayBuffer,
+      structuredClone(new ArrayBuffer(0)),
+    ]
+    const detached = new ArrayBuffer(16 * MIB)
+    structuredClone(detached, { transfer: [detached] })
+    answers.push(detached)
+    const mem = new PhysicalMemory({
+      size: 2 ** 34,
+      storage: { take: () => answers.shift() ?? null },
+    })
+    expect(fill(mem, 4096 + 5 * 4096)).toBe(4096 + 5 * 4096)
+    expect(answers).toEqual([])
+    expect(mem.frameStats()).toMatchObject({ storageBytes: 96 * MIB, sourcedBytes: 0 })
   })
 })
 

@@ -116,6 +116,28 @@ export interface PhysicalMemoryOptions {
   readonly size?: number
   /** Fault injection for allocations (fail-nth tests). */
   readonly faults?: FaultInjector
+  /** Where the bulk buffers of data storage come from (default: allocated when needed). */
+  readonly storage?: StorageSource
+}
+
+/**
+ * A supplier of the bulk buffers that frame data lives in. Memory asks for one each
+ * time it needs more storage once it holds 16 MiB of data; a source can hand out buffers
+ * whose pages the host has already faulted in (e.g. by a worker thread), so the first
+ * write of a frame does not wait for the host's page fault. A source changes no result:
+ * the buffers read as zeros either way.
+ */
+export interface StorageSource {
+  /**
+   * A zero-filled `ArrayBuffer` of exactly `bytes` bytes that nothing else uses, or null
+   * when none is ready (memory then allocates its own). Anything else is ignored.
+   */
+  take(bytes: number): ArrayBuffer | null
+  /**
+   * The buffers are allocated by another thread, whose allocator counts them (this
+   * thread's `process.memoryUsage().arrayBuffers` does not).
+   */
+  readonly otherThread?: boolean
 }
 
 /** Frame accounting (`frameStats()`). */
@@ -128,6 +150,8 @@ export interface FrameStats {
   readonly dataSlots: number
   /** Bytes of data storage reserved in slabs (including free slots). */
   readonly storageBytes: number
+  /** Of {@link storageBytes}, the bytes that came from the {@link StorageSource}. */
+  readonly sourcedBytes: number
   /** Sum of all pins over all frames. */
   readonly pins: number
   /** Allocated frames per purpose. */
@@ -156,6 +180,9 @@ export class PhysicalMemory {
   /** RAM size in bytes. */
   readonly size: number
   readonly #faults: FaultInjector | null
+  readonly #storage: StorageSource | null
+  /** Bulk storage buffers that came from the {@link StorageSource}. */
+  #sourced = 0
   readonly #chunks: (Chunk | undefined)[] = []
   // Pool of expanded blocks: pages of 32 blocks (per-frame ref and purpose).
   readonly #expRef: Int32Array[] = []
@@ -201,6 +228,7 @@ export class PhysicalMemory {
     this.size = size
     this.totalFrames = size / FRAME_SIZE
     this.#faults = options.faults ?? null
+    this.#storage = options.storage ?? null
   }
 
   // ---------------------------------------------------------------- allocation
@@ -679,7 +707,13 @@ export class PhysicalMemory {
    */
   #growSlabs(): void {
     const n = this.#slabs.length < SLABS_PER_BUFFER ? 1 : SLABS_PER_BUFFER
-    const buf = new ArrayBuffer(n * SLAB_FRAMES * FRAME_SIZE)
+    const bytes = n * SLAB_FRAMES * FRAME_SIZE
+    let buf: ArrayBuffer | null =
+      n === SLABS_PER_BUFFER ? (this.#storage?.take(bytes) ?? null) : null
+    // Only a buffer of the right size, not shared (typed arrays over a SharedArrayBuffer
+    // copy slower) and not detached is used.
+    if (buf instanceof ArrayBuffer && buf.byteLength === bytes) this.#sourced++
+    else buf = new ArrayBuffer(bytes)
     for (let i = 0; i < n; i++) {
       const off = i * SLAB_FRAMES * FRAME_SIZE
       this.#slabs.push(new Uint8Array(buf, off, SLAB_FRAMES * FRAME_SIZE))
@@ -823,6 +857,22 @@ export class PhysicalMemory {
     this.#cachePfn[k] = pfn
     this.#cacheView[k] = v
     return v
+  }
+
+  /**
+   * The frame's 32-bit words if it holds data, else null (it reads as zeros): a read-only
+   * peek for checks that must not give a frame storage (a model's detector comparing its
+   * caches with memory). Do not write through the view: it may be shared storage.
+   */
+  peekWords(pfn: number): Uint32Array | null {
+    const k = pfn & (VIEW_CACHE - 1)
+    // A cached view is the frame's own storage (the cache drops shared or changed slots).
+    if (this.#cachePfn[k] === pfn) return this.#cacheView[k] as Uint32Array
+    const slot = this.#slotOf(pfn)
+    if (slot < 0) return null
+    if (this.#slotRefs[slot] === 1) return this.frameWords(pfn)
+    const off = (slot & SLAB_MASK) * WORDS_PER_FRAME
+    return (this.#slabs32[slot >>> SLAB_SHIFT] as Uint32Array).subarray(off, off + WORDS_PER_FRAME)
   }
 
   /**
@@ -1067,6 +1117,7 @@ export class PhysicalMemory {
       materialized: this.#materialized,
       dataSlots: this.#slotsInUse,
       storageBytes: this.#slabs.length * SLAB_FRAMES * FRAME_SIZE,
+      sourcedBytes: this.#sourced * SLABS_PER_BUFFER * SLAB_FRAMES * FRAME_SIZE,
       pins: this.#pins,
       byPurpose: {
         kernel: b[0] as number,

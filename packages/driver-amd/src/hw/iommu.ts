@@ -89,6 +89,19 @@ export interface HostTableWalker {
     update: boolean,
     out: HostWalkResult,
   ): void
+  /**
+   * Optional, for the detector: after a walk that reached a leaf, record in
+   * `out[at .. at + recordInts)` where it read its entries and what they held (false when
+   * it cannot, e.g. the walk faulted).
+   */
+  recordPath?(out: Int32Array, at: number): boolean
+  /**
+   * True when every entry of the record at `rec[at]` still holds the same words: a walk of
+   * the same IOVA page from the same root would give the same result.
+   */
+  pathUnchanged?(rec: Int32Array, at: number): boolean
+  /** Ints per record of {@link recordPath}. */
+  readonly recordInts?: number
 }
 
 /** A cached, decoded DTE (one object per device, not per DMA). */
@@ -163,6 +176,12 @@ export interface AmdIommuHwConfig {
   /** Run the missing-invalidation detector on every cache hit (default true). */
   readonly detectStale?: boolean
   /**
+   * Let the detector skip the walk of an IOTLB hit when every entry its fill walk read
+   * holds the same words (default true). The reports are the same either way: false
+   * walks on every hit (the reference the records are tested against).
+   */
+  readonly detectorRecords?: boolean
+  /**
    * The unit's IVHD (type 11h/40h) declares HATDis: firmware says host address
    * translation is disabled. Read by the driver at init (`amd_iommu_hatdis`), as the
    * ACPI table is, not by the hardware model. Default false.
@@ -216,6 +235,15 @@ export class AmdIommuHw implements IommuUnit {
   readonly #dteCache: (CachedDte | undefined)[] = []
   readonly #walk = new HostWalkResult()
   readonly #peek = new HostWalkResult()
+  /**
+   * Per IOTLB entry, the fill walk's record (`HostTableWalker.recordPath`), the IOVA page
+   * and the cached DTE it was walked for: the detector re-walks a hit only when one of
+   * them differs (same answer, fewer walks). Null when the walker keeps no records.
+   */
+  readonly #rec: Int32Array | null
+  readonly #recInts: number
+  readonly #recIpfn: Float64Array
+  readonly #recDte: (CachedDte | undefined)[]
   #devtabBase = 0
   #devtabEntries = 0
   #cmdBase = 0
@@ -244,6 +272,15 @@ export class AmdIommuHw implements IommuUnit {
     this.maxPasids = efr & Efr.GT ? 2 ** (pasMax + 1) : 0
     this.iotlb = new Iotlb(config.iotlbEntries ?? 1024, config.iotlbWays ?? 4)
     this.detectStale = config.detectStale ?? true
+    const entries = this.iotlb.sets * this.iotlb.ways
+    const ints =
+      config.detectorRecords !== false && walker.recordPath && walker.pathUnchanged
+        ? (walker.recordInts ?? 0)
+        : 0
+    this.#recInts = ints
+    this.#rec = ints > 0 ? new Int32Array(entries * ints) : null
+    this.#recIpfn = new Float64Array(ints > 0 ? entries : 0)
+    this.#recDte = new Array(ints > 0 ? entries : 0)
   }
 
   // ------------------------------------------------------------------ MMIO
@@ -465,8 +502,7 @@ export class AmdIommuHw implements IommuUnit {
       // view (a DTE is 32 aligned bytes, in one frame), not eight read32 calls.
       const pa = this.#devtabBase + devid * Dte.SIZE
       // (A frame never written reads as zeros and is not given storage by the check.)
-      const pfn = Math.floor(pa / 4096)
-      const words = this.memory.isMaterialized(pfn) ? this.memory.frameWords(pfn) : ZERO_DTE
+      const words = this.memory.peekWords(Math.floor(pa / 4096)) ?? ZERO_DTE
       const at = words === ZERO_DTE ? 0 : (pa & 0xfff) >>> 2
       for (let i = 0; i < 8; i++) {
         if ((words[at + i] as number) !== dte.raw[i]) {
@@ -549,7 +585,9 @@ export class AmdIommuHw implements IommuUnit {
     }
     const tlb = this.iotlb
     let e = tlb.lookup(dte.domid, NO_PASID, txn.iovaPfn)
-    if (e >= 0 && this.detectStale) this.#checkEntry(e, dte, txn)
+    if (e >= 0 && this.detectStale && !this.#unchangedSinceFill(e, dte, txn.iovaPfn)) {
+      this.#checkEntry(e, dte, txn)
+    }
     // A write through an entry cached clean goes back to memory to set D.
     const needDirty = txn.write && (dte.ad & WalkAd.DIRTY) !== 0
     if (e < 0 || (needDirty && tlb.dirty[e] === 0 && ((tlb.perm[e] as number) & WRITE) !== 0)) {
@@ -578,6 +616,16 @@ export class AmdIommuHw implements IommuUnit {
         )
       }
       e = tlb.fill(dte.domid, NO_PASID, w.leafVpn, w.sizeLg2, w.leafPa, w.perm & dtePerm, w.dirty)
+      const rec = this.#rec
+      if (rec !== null) {
+        const at = e * this.#recInts
+        if (this.detectStale && this.#walker.recordPath?.(rec, at) === true) {
+          this.#recIpfn[e] = txn.iovaPfn
+          this.#recDte[e] = dte
+        } else {
+          rec[at] = 0
+        }
+      }
     }
     if (((tlb.perm[e] as number) & access) === 0) {
       return this.#fault(
@@ -610,6 +658,17 @@ export class AmdIommuHw implements IommuUnit {
     const tag = txn.hasPasid ? txn.pasid : domid
     this.#logEvent(devid, tag, f, code, txn.iova)
     return false
+  }
+
+  /**
+   * True when IOTLB entry `e` was filled by a walk of this IOVA page under this cached DTE
+   * and every entry that walk read holds the same words: {@link #checkEntry}'s walk would
+   * then find nothing.
+   */
+  #unchangedSinceFill(e: number, dte: CachedDte, iovaPfn: number): boolean {
+    const rec = this.#rec
+    if (rec === null || this.#recDte[e] !== dte || this.#recIpfn[e] !== iovaPfn) return false
+    return this.#walker.pathUnchanged?.(rec, e * this.#recInts) === true
   }
 
   /** Detector: does IOTLB entry `e` still match the page table in memory? */
