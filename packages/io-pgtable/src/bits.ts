@@ -43,7 +43,7 @@ function ctz32(v: number): number {
 /** Number of trailing zero bits of a non-negative integer x < 2^53; 64 for 0. */
 export function ctz(x: number): number {
   if (x === 0) return 64
-  const lo = x % 0x1_0000_0000
+  const lo = x >>> 0 // x mod 2^32, exact below 2^53
   return lo !== 0 ? ctz32(lo) : 32 + ctz32(Math.floor(x / 0x1_0000_0000))
 }
 

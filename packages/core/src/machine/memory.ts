@@ -959,6 +959,15 @@ export class PhysicalMemory {
    * leave it without storage.
    */
   writeBytes(pa: number, src: Uint8Array): void {
+    const first = Math.floor(pa / FRAME_SIZE)
+    const at = pa - first * FRAME_SIZE
+    if (at + src.length <= FRAME_SIZE) {
+      const e = this.#slotEntry(first)
+      if (e >= 0 && e < MAYBE_SHARED) {
+        ;(this.#slabs[e >>> SLAB_SHIFT] as Uint8Array).set(src, (e & SLAB_MASK) * FRAME_SIZE + at)
+        return
+      }
+    }
     let done = 0
     let pfn = Math.floor(pa / FRAME_SIZE)
     let off = pa - pfn * FRAME_SIZE

@@ -27,7 +27,9 @@ export interface IotlbStats {
 }
 
 function mix(domid: number, pasid: number, vpn: number, sizeLg2: number): number {
-  const lo = vpn % 4294967296
+  // vpn mod 2^32 (ToUint32 is exact for a non-negative integer below 2^53; `%` by 2^32
+  // would be a floating-point modulo).
+  const lo = vpn >>> 0
   const hi = (vpn - lo) / 4294967296
   let h = Math.imul(lo ^ Math.imul(hi, 0x9e3779b1), 0x85ebca6b)
   h ^= Math.imul(domid + 1, 0xc2b2ae35) ^ Math.imul(pasid + 2, 0x27d4eb2f) ^ sizeLg2

@@ -40,7 +40,7 @@ export interface TlbStats {
 }
 
 function mix(kind: number, tag: number, sub: number, vpn: number, sizeLg2: number): number {
-  const lo = vpn % 4294967296
+  const lo = vpn >>> 0 // vpn mod 2^32, exact below 2^53 (`%` would be a float modulo)
   const hi = (vpn - lo) / 4294967296
   let h = Math.imul(lo ^ Math.imul(hi, 0x9e3779b1), 0x85ebca6b)
   h ^= Math.imul(tag + kind, 0xc2b2ae35) ^ Math.imul(sub + 2, 0x27d4eb2f) ^ sizeLg2
