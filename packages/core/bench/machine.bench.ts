@@ -98,6 +98,11 @@ export function dmaFigures(): Figure[] {
     ;(held[held.length - 1] as Uint8Array).set(buf, (j & 255) * PAGE)
   })
   held.length = 0
+  // The store's part: a 4 KiB copy into memory the host has faulted in but the CPU caches
+  // do not hold (what a first write copies into, however its storage was prepared).
+  const cold = new Uint8Array(fresh * PAGE).fill(1)
+  new Uint8Array(64 << 20).fill(2)
+  const coldStore = cpuNsOnce(fresh, (j) => cold.set(buf, j * PAGE))
   // First touch on storage the machine already holds: the first half of a rig's pages is
   // written, then given back (a copy of a zero page releases a frame's storage), and the
   // second half's first writes take those slots: the model's own cost of a first write.
@@ -138,6 +143,7 @@ export function dmaFigures(): Figure[] {
   add('DMA write 4 KiB, first touch (CPU)', ftWrite)
   add('DMA read 4 KiB, first touch (CPU)', ftRead)
   add('host: fault in a fresh 4 KiB page of a new buffer (CPU)', floor)
+  add('host: copy 4 KiB into faulted-in memory not in cache (CPU)', coldStore)
   figures.push({
     name: 'DMA write / read 4 KiB, first touch',
     value: ftWrite / ftRead,
