@@ -50,6 +50,7 @@ import {
   type HostTableWalker,
   type HostWalkResult,
 } from './hw/iommu.ts'
+import { POW2 } from './hw/iotlb.ts'
 import {
   CMD_INV_ALL_PAGES_ADDRESS,
   CMD_SIZE,
@@ -193,8 +194,9 @@ function amdv1Walker(machine: Machine, efr: bigint): HostTableWalker {
       out.fault = r.fault === WalkFault.ACCESS_FLAG ? WalkFault.NOT_PRESENT : r.fault
       out.faultLevel = r.fault === WalkFault.NONE ? -1 : r.level
       if (r.fault !== WalkFault.NONE) return
-      const pages = 2 ** (r.sizeLg2 - 12)
-      const within = iovaPfn % pages
+      // The IOVA page's offset in its leaf, in pages (a table, not Math.pow; no float `%`).
+      const pages = POW2[r.sizeLg2 - 12] as number
+      const within = pages === 1 ? 0 : iovaPfn - Math.floor(iovaPfn / pages) * pages
       out.sizeLg2 = r.sizeLg2
       out.leafVpn = iovaPfn - within
       out.leafPa = r.pagePfn - within

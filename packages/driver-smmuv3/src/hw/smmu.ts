@@ -1639,7 +1639,8 @@ export class SmmuV3Hw implements IommuUnit {
       pfn = r.pagePfn
     }
     const pages = POW2[sizeLg2 - 12] as number
-    const within = txn.iovaPfn % pages
+    // (No float `%`: POW2's entries are doubles.)
+    const within = pages === 1 ? 0 : txn.iovaPfn - Math.floor(txn.iovaPfn / pages) * pages
     return this.tlb.fill(
       kind,
       tag,
