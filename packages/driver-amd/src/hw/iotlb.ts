@@ -148,10 +148,13 @@ export class Iotlb {
     dirty: boolean,
   ): number {
     const base = (mix(domid, pasid, vpn, sizeLg2) & (this.sets - 1)) * this.ways
+    // One pass: the entry for the same leaf, else the set's first free way.
     let slot = -1
+    let free = -1
     for (let w = base; w < base + this.ways; w++) {
-      if (
-        this.#valid[w] === 1 &&
+      if (this.#valid[w] === 0) {
+        if (free < 0) free = w
+      } else if (
         this.#vpn[w] === vpn &&
         this.#sizeLg2[w] === sizeLg2 &&
         this.#domid[w] === domid &&
@@ -161,14 +164,7 @@ export class Iotlb {
         break
       }
     }
-    if (slot < 0) {
-      for (let w = base; w < base + this.ways; w++) {
-        if (this.#valid[w] === 0) {
-          slot = w
-          break
-        }
-      }
-    }
+    if (slot < 0) slot = free
     if (slot < 0) {
       const set = base / this.ways
       slot = base + ((this.#next[set] as number) % this.ways)
