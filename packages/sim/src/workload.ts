@@ -30,17 +30,38 @@ export class Rng {
     this.#d = next() || 1
   }
 
+  /** Outputs generated ahead (the same sequence, a batch at a time) and the next one. */
+  readonly #ahead = new Uint32Array(256)
+  #next = 256
+
   /** A uniform 32-bit unsigned integer. */
   u32(): number {
-    const r = Math.imul(rotl(Math.imul(this.#b, 5), 7), 9) >>> 0
-    const t = this.#b << 9
-    this.#c ^= this.#a
-    this.#d ^= this.#b
-    this.#b ^= this.#c
-    this.#a ^= this.#d
-    this.#c ^= t
-    this.#d = rotl(this.#d, 11)
-    return r
+    if (this.#next === 256) this.#refill()
+    return this.#ahead[this.#next++] as number
+  }
+
+  /** The next 256 outputs, with the state in locals (a call per output costs more). */
+  #refill(): void {
+    let a = this.#a
+    let b = this.#b
+    let c = this.#c
+    let d = this.#d
+    const out = this.#ahead
+    for (let i = 0; i < 256; i++) {
+      out[i] = Math.imul(rotl(Math.imul(b, 5), 7), 9)
+      const t = b << 9
+      c ^= a
+      d ^= b
+      b ^= c
+      a ^= d
+      c ^= t
+      d = rotl(d, 11)
+    }
+    this.#a = a
+    this.#b = b
+    this.#c = c
+    this.#d = d
+    this.#next = 0
   }
 
   /** A uniform float in [0, 1). */
