@@ -56,6 +56,10 @@ export function prefaultedStorage(ahead = 2): PrefaultedStorage {
       workerData: { port: ch.port2, bytes },
       transferList: [ch.port2],
     })
+    // A worker that fails (the host out of memory) only stops serving: memory allocates.
+    worker.on('error', () => {
+      closed = true
+    })
     worker.unref()
     ch.port1.unref()
     size = bytes
