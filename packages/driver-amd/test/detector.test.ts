@@ -12,23 +12,13 @@ import {
   IotlbGather,
   Prot,
 } from '@iommu/core'
+import { Rng } from '@iommu/iommufd/testing'
 import { describe, expect, it } from 'vitest'
 import { type AmdIommuHw, amd, amdTestHooks } from '../src/index.ts'
 
 const PAGE = 4096
 const IOVA = 0x40_0000
 const BLOCK = 2 * 1024 * 1024
-
-/** xorshift32: the same sequence for both runs. */
-function rng(seed: number): (n: number) => number {
-  let x = seed >>> 0 || 1
-  return (n) => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) % n
-  }
-}
 
 /** A seeded run of DMA, unmaps, remaps and dirty reads, some without their flush. */
 function run(records: boolean, seed: number): { log: string[]; stale: unknown[]; hits: number } {
@@ -56,7 +46,8 @@ function run(records: boolean, seed: number): { log: string[]; stale: unknown[];
     mapped[i] = f
   }
   for (let i = 0; i < pages; i++) map(i, i)
-  const r = rng(seed)
+  const rng = new Rng(seed)
+  const r = (n: number) => rng.int(n)
   const log: string[] = []
   let big = false
   const buf = new Uint8Array(64)

@@ -80,4 +80,6 @@ export {
   setupSizes,
   type TestF,
 } from './harness.ts'
+/** The fuzzer's seeded PRNG, for tests that need a reproducible sequence. */
+export { Rng } from './rng.ts'
 export * from './utils.ts'
