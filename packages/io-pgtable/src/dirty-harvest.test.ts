@@ -24,21 +24,9 @@ import { armLpae, IoPgtableQuirk } from './formats/arm-lpae.ts'
 import { vtdss } from './formats/vtdss.ts'
 import { x86_64 } from './formats/x86-64.ts'
 import type { AnyPageTable } from './page-table.ts'
-import { tableHarness } from './testing/helpers.ts'
+import { seededInts, tableHarness } from './testing/helpers.ts'
 
 const RW = Prot.READ | Prot.WRITE
-
-/** A small deterministic PRNG (mulberry32). */
-function rng(seed: number): (n: number) => number {
-  let a = seed >>> 0
-  return (n) => {
-    a = (a + 0x6d2b_79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4_294_967_296) * n)
-  }
-}
 
 interface Rig {
   readonly name: string
@@ -69,7 +57,7 @@ const RIGS: readonly Rig[] = [
 function build(rig: Rig, seed: number, span: number) {
   const h = rig.make()
   const pt = h.table
-  const r = rng(seed)
+  const r = seededInts(seed)
   const g = rig.granule
   let cur = r(64) * g
   while (cur < span) {
@@ -189,7 +177,7 @@ describe('the dirty harvest records exactly what one leaf at a time records', ()
         const batched = build(rig, seed, span)
         const perLeaf = build(rig, seed, span)
         expect(tableWords(batched.table)).toEqual(tableWords(perLeaf.table))
-        const r = rng(seed * 1000 + 7)
+        const r = seededInts(seed * 1000 + 7)
         let found = 0
         for (let q = 0; q < 20; q++) {
           const whole = r(4) === 0

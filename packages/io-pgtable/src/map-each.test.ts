@@ -15,20 +15,10 @@ import { armLpae } from './formats/arm-lpae.ts'
 import { vtdss } from './formats/vtdss.ts'
 import { x86_64 } from './formats/x86-64.ts'
 import { type AnyPageTable, PageTable } from './page-table.ts'
+import { seededInts } from './testing/helpers.ts'
 
 const RW = Prot.READ | Prot.WRITE
 const TB = 2 ** 28 // pages in 1 TiB
-
-/** A seeded xorshift PRNG. */
-function rng(seed: number): (n: number) => number {
-  let x = seed >>> 0 || 1
-  return (n) => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) % n
-  }
-}
 
 interface Side {
   readonly memory: PhysicalMemory
@@ -145,7 +135,7 @@ describe('mapEach: runs of one-page maps, a table at a time', () => {
     it(`${c.name}: the same leaves, tables, root growth and error as one map per page`, () => {
       const codes = new Set<string | null>()
       for (let seed = 1; seed <= 12; seed++) {
-        const r = rng(seed * 7919)
+        const r = seededInts(seed * 7919)
         const a = side(c.format, c.cfg)
         const b = side(c.format, c.cfg)
         // Something in the way: single pages and a large leaf, mapped alike on both sides.

@@ -6,72 +6,13 @@
  * the bitmap), the bitmap bytes, the hazard log, the drops, the record count, the gather
  * and where a livelock stops are the same.
  */
-import {
-  createMachine,
-  DirtyHazardLog,
-  type DirtyRecords,
-  IommuDirtyBitmap,
-  IommuError,
-  IotlbGather,
-} from '@iommu/core'
+import { IommuError } from '@iommu/core'
 import { describe, expect, it } from 'vitest'
-import { IovaBitmap } from '../src/index.ts'
+import { Rng } from '../src/testing/index.ts'
+import { type BitmapRigOptions, PAGE, bitmapRig as rig } from './bitmap-rig.ts'
 
-const PAGE = 4096
-
-function rng(seed: number): (n: number) => number {
-  let a = seed >>> 0
-  return (n) => {
-    a = (a + 0x6d2b_79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4_294_967_296) * n)
-  }
-}
-
-interface Setup {
-  readonly base: bigint
-  readonly pageSize: number
-  readonly nbits: number
-  readonly offset: number
-  /** Bitmap pages mapped; the one after them is not (pins fail there). */
-  readonly mapped: number
-  readonly mode: DirtyRecords
-}
-
-function rig(o: Setup) {
-  const m = createMachine()
-  const proc = m.createProcess()
-  const va = proc.mmap((o.mapped + 1) * PAGE)
-  proc.munmap(va + o.mapped * PAGE, PAGE)
-  const data = va + o.offset
-  const log = new DirtyHazardLog()
-  const length = BigInt(o.nbits) * BigInt(o.pageSize)
-  const hazards = log.begin(o.mode, {
-    source: 'test',
-    hwptId: null,
-    domain: null,
-    iova: o.base,
-    length,
-    pageSize: BigInt(o.pageSize),
-    data: BigInt(data),
-    clear: true,
-  })
-  const bitmap = new IovaBitmap(
-    proc,
-    m.memory,
-    o.base,
-    length - 1n,
-    BigInt(o.pageSize),
-    BigInt(data),
-    o.mode,
-    hazards,
-  )
-  const gather = new IotlbGather()
-  const dirty = new IommuDirtyBitmap(bitmap, gather, { mode: o.mode, hazards })
-  return { m, proc, va, log, hazards, bitmap, gather, dirty }
-}
+/** A random bitmap (its records go to a gather too). */
+type Setup = Omit<BitmapRigOptions, 'gather'>
 
 /** A frame of records: its first page, the 4 KiB pages per record and the entry list. */
 interface Frame {
@@ -81,7 +22,7 @@ interface Frame {
 }
 
 function run(o: Setup, frames: readonly Frame[], batched: boolean) {
-  const r = rig(o)
+  const r = rig({ ...o, gather: true })
   const list = new Uint16Array(513)
   let error: string | null = null
   /** Records made before a failure (null: none failed). */
@@ -118,8 +59,7 @@ function run(o: Setup, frames: readonly Frame[], batched: boolean) {
     if (!(e instanceof IommuError)) throw e
     error = e.code
   }
-  r.bitmap.free()
-  r.hazards?.end()
+  r.end()
   return {
     error,
     madeBeforeFailure,
@@ -134,7 +74,8 @@ function run(o: Setup, frames: readonly Frame[], batched: boolean) {
 
 describe('IovaBitmap.setList makes the records set makes, one by one', () => {
   it('random bitmaps and frames of records', () => {
-    const r = rng(0x15)
+    const rng = new Rng(0x15)
+    const r = (n: number) => rng.int(n)
     let hazards = 0
     for (let round = 0; round < 300; round++) {
       const pageSize = [4096, 4096, 8192, 16384, 0x20_0000][r(5)] as number

@@ -3,61 +3,11 @@
  * could hand it, beyond what the in-tree walks produce: window re-basing, records before
  * the bitmap, zero-length records, and the two records the kernel never returns from.
  */
-import { createMachine, DirtyHazardLog, type DirtyRecords, IommuDirtyBitmap } from '@iommu/core'
 import { describe, expect, it } from 'vitest'
-import { IovaBitmap } from '../src/index.ts'
 import { expectErrno } from '../src/testing/index.ts'
+import { PAGE, bitmapRig as rig } from './bitmap-rig.ts'
 
-const PAGE = 4096
 const MIB = 1024 * 1024
-
-/**
- * A bitmap of `nbits` bits of `pageSize` from IOVA `base`, at `offset` bytes into a fresh
- * mapping of `mapped` pages followed by an unmapped page.
- */
-function rig(o: {
-  base: bigint
-  pageSize: number
-  nbits: number
-  offset?: number
-  mapped: number
-  mode?: DirtyRecords
-}) {
-  const m = createMachine()
-  const proc = m.createProcess()
-  const va = proc.mmap((o.mapped + 1) * PAGE)
-  proc.munmap(va + o.mapped * PAGE, PAGE)
-  const data = va + (o.offset ?? 0)
-  const log = new DirtyHazardLog()
-  const length = BigInt(o.nbits) * BigInt(o.pageSize)
-  const mode = o.mode ?? 'kernel'
-  const hazards = log.begin(mode, {
-    source: 'test',
-    hwptId: null,
-    domain: null,
-    iova: o.base,
-    length,
-    pageSize: BigInt(o.pageSize),
-    data: BigInt(data),
-    clear: true,
-  })
-  const bitmap = new IovaBitmap(
-    proc,
-    m.memory,
-    o.base,
-    length - 1n,
-    BigInt(o.pageSize),
-    BigInt(data),
-    mode,
-    hazards,
-  )
-  const dirty = new IommuDirtyBitmap(bitmap, null, { mode, hazards })
-  const end = () => {
-    bitmap.free()
-    hazards?.end()
-  }
-  return { m, proc, va, data, log, bitmap, dirty, end }
-}
 
 /** The 4 KiB page number of an IOVA. */
 const pfn = (iova: bigint) => Number(iova / 4096n)

@@ -210,6 +210,22 @@ describe('StorageSource', () => {
     expect(answers).toEqual([])
     expect(mem.frameStats()).toMatchObject({ storageBytes: 96 * MIB, sourcedBytes: 0 })
   })
+
+  it('drops a source that throws, and the write that needed storage goes on', () => {
+    let asked = 0
+    const mem = new PhysicalMemory({
+      size: 2 ** 34,
+      storage: {
+        take() {
+          asked++
+          throw new Error('no worker')
+        },
+      },
+    })
+    expect(fill(mem, 4096 + 3 * 4096)).toBe(4096 + 3 * 4096)
+    expect(asked).toBe(1)
+    expect(mem.frameStats()).toMatchObject({ storageBytes: 64 * MIB, sourcedBytes: 0 })
+  })
 })
 
 describe('isZero', () => {

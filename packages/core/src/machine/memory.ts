@@ -130,7 +130,8 @@ export interface PhysicalMemoryOptions {
 export interface StorageSource {
   /**
    * A zero-filled `ArrayBuffer` of exactly `bytes` bytes that nothing else uses, or null
-   * when none is ready (memory then allocates its own). Anything else is ignored.
+   * when none is ready (memory then allocates its own). Anything else is ignored; a source
+   * that throws is not asked again.
    */
   take(bytes: number): ArrayBuffer | null
   /**
@@ -180,7 +181,7 @@ export class PhysicalMemory {
   /** RAM size in bytes. */
   readonly size: number
   readonly #faults: FaultInjector | null
-  readonly #storage: StorageSource | null
+  #storage: StorageSource | null
   /** Bulk storage buffers that came from the {@link StorageSource}. */
   #sourced = 0
   readonly #chunks: (Chunk | undefined)[] = []
@@ -708,8 +709,16 @@ export class PhysicalMemory {
   #growSlabs(): void {
     const n = this.#slabs.length < SLABS_PER_BUFFER ? 1 : SLABS_PER_BUFFER
     const bytes = n * SLAB_FRAMES * FRAME_SIZE
-    let buf: ArrayBuffer | null =
-      n === SLABS_PER_BUFFER ? (this.#storage?.take(bytes) ?? null) : null
+    let buf: ArrayBuffer | null = null
+    if (n === SLABS_PER_BUFFER && this.#storage !== null) {
+      try {
+        buf = this.#storage.take(bytes)
+      } catch {
+        // A source that throws (e.g. cannot start its worker) is dropped: memory grows on
+        // its own, and the write that needed the storage goes on.
+        this.#storage = null
+      }
+    }
     // Only a buffer of the right size, not shared (typed arrays over a SharedArrayBuffer
     // copy slower) and not detached is used.
     if (buf instanceof ArrayBuffer && buf.byteLength === bytes) this.#sourced++

@@ -150,3 +150,15 @@ export class ReferenceMap {
     return m === undefined ? -1 : m.pa + (ipfn - m.start)
   }
 }
+
+/** A small seeded PRNG (mulberry32) for tests: an integer in [0, n) per call. */
+export function seededInts(seed: number): (n: number) => number {
+  let a = seed >>> 0
+  return (n) => {
+    a = (a + 0x6d2b_79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4_294_967_296) * n)
+  }
+}
