@@ -266,31 +266,33 @@ export const amdv1: PageTableFormat<AmdV1Config, AmdV1Params> = definePageTableF
     let j = from << 1
     const end = to << 1
     for (; j + 16 <= end; j += 16) {
-      const miss =
-        (((w[j] as number) & (PR | D)) ^ PR) |
-        (((w[j + 2] as number) & (PR | D)) ^ PR) |
-        (((w[j + 4] as number) & (PR | D)) ^ PR) |
-        (((w[j + 6] as number) & (PR | D)) ^ PR) |
-        (((w[j + 8] as number) & (PR | D)) ^ PR) |
-        (((w[j + 10] as number) & (PR | D)) ^ PR) |
-        (((w[j + 12] as number) & (PR | D)) ^ PR) |
-        (((w[j + 14] as number) & (PR | D)) ^ PR)
-      if (miss === 0) continue
-      if ((miss & PR) !== 0) {
+      // The eight entries ORed (any D) and ANDed (all PR): two operations an entry.
+      const w0 = w[j] as number
+      const w1 = w[j + 2] as number
+      const w2 = w[j + 4] as number
+      const w3 = w[j + 6] as number
+      const w4 = w[j + 8] as number
+      const w5 = w[j + 10] as number
+      const w6 = w[j + 12] as number
+      const w7 = w[j + 14] as number
+      const all = w0 & w1 & w2 & w3 & w4 & w5 & w6 & w7
+      const any = w0 | w1 | w2 | w3 | w4 | w5 | w6 | w7
+      if ((any & D) === 0 && (all & PR) !== 0) continue
+      if ((all & PR) === 0) {
         // A hole in the block: entry by entry.
         const k = harvestEach(w, j, j + 16, clear, out)
         if (k >= 0) return k
         continue
       }
       let d =
-        (((w[j] as number) >>> 6) & 1) |
-        (((w[j + 2] as number) >>> 5) & 2) |
-        (((w[j + 4] as number) >>> 4) & 4) |
-        (((w[j + 6] as number) >>> 3) & 8) |
-        (((w[j + 8] as number) >>> 2) & 16) |
-        (((w[j + 10] as number) >>> 1) & 32) |
-        ((w[j + 12] as number) & 64) |
-        (((w[j + 14] as number) << 1) & 128)
+        ((w0 >>> 6) & 1) |
+        ((w1 >>> 5) & 2) |
+        ((w2 >>> 4) & 4) |
+        ((w3 >>> 3) & 8) |
+        ((w4 >>> 2) & 16) |
+        ((w5 >>> 1) & 32) |
+        (w6 & 64) |
+        ((w7 << 1) & 128)
       do {
         const jj = j + 2 * (31 - Math.clz32(d & -d))
         const lo = w[jj] as number

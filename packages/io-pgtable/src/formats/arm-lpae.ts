@@ -413,17 +413,18 @@ export const armLpae: PageTableFormat<ArmLpaeConfig, ArmLpaeParams> = definePage
     const m = E.AP_RDONLY | E.TYPE_MASK
     const v = E.AP_RDONLY | E.TYPE_PAGE
     for (; j + 16 <= end; j += 16) {
-      const miss =
-        (((w[j] as number) & m) ^ v) |
-        (((w[j + 2] as number) & m) ^ v) |
-        (((w[j + 4] as number) & m) ^ v) |
-        (((w[j + 6] as number) & m) ^ v) |
-        (((w[j + 8] as number) & m) ^ v) |
-        (((w[j + 10] as number) & m) ^ v) |
-        (((w[j + 12] as number) & m) ^ v) |
-        (((w[j + 14] as number) & m) ^ v)
-      if (miss === 0) continue
-      if ((miss & E.TYPE_MASK) !== 0) {
+      // The eight entries ANDed: their common bits. Type and AP[2] in all: clean pages.
+      const all =
+        (w[j] as number) &
+        (w[j + 2] as number) &
+        (w[j + 4] as number) &
+        (w[j + 6] as number) &
+        (w[j + 8] as number) &
+        (w[j + 10] as number) &
+        (w[j + 12] as number) &
+        (w[j + 14] as number)
+      if ((all & m) === v) continue
+      if ((all & E.TYPE_MASK) !== E.TYPE_PAGE) {
         // Not a page in the block (a hole at level 0): entry by entry.
         const k = harvestEach(w, j, j + 16, clear, out)
         if (k >= 0) return k

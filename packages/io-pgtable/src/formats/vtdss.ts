@@ -196,28 +196,38 @@ export const vtdss: PageTableFormat<VtdSsConfig, VtdSsParams> = definePageTableF
   skipCleanLeaves: skipClean,
 
   harvestDirtyLeaves(w, from, to, clear, out) {
-    // Blocks of eight entries, each block tested at once: clean leaves pass, and a block
-    // whose misses are all D bits (no needsLook of -1) has them taken from one byte.
+    // Blocks of eight entries, each block tested at once: clean leaves pass, and in a
+    // block of leaves the D bits are taken from one gathered byte.
     let j = from << 1
     const end = to << 1
     for (; j + 16 <= end; j += 16) {
-      const miss = blockNeedsLook(w, j)
-      if (miss === 0) continue
-      if (miss < 0) {
-        // An entry without R, W or D in the block: entry by entry.
+      // The eight entries ORed (any D) and ANDed (R or W common to all): two operations
+      // an entry. Leaves that share neither R nor W (or a hole) go entry by entry.
+      const w0 = w[j] as number
+      const w1 = w[j + 2] as number
+      const w2 = w[j + 4] as number
+      const w3 = w[j + 6] as number
+      const w4 = w[j + 8] as number
+      const w5 = w[j + 10] as number
+      const w6 = w[j + 12] as number
+      const w7 = w[j + 14] as number
+      const all = w0 & w1 & w2 & w3 & w4 & w5 & w6 & w7
+      const any = w0 | w1 | w2 | w3 | w4 | w5 | w6 | w7
+      if ((any & D) === 0 && (all & (R | W)) !== 0) continue
+      if ((all & (R | W)) === 0) {
         const k = harvestEach(w, j, j + 16, clear, out)
         if (k >= 0) return k
         continue
       }
       let d =
-        (((w[j] as number) >>> 9) & 1) |
-        (((w[j + 2] as number) >>> 8) & 2) |
-        (((w[j + 4] as number) >>> 7) & 4) |
-        (((w[j + 6] as number) >>> 6) & 8) |
-        (((w[j + 8] as number) >>> 5) & 16) |
-        (((w[j + 10] as number) >>> 4) & 32) |
-        (((w[j + 12] as number) >>> 3) & 64) |
-        (((w[j + 14] as number) >>> 2) & 128)
+        ((w0 >>> 9) & 1) |
+        ((w1 >>> 8) & 2) |
+        ((w2 >>> 7) & 4) |
+        ((w3 >>> 6) & 8) |
+        ((w4 >>> 5) & 16) |
+        ((w5 >>> 4) & 32) |
+        ((w6 >>> 3) & 64) |
+        ((w7 >>> 2) & 128)
       do {
         const jj = j + 2 * (31 - Math.clz32(d & -d))
         const n = (out[0] as number) + 1
