@@ -91,6 +91,22 @@ export function dmaFigures(): Figure[] {
     const d = (rigs[k++ % 4] as { dma: DmaEngine }).dma
     return (j) => d.write(IOVA + j * PAGE, buf)
   })
+  // The device's first touch of pages the CPU wrote (guest RAM in use: a buffer the guest
+  // filled or zeroed), out of the CPU caches: a read and a write both copy 4 KiB of cold
+  // memory, after a walk of IOPTEs the device has not used yet.
+  const written = [0, 1].map(() => {
+    const rig = dmaRig(fresh)
+    for (let j = 0; j < fresh; j++) rig.m.memory.writeBytes((rig.pfn + j) * PAGE, buf)
+    return rig
+  })
+  new Uint8Array(64 << 20).fill(3)
+  const ftReadWritten = cpuNsOnce(fresh, (j) =>
+    (written[0] as { dma: DmaEngine }).dma.readInto(IOVA + j * PAGE, sink),
+  )
+  new Uint8Array(64 << 20).fill(4)
+  const ftWriteWritten = cpuNsOnce(fresh, (j) =>
+    (written[1] as { dma: DmaEngine }).dma.write(IOVA + j * PAGE, buf),
+  )
   // The host's part of a first write: a fresh 4 KiB page of a new buffer, faulted in.
   const held: Uint8Array[] = []
   const floor = medianOnce(3, fresh, () => (j) => {
@@ -147,6 +163,16 @@ export function dmaFigures(): Figure[] {
   figures.push({
     name: 'DMA write / read 4 KiB, first touch',
     value: ftWrite / ftRead,
+    unit: '×',
+    anchor: 1.5,
+    anchorNote: 'target ≤ 1.5×',
+    better: 'lower',
+  })
+  add('DMA write 4 KiB, first device touch of a page the CPU wrote (CPU)', ftWriteWritten)
+  add('DMA read 4 KiB, first device touch of a page the CPU wrote (CPU)', ftReadWritten)
+  figures.push({
+    name: 'DMA write / read 4 KiB, first device touch of a page the CPU wrote',
+    value: ftWriteWritten / ftReadWritten,
     unit: '×',
     anchor: 1.5,
     anchorNote: 'target ≤ 1.5×',
