@@ -63,9 +63,10 @@ function medianOnce(k: number, n: number, make: () => (i: number) => void): numb
 
 /**
  * 4 KiB DMA through the mock IOMMU with 4 KiB IOPTEs (CPU time, so that other load on the
- * machine counts less): steady state on a 64 MiB working set already written; first touch
- * on pages never written (a read returns zeros without storage; a write takes its
- * storage, and the host faults a fresh page in); copy-on-write; dirty tracking on.
+ * machine counts less): steady state on a 64 MiB working set already written; the
+ * device's first touch of pages the CPU wrote (out of the caches); first touch on pages
+ * never written (a read returns zeros without storage; a write takes its storage, and the
+ * host faults a fresh page in); copy-on-write; dirty tracking on.
  */
 export function dmaFigures(): Figure[] {
   const pages = 16384
