@@ -155,6 +155,74 @@ describe('PhysicalMemory', () => {
     expect(used).toBeLessThan(1.25 * 2 ** 30)
     expect(used).toBeGreaterThan(2 ** 30)
   })
+
+  it('copyFrames equals copyFrame one frame at a time (groups with and without data)', () => {
+    // Frames 0..2047 as source and 2048..4095 as destination; a seeded LCG picks which
+    // frames hold data (whole groups empty or full, and mixed), the ranges and offsets.
+    let seed = 12345
+    const next = (n: number) => {
+      seed = (Math.imul(seed, 1_103_515_245) + 12_345) >>> 0
+      return (seed >>> 8) % n
+    }
+    // Frame 4096 never holds data: copying it onto a frame releases that frame's storage.
+    const pair = [0, 1].map(() => {
+      const mem = new PhysicalMemory({ size: 2 ** 26 })
+      mem.allocFrames(4097, FramePurpose.USER)
+      return mem
+    }) as [PhysicalMemory, PhysicalMemory]
+    const [a, b] = pair
+    for (let round = 0; round < 40; round++) {
+      for (const mem of pair) for (let pfn = 0; pfn < 4096; pfn++) mem.copyFrame(pfn, 4096)
+      const density = [0, 0.3, 1][round % 3] as number
+      const writes: [number, number][] = []
+      for (let pfn = 0; pfn < 4096; pfn++) {
+        const group = pfn >>> 6
+        const p = group % 4 === 0 ? 0 : group % 4 === 1 ? 1 : density
+        if (next(1000) < p * 1000) writes.push([pfn, 1 + next(250)]) // never 0xff
+      }
+      // Mostly the same offset in a group on both sides, so that whole groups are copied.
+      const src = next(1024)
+      const dst = 2048 + (next(4) === 0 ? next(1024) : (src & 63) + 64 * next(15))
+      const count = 1 + next(1024)
+      for (const [i, mem] of pair.entries()) {
+        for (const [pfn, v] of writes) mem.fill(pfn * FRAME_SIZE, FRAME_SIZE, v)
+        // Cached views of the sources: writing through them after the copy must copy.
+        for (let k = 0; k < count; k++) mem.peekWords(src + k)
+        if (i === 0) mem.copyFrames(dst, src, count)
+        else for (let k = 0; k < count; k++) mem.copyFrame(dst + k, src + k)
+      }
+      expect(a.frameStats()).toEqual(b.frameStats())
+      const x = new Uint8Array(FRAME_SIZE)
+      const y = new Uint8Array(FRAME_SIZE)
+      let differ = 0
+      for (let pfn = 0; pfn < 4096; pfn++) {
+        a.readBytes(pfn * FRAME_SIZE, x)
+        b.readBytes(pfn * FRAME_SIZE, y)
+        if (Buffer.compare(x, y) !== 0) differ++
+      }
+      expect(differ).toBe(0)
+      // Writing the sources (through a word view, or a 4 KiB write) leaves the copies as
+      // they were, in both.
+      const page = new Uint8Array(FRAME_SIZE).fill(0xff)
+      for (const mem of pair) {
+        for (let k = 0; k < count; k++) {
+          if (k % 2 === 0) mem.frameWords(src + k)[3] = 0xdead
+          else mem.writeBytes((src + k) * FRAME_SIZE, page)
+        }
+      }
+      for (let k = 0; k < count; k++) {
+        a.readBytes((dst + k) * FRAME_SIZE, x)
+        b.readBytes((dst + k) * FRAME_SIZE, y)
+        if (Buffer.compare(x, y) !== 0 || a.framesEqual(dst + k, src + k)) differ++
+      }
+      expect(differ).toBe(0)
+      expect(a.frameStats()).toEqual(b.frameStats())
+    }
+    // Groups left without data are given back the same way (no slot group leaks).
+    for (const mem of pair) for (let pfn = 0; pfn < 4096; pfn++) mem.copyFrame(pfn, 4096)
+    expect(a.frameStats()).toMatchObject({ materialized: 0, dataSlots: 0 })
+    expect(a.metadataBytes()).toEqual(b.metadataBytes())
+  })
 })
 
 describe('StorageSource', () => {

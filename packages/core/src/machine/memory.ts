@@ -1072,9 +1072,47 @@ export class PhysicalMemory {
         i += GROUP_FRAMES
         continue
       }
+      if (((d | s) & GROUP_MASK) === 0 && count - i >= GROUP_FRAMES && !this.#groupHasData(d)) {
+        // A whole group onto a group without data (a migration's first copy): the same
+        // entries, counts and hints as 64 copyFrame calls, without the per-frame lookups.
+        this.#shareGroup(d, s)
+        i += GROUP_FRAMES
+        continue
+      }
       this.copyFrame(d, s)
       i++
     }
+  }
+
+  /**
+   * {@link copyFrame} of the 64 frames of the group at `src` onto the group at `dst`
+   * (both group-aligned), where no frame of `dst`'s group holds data.
+   */
+  #shareGroup(dst: number, src: number): void {
+    const cs = this.#chunks[src >>> CHUNK_SHIFT] as Chunk
+    const gs = cs.group[(src & CHUNK_MASK) >>> GROUP_SHIFT] as number
+    const ss = this.#grpSlots[gs >>> GRP_PAGE_SHIFT] as Int32Array
+    const sAt = (gs & GRP_PAGE_MASK) << GROUP_SHIFT
+    const cd = this.#chunkFor(dst)
+    const gd = this.#groupFor(cd, (dst & CHUNK_MASK) >>> GROUP_SHIFT)
+    const ds = this.#grpSlots[gd >>> GRP_PAGE_SHIFT] as Int32Array
+    const dAt = (gd & GRP_PAGE_MASK) << GROUP_SHIFT
+    const refs = this.#slotRefs
+    let used = 0
+    for (let k = 0; k < GROUP_FRAMES; k++) {
+      const e = ss[sAt + k] as number
+      if (e < 0) continue
+      const slot = e & SLOT_MASK
+      ds[dAt + k] = slot | MAYBE_SHARED
+      ss[sAt + k] = slot | MAYBE_SHARED
+      refs[slot] = (refs[slot] as number) + 1
+      // The source's storage is shared now: its cached view must not be written through.
+      this.#uncache(src + k)
+      this.#uncache(dst + k)
+      used++
+    }
+    this.#materialized += used
+    this.#grpUsed[gd] = used
   }
 
   /** True when a frame of the 64-frame group of `pfn` holds data. */
