@@ -40,6 +40,7 @@ export {
 export { VTDSS_PTE, type VtdSsConfig, type VtdSsParams, vtdss } from './formats/vtdss.ts'
 export { X86_64_PTE, type X86_64Config, x86_64 } from './formats/x86-64.ts'
 export { type AnyPageTable, PageTable, type PageTableRoot } from './page-table.ts'
+export { type PathRecorder, PathRecords } from './path-records.ts'
 export type { PageTableHooks, PageTableOptions } from './table.ts'
 export {
   type AnyPageTableWalker,

@@ -1,10 +1,11 @@
-import { FramePurpose, Prot } from '@iommu/core'
+import { FramePurpose, IotlbGather, Prot } from '@iommu/core'
 import { describe, expect, it } from 'vitest'
 import { Access, HwAd, WalkFault } from './format.ts'
 import { amdv1 } from './formats/amdv1.ts'
 import { armLpae, IoPgtableQuirk } from './formats/arm-lpae.ts'
 import { x86_64 } from './formats/x86-64.ts'
 import { tableHarness } from './testing/helpers.ts'
+import { PathRecords } from './path-records.ts'
 import { PATH_RECORD_INTS } from './walk.ts'
 
 describe('the hardware walker', () => {
@@ -185,6 +186,41 @@ describe('the hardware walker', () => {
     expect(walker.recordPath(rec, at)).toBe(false)
     mem.put(copy)
     mem.put(zero)
+    expect(h.finish()).toBe(0)
+  })
+
+  it('PathRecords: one record per entry, for one IOVA page and one context, until refilled', () => {
+    const h = tableHarness(amdv1, {})
+    const pt = h.table
+    pt.mapRange(0x4000_1000n, 0x8_0000n, 0x2000n, Prot.READ | Prot.WRITE)
+    const walker = pt.walker()
+    const records = new PathRecords<object>(4)
+    const ctx = {}
+    const other = {}
+    const ipfn = 0x4_0001
+    walker.walk(pt.root.pfn, pt.root.level, ipfn, Access.READ)
+    records.save(2, walker, ipfn, ctx)
+    expect(records.unchanged(2, walker, ipfn, ctx)).toBe(true)
+    // Another entry, page or context has no record.
+    expect(records.unchanged(1, walker, ipfn, ctx)).toBe(false)
+    expect(records.unchanged(2, walker, ipfn + 1, ctx)).toBe(false)
+    expect(records.unchanged(2, walker, ipfn, other)).toBe(false)
+    // The leaf changes, and back: the record follows memory.
+    const gather = new IotlbGather()
+    pt.unmapRange(0x4000_1000n, 0x1000n, gather)
+    expect(records.unchanged(2, walker, ipfn, ctx)).toBe(false)
+    pt.mapRange(0x4000_1000n, 0x8_0000n, 0x1000n, Prot.READ | Prot.WRITE)
+    expect(records.unchanged(2, walker, ipfn, ctx)).toBe(true)
+    records.clear(2)
+    expect(records.unchanged(2, walker, ipfn, ctx)).toBe(false)
+    // A walk that cannot be recorded (a fault) leaves no record.
+    records.save(3, walker, ipfn, ctx)
+    walker.walk(pt.root.pfn, pt.root.level, 0x123, Access.READ)
+    records.save(3, walker, 0x123, ctx)
+    expect(records.unchanged(3, walker, 0x123, ctx)).toBe(false)
+    expect(records.unchanged(3, walker, ipfn, ctx)).toBe(false)
+    pt.unmapRange(0x4000_1000n, 0x2000n, gather)
+    gather.releaseFreelist()
     expect(h.finish()).toBe(0)
   })
 })

@@ -245,6 +245,14 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
   }
 
   /**
+   * The frame the last walk read its entry from at `depth` (0: the top level), for a
+   * model's paging-structure cache. Valid for the depths a successful walk went through.
+   */
+  readFrame(depth: number): number {
+    return this.#readPfn[depth] as number
+  }
+
+  /**
    * Record where the last walk read its entries and what they held afterwards (frame,
    * index and both words of each entry, top first), at `out[at]` in
    * {@link PATH_RECORD_INTS} ints. For a hardware model's detector: while

@@ -1,6 +1,7 @@
 /**
- * @iommu/core/testing — the mock IOMMU driver (also alone: `@iommu/core/testing/mock`) and
- * the driver conformance kit, which needs vitest (an optional peer). Run-time code that
+ * @iommu/core/testing — the mock IOMMU driver (also alone: `@iommu/core/testing/mock`), the
+ * driver conformance kit, which needs vitest (an optional peer), and a seeded DMA churn
+ * for comparing two configurations of a hardware model (`dmaChurn`). Run-time code that
  * only needs the mock imports `@iommu/core/testing/mock`, which loads no test framework.
  *
  * @module
@@ -13,4 +14,5 @@ export {
   describeDriverConformance,
   driverConformanceCases,
 } from './conformance.ts'
+export { type DmaChurnOptions, type DmaChurnResult, dmaChurn } from './dma-churn.ts'
 export * from './mock/index.ts'

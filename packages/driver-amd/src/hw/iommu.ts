@@ -15,6 +15,7 @@
  */
 
 import type { DmaTransaction, Driver, IommuUnit, Machine, PhysicalMemory } from '@iommu/core'
+import { type PathRecorder, PathRecords } from '@iommu/io-pgtable'
 import { Iotlb, NO_PASID, POW2 } from './iotlb.ts'
 import {
   CMD_SIZE,
@@ -236,14 +237,11 @@ export class AmdIommuHw implements IommuUnit {
   readonly #walk = new HostWalkResult()
   readonly #peek = new HostWalkResult()
   /**
-   * Per IOTLB entry, the fill walk's record (`HostTableWalker.recordPath`), the IOVA page
-   * and the cached DTE it was walked for: the detector re-walks a hit only when one of
-   * them differs (same answer, fewer walks). Null when the walker keeps no records.
+   * Per IOTLB entry, the fill walk's record (`HostTableWalker.recordPath`), with the IOVA
+   * page and the cached DTE it was walked for: the detector re-walks a hit only when one
+   * of them differs (same answer, fewer walks). Null when the walker keeps no records.
    */
-  readonly #rec: Int32Array | null
-  readonly #recInts: number
-  readonly #recIpfn: Float64Array
-  readonly #recDte: (CachedDte | undefined)[]
+  readonly #records: PathRecords<CachedDte> | null
   #devtabBase = 0
   #devtabEntries = 0
   #cmdBase = 0
@@ -272,15 +270,11 @@ export class AmdIommuHw implements IommuUnit {
     this.maxPasids = efr & Efr.GT ? 2 ** (pasMax + 1) : 0
     this.iotlb = new Iotlb(config.iotlbEntries ?? 1024, config.iotlbWays ?? 4)
     this.detectStale = config.detectStale ?? true
-    const entries = this.iotlb.sets * this.iotlb.ways
-    const ints =
+    const records =
       config.detectorRecords !== false && walker.recordPath && walker.pathUnchanged
         ? (walker.recordInts ?? 0)
         : 0
-    this.#recInts = ints
-    this.#rec = ints > 0 ? new Int32Array(entries * ints) : null
-    this.#recIpfn = new Float64Array(ints > 0 ? entries : 0)
-    this.#recDte = new Array(ints > 0 ? entries : 0)
+    this.#records = records > 0 ? new PathRecords(this.iotlb.sets * this.iotlb.ways, records) : null
   }
 
   // ------------------------------------------------------------------ MMIO
@@ -616,15 +610,10 @@ export class AmdIommuHw implements IommuUnit {
         )
       }
       e = tlb.fill(dte.domid, NO_PASID, w.leafVpn, w.sizeLg2, w.leafPa, w.perm & dtePerm, w.dirty)
-      const rec = this.#rec
-      if (rec !== null) {
-        const at = e * this.#recInts
-        if (this.detectStale && this.#walker.recordPath?.(rec, at) === true) {
-          this.#recIpfn[e] = txn.iovaPfn
-          this.#recDte[e] = dte
-        } else {
-          rec[at] = 0
-        }
+      const records = this.#records
+      if (records !== null) {
+        if (this.detectStale) records.save(e, this.#walker as PathRecorder, txn.iovaPfn, dte)
+        else records.clear(e)
       }
     }
     if (((tlb.perm[e] as number) & access) === 0) {
@@ -666,9 +655,7 @@ export class AmdIommuHw implements IommuUnit {
    * then find nothing.
    */
   #unchangedSinceFill(e: number, dte: CachedDte, iovaPfn: number): boolean {
-    const rec = this.#rec
-    if (rec === null || this.#recDte[e] !== dte || this.#recIpfn[e] !== iovaPfn) return false
-    return this.#walker.pathUnchanged?.(rec, e * this.#recInts) === true
+    return this.#records?.unchanged(e, this.#walker as PathRecorder, iovaPfn, dte) === true
   }
 
   /** Detector: does IOTLB entry `e` still match the page table in memory? */

@@ -29,6 +29,8 @@ import {
   type FormatParams,
   HwAd,
   PageTableWalker,
+  type PathRecorder,
+  PathRecords,
   type TableTranslator,
   type VtdSsConfig,
   type VtdSsParams,
@@ -99,6 +101,13 @@ export interface VtdIommuHwConfig {
   readonly devtlbEntries?: number
   /** Run the missing-invalidation detector on every cache hit (default true). */
   readonly detectStale?: boolean
+  /**
+   * The detector skips the comparison walk of an IOTLB hit on a first- or second-stage
+   * entry when the walk that last found the entry up to date read entries that all still
+   * hold the same words (default true). The reports are the same either way: false walks
+   * on every hit (the reference the records are tested against).
+   */
+  readonly detectorRecords?: boolean
 }
 
 /**
@@ -346,6 +355,11 @@ export class VtdIommuHw implements IommuUnit {
   readonly #fsLeafWalker: PageTableWalker<X86_64Config, FormatParams>
   readonly #tr = new Translation()
   readonly #peek = new Translation()
+  /**
+   * Per IOTLB entry, the path of the detector's last walk that found it up to date, with
+   * the IOVA page and the cached PASID entry (single-stage only): null without records.
+   */
+  readonly #records: PathRecords<CachedPasid> | null
   readonly #sagaw: number
   readonly #mamv: number
   readonly #fro: number
@@ -387,6 +401,8 @@ export class VtdIommuHw implements IommuUnit {
   #resolveCalls = 0
   readonly #resolve: TableTranslator
   // The paging-structure probe: which page the walk fetched as its level-0 table.
+  /** The walker of the last single-stage walk from the root (not through the PSC), or null. */
+  #rootWalker: PathRecorder | null = null
   #pscCalls = 0
   #pscTop = 0
   #pscSeen = -1
@@ -402,6 +418,8 @@ export class VtdIommuHw implements IommuUnit {
     this.devtlb = new TranslationCache(config.devtlbEntries ?? 256, 4)
     this.psc = new TranslationCache(256, 4)
     this.detectStale = config.detectStale ?? true
+    this.#records =
+      config.detectorRecords === false ? null : new PathRecords(this.iotlb.sets * this.iotlb.ways)
     this.#sagaw = capSagaw(this.cap)
     this.#mamv = capMamv(this.cap)
     this.#fro = capFro(this.cap)
@@ -756,11 +774,20 @@ export class VtdIommuHw implements IommuUnit {
     const mem = this.memory
     const devfn = sid & 0xff
     const rootPa = this.#rootBase + (sid >> 8) * ROOT_ENTRY_SIZE + (devfn >= 0x80 ? 8 : 0)
-    const r0 = mem.read32(rootPa)
-    const r1 = mem.read32(rootPa + 4)
+    // Peeks at the frames' words (a frame without storage reads as zeros): no storage is
+    // given, and nothing is looked up per word.
+    const rootPfn = Math.floor(rootPa / 4096)
+    const rootWords = mem.peekWords(rootPfn)
+    const ri = (rootPa - rootPfn * 4096) >>> 2
+    const r0 = rootWords === null ? 0 : (rootWords[ri] as number)
+    const r1 = rootWords === null ? 0 : (rootWords[ri + 1] as number)
     const ctxPa = r0 - (r0 & 0xfff) + r1 * 2 ** 32 + (devfn & 0x7f) * SM_CONTEXT_SIZE
+    const ctxPfn = Math.floor(ctxPa / 4096)
+    const ctxWords = mem.peekWords(ctxPfn)
+    const ci = (ctxPa - ctxPfn * 4096) >>> 2
     for (let k = 0; k < 10; k++) {
-      const now = k === 0 ? r0 : k === 1 ? r1 : mem.read32(ctxPa + 4 * (k - 2))
+      const now =
+        k === 0 ? r0 : k === 1 ? r1 : ctxWords === null ? 0 : (ctxWords[ci + k - 2] as number)
       if (now !== c.raw[k]) {
         c.staleReported = true
         this.staleUses.push({
@@ -857,9 +884,16 @@ export class VtdIommuHw implements IommuUnit {
 
   #checkPasid(pe: CachedPasid, txn: DmaTransaction): void {
     const mem = this.memory
+    // Peeks, as in #checkContext: the directory entry's two words, then the entry's 16.
+    const dirPfn = Math.floor(pe.dirPa / 4096)
+    const dirWords = mem.peekWords(dirPfn)
+    const di = (pe.dirPa - dirPfn * 4096) >>> 2
+    const pePfn = Math.floor(pe.pePa / 4096)
+    const peWords = mem.peekWords(pePfn)
+    const pi = (pe.pePa - pePfn * 4096) >>> 2
     for (let k = 0; k < 18; k++) {
-      const pa = k < 2 ? pe.dirPa + 4 * k : pe.pePa + 4 * (k - 2)
-      const now = mem.read32(pa)
+      const w = k < 2 ? dirWords : peWords
+      const now = w === null ? 0 : (w[k < 2 ? di + k : pi + k - 2] as number)
       if (now !== pe.raw[k]) {
         pe.staleReported = true
         this.staleUses.push({
@@ -981,7 +1015,9 @@ export class VtdIommuHw implements IommuUnit {
   #iotlbTranslate(txn: DmaTransaction, pe: CachedPasid, access: number): number {
     const t = this.iotlb
     let e = t.lookup(pe.did, pe.pasid, txn.iovaPfn)
-    if (e >= 0 && this.detectStale) this.#checkIotlb(e, txn, pe)
+    if (e >= 0 && this.detectStale && !this.#upToDate(e, txn.iovaPfn, pe)) {
+      this.#checkIotlb(e, txn, pe)
+    }
     // A write through an entry cached clean goes back to memory to set D.
     if (e >= 0 && !(access === WRITE && t.dirty[e] === 0 && (t.perm[e] as number) & WRITE)) {
       return e
@@ -1015,6 +1051,13 @@ export class VtdIommuHw implements IommuUnit {
       tr.dirty,
       tr.leafMid,
     )
+    const records = this.#records
+    if (records !== null) {
+      // The fill walk, from the root, read the entries a check of a hit would read.
+      const walker = this.#rootWalker
+      if (this.detectStale && walker !== null) records.save(e, walker, txn.iovaPfn, pe)
+      else records.clear(e)
+    }
     return e
   }
 
@@ -1034,6 +1077,7 @@ export class VtdIommuHw implements IommuUnit {
     out.fault = 0
     out.faultLevel = -1
     out.leafMid = -1
+    this.#rootWalker = null
     if (pe.pgtt === Pgtt.SS) {
       const ad = update && pe.ssade ? AD : 0
       this.#walkOne(pe, TlbKind.SS, pe.ssRoot, pe.ssLevel, ipfn, access, ad, update, out, txn)
@@ -1132,19 +1176,19 @@ export class VtdIommuHw implements IommuUnit {
         return
       }
     }
-    this.#pscCalls = 0
-    this.#pscTop = top
-    this.#pscSeen = -1
     const walker = ss ? this.#ssWalker : this.#fsWalker
-    const r = walker.walk(root, top, ipfn, access, ad, true, update ? this.#pscProbe : null)
+    const r = walker.walk(root, top, ipfn, access, ad, true)
     if (r.fault !== WalkFault.NONE) {
       out.fault = ss ? ssFault(r.fault, access) : fsFault(r.fault, access)
       out.faultLevel = r.level
       return
     }
     setLeaf(out, ipfn, r.sizeLg2, r.pagePfn, r.perm, r.dirty)
-    if (update && r.level === 0 && this.#pscSeen >= 0) {
-      psc.fill(pe.did, pe.pasid, kind, ipfn - (ipfn % 512), 21, this.#pscSeen, 0, false)
+    // A walk from the root: what it read can be recorded for the detector.
+    this.#rootWalker = walker
+    if (update && r.level === 0) {
+      // The last-level table: the frame read at depth `top` (one entry per level).
+      psc.fill(pe.did, pe.pasid, kind, ipfn - (ipfn % 512), 21, walker.readFrame(top), 0, false)
     }
   }
 
@@ -1214,12 +1258,28 @@ export class VtdIommuHw implements IommuUnit {
 
   // ------------------------------------------------------------------ detector
 
+  /**
+   * True when IOTLB entry `e` was last found up to date for this IOVA page under this
+   * cached PASID entry and the entries that walk read are unchanged: {@link #checkIotlb}
+   * would find it up to date again.
+   */
+  #upToDate(e: number, ipfn: number, pe: CachedPasid): boolean {
+    return this.#records?.unchanged(e, this.#ssWalker, ipfn, pe) === true
+  }
+
   #checkIotlb(e: number, txn: DmaTransaction, pe: CachedPasid): void {
     const t = this.iotlb
     const p = this.#peek
     this.#walk(pe, txn.iovaPfn, 0, false, p)
     const what = differs(t, e, p, txn.iovaPfn, pe.ssade)
-    if (what === null) return
+    if (what === null) {
+      // One walker made the comparison walk (nested walks are not recorded).
+      const records = this.#records
+      if (records !== null && pe.pgtt !== Pgtt.NESTED) {
+        records.save(e, pe.pgtt === Pgtt.SS ? this.#ssWalker : this.#fsWalker, txn.iovaPfn, pe)
+      }
+      return
+    }
     // Which descriptor drops the entry: second-stage changes need an IOTLB invalidation,
     // first-stage ones (alone or under nesting) a PASID-based one.
     let missing: MissingDescriptor = 'IOTLB invalidation'

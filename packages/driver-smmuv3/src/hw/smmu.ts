@@ -36,6 +36,7 @@ import {
   armLpae,
   HwAd,
   PageTableWalker,
+  PathRecords,
   type TableTranslator,
   WalkFault,
 } from '@iommu/io-pgtable'
@@ -140,6 +141,13 @@ export interface SmmuV3HwConfig {
   readonly atcEntries?: number
   /** Run the missing-invalidation detector on every cache hit (default true). */
   readonly detectStale?: boolean
+  /**
+   * The detector skips the comparison walk of a TLB hit on a stage-1-only or
+   * stage-2-only entry when the walk that last found the entry up to date read entries
+   * that all still hold the same words (default true). The reports are the same either
+   * way: false walks on every hit (the reference the records are tested against).
+   */
+  readonly detectorRecords?: boolean
 }
 
 /** A use of a stale cache entry that software forgot to invalidate. */
@@ -366,6 +374,12 @@ export class SmmuV3Hw implements IommuUnit {
   traceCommands = false
   /** Run the detector on cache hits. */
   detectStale: boolean
+  /**
+   * Per TLB entry, the path of the detector's last walk that found it up to date, with the
+   * IOVA page and the cached CD (stage 1) or STE (stage 2) it was walked for; not for
+   * nested entries. Null without records.
+   */
+  readonly #records: PathRecords<CachedSte | CachedCd> | null
 
   readonly #idr: readonly number[]
   readonly #iidr: number
@@ -432,6 +446,8 @@ export class SmmuV3Hw implements IommuUnit {
     this.tlb = new Tlb(config.tlbEntries ?? 1024, config.tlbWays ?? 4)
     this.atc = new Tlb(config.atcEntries ?? 256, 4)
     this.detectStale = config.detectStale ?? true
+    this.#records =
+      config.detectorRecords === false ? null : new PathRecords(this.tlb.sets * this.tlb.ways)
   }
 
   get #idr0(): number {
@@ -1060,14 +1076,20 @@ export class SmmuV3Hw implements IommuUnit {
    * memory.
    */
   #steAddress(sid: number): number {
-    if (sid >= 2 ** Math.min(this.#strtabLog2, this.#sidBits)) return -EvtId.C_BAD_STREAMID
+    // Powers of two from the table, and no float `%`: this runs on every DMA the detector
+    // checks.
+    if (sid >= (POW2[Math.min(this.#strtabLog2, this.#sidBits)] as number)) {
+      return -EvtId.C_BAD_STREAMID
+    }
     let pa: number
     if (
       this.#strtabFmt === Strtab.CFG_FMT_2LVL &&
       this.#idr0 & (Idr0.ST_LVL_2LVL << Idr0.ST_LVL_SHIFT)
     ) {
       const split = this.#strtabSplit
-      const l1 = this.#strtabBase + Math.floor(sid / 2 ** split) * 8
+      const per = POW2[split] as number
+      const l1Index = Math.floor(sid / per)
+      const l1 = this.#strtabBase + l1Index * 8
       if (l1 + 8 > this.memory.size) {
         this.#fetchAddr = l1
         return -EvtId.F_STE_FETCH
@@ -1076,8 +1098,8 @@ export class SmmuV3Hw implements IommuUnit {
       const hi = this.memory.read32(l1 + 4)
       const span = Math.min(lo & 0x1f, split + 1)
       if (span === 0) return -EvtId.C_BAD_STREAMID
-      const idx = sid % 2 ** split
-      if (idx >= 2 ** (span - 1)) return -EvtId.C_BAD_STREAMID
+      const idx = sid - l1Index * per
+      if (idx >= (POW2[span - 1] as number)) return -EvtId.C_BAD_STREAMID
       pa = addr(lo & ~0x3f, hi & 0xf_ffff) + idx * 64
     } else {
       pa = this.#strtabBase + sid * 64
@@ -1228,18 +1250,31 @@ export class SmmuV3Hw implements IommuUnit {
     if (pa !== ste.pa) {
       what = `STE cached from 0x${ste.pa.toString(16)} but the stream table now points at ${pa < 0 ? 'no STE' : `0x${pa.toString(16)}`}`
     } else {
-      for (let i = 0; i < 16; i++) {
+      const i = this.#firstChange(pa, ste.raw)
+      if (i >= 0) {
         const now = this.memory.read32(pa + 4 * i)
-        if (now !== ste.raw[i]) {
-          what = `STE word ${i} (qword ${i >> 1}) cached 0x${(ste.raw[i] as number).toString(16)} but memory has 0x${now.toString(16)}`
-          break
-        }
+        what = `STE word ${i} (qword ${i >> 1}) cached 0x${(ste.raw[i] as number).toString(16)} but memory has 0x${now.toString(16)}`
       }
     }
     if (what !== null) {
       ste.staleReported = true
       this.#stale('ste', what, 'CFGI_STE', txn, -1, -1)
     }
+  }
+
+  /**
+   * The first of the 16 words at `pa` (a 64-byte structure, inside one frame) that memory
+   * no longer holds as `raw` does, or -1. A peek: a frame without storage reads as zeros
+   * and is given none.
+   */
+  #firstChange(pa: number, raw: Uint32Array): number {
+    const pfn = Math.floor(pa / 4096)
+    const w = this.memory.peekWords(pfn)
+    const at = (pa - pfn * 4096) >>> 2
+    for (let i = 0; i < 16; i++) {
+      if ((w === null ? 0 : (w[at + i] as number)) !== raw[i]) return i
+    }
+    return -1
   }
 
   #stale(
@@ -1411,12 +1446,10 @@ export class SmmuV3Hw implements IommuUnit {
     if (pa !== cd.pa) {
       what = `CD ${cd.ssid} cached from 0x${cd.pa.toString(16)} but the CD table now leads to ${pa < 0 ? 'no CD' : `0x${pa.toString(16)}`}`
     } else {
-      for (let i = 0; i < 16; i++) {
+      const i = this.#firstChange(pa, cd.raw)
+      if (i >= 0) {
         const now = this.memory.read32(pa + 4 * i)
-        if (now !== cd.raw[i]) {
-          what = `CD ${cd.ssid} word ${i} (qword ${i >> 1}) cached 0x${(cd.raw[i] as number).toString(16)} but memory has 0x${now.toString(16)}`
-          break
-        }
+        what = `CD ${cd.ssid} word ${i} (qword ${i >> 1}) cached 0x${(cd.raw[i] as number).toString(16)} but memory has 0x${now.toString(16)}`
       }
     }
     if (what !== null) {
@@ -1553,7 +1586,9 @@ export class SmmuV3Hw implements IommuUnit {
     const tlb = this.tlb
     const access = txn.write ? WRITE : READ
     let e = tlb.lookup(kind, tag, 0, txn.iovaPfn)
-    if (e >= 0 && this.detectStale) this.#checkTlb(e, ste, cd, txn)
+    if (e >= 0 && this.detectStale && !this.#upToDate(e, kind, ste, cd, txn.iovaPfn)) {
+      this.#checkTlb(e, ste, cd, txn)
+    }
     if (
       e < 0 ||
       ((tlb.perm[e] as number) & access) !== access ||
@@ -1641,7 +1676,7 @@ export class SmmuV3Hw implements IommuUnit {
     const pages = POW2[sizeLg2 - 12] as number
     // (No float `%`: POW2's entries are doubles.)
     const within = pages === 1 ? 0 : txn.iovaPfn - Math.floor(txn.iovaPfn / pages) * pages
-    return this.tlb.fill(
+    const e = this.tlb.fill(
       kind,
       tag,
       0,
@@ -1652,6 +1687,16 @@ export class SmmuV3Hw implements IommuUnit {
       dirty,
       ipaLeaf < 0 ? -1 : ipfn - within,
     )
+    const records = this.#records
+    if (records !== null) {
+      // A single-stage fill walk read the entries a check of a hit would read.
+      if (this.detectStale && kind === TlbKind.S1 && cd !== null && cd.walker !== null) {
+        records.save(e, cd.walker, txn.iovaPfn, cd)
+      } else if (this.detectStale && kind === TlbKind.S2 && s2 !== null) {
+        records.save(e, s2.walker, txn.iovaPfn, ste)
+      } else records.clear(e)
+    }
+    return e
   }
 
   /** A stage-1 fault (`fault` -1: the output address is beyond IPS/OAS). */
@@ -1690,6 +1735,20 @@ export class SmmuV3Hw implements IommuUnit {
   /** Stalled transactions awaiting RESUME, as `{ sid, stag }` (tests, tools). */
   stalledTransactions(): { sid: number; stag: number }[] {
     return [...this.#stalled].map((k) => ({ sid: Math.floor(k / 65536), stag: k % 65536 }))
+  }
+
+  /**
+   * True when single-stage TLB entry `e` was last found up to date for this IOVA page
+   * under this CD (stage 1) or STE (stage 2) and the entries that walk read are unchanged:
+   * {@link #checkTlb} would find it up to date again.
+   */
+  #upToDate(e: number, kind: number, ste: CachedSte, cd: CachedCd | null, ipfn: number): boolean {
+    const records = this.#records
+    if (records === null || kind === TlbKind.S12) return false
+    if (kind === TlbKind.S1) {
+      return cd !== null && cd.walker !== null && records.unchanged(e, cd.walker, ipfn, cd)
+    }
+    return ste.s2 !== null && records.unchanged(e, ste.s2.walker, ipfn, ste)
   }
 
   /** Detector: does TLB entry `e` still match the tables in memory? */
@@ -1747,7 +1806,18 @@ export class SmmuV3Hw implements IommuUnit {
       what =
         'TLB caches the leaf as writable-dirty but its descriptor is writable-clean (AP[2] set): writes will not be logged'
     }
-    if (what !== null) this.#stale('tlb', what, missing, txn, vmid, asid)
+    if (what !== null) {
+      this.#stale('tlb', what, missing, txn, vmid, asid)
+      return
+    }
+    // Up to date after one walk (stage 1 or stage 2 alone): keep where it read.
+    const records = this.#records
+    if (records === null) return
+    if (kind === TlbKind.S1 && cd !== null && cd.walker !== null && !cd.epd0) {
+      records.save(e, cd.walker, txn.iovaPfn, cd)
+    } else if (kind === TlbKind.S2 && s2 !== null) {
+      records.save(e, s2.walker, txn.iovaPfn, ste)
+    }
   }
 
   /**
