@@ -4,8 +4,8 @@ import { Access, HwAd, WalkFault } from './format.ts'
 import { amdv1 } from './formats/amdv1.ts'
 import { armLpae, IoPgtableQuirk } from './formats/arm-lpae.ts'
 import { x86_64 } from './formats/x86-64.ts'
-import { tableHarness } from './testing/helpers.ts'
 import { PathRecords } from './path-records.ts'
+import { tableHarness } from './testing/helpers.ts'
 import { PATH_RECORD_INTS } from './walk.ts'
 
 describe('the hardware walker', () => {
