@@ -400,9 +400,9 @@ export class VtdIommuHw implements IommuUnit {
   /** Table fetches of the walk in progress (the first is the root's). */
   #resolveCalls = 0
   readonly #resolve: TableTranslator
-  // The paging-structure probe: which page the walk fetched as its level-0 table.
   /** The walker of the last single-stage walk from the root (not through the PSC), or null. */
   #rootWalker: PathRecorder | null = null
+  // The paging-structure probe of a check: which page the walk fetched as its level-0 table.
   #pscCalls = 0
   #pscTop = 0
   #pscSeen = -1
