@@ -1051,7 +1051,7 @@ export class PhysicalMemory {
 
   /**
    * `count` calls of {@link copyFrame} (`dst + i` from `src + i`, ascending), a group of
-   * 64 frames at a time where neither side holds data there.
+   * 64 frames at a time where the destination's holds no data.
    */
   copyFrames(dst: number, src: number, count: number): void {
     if (count <= 0) return
@@ -1063,19 +1063,11 @@ export class PhysicalMemory {
     while (i < count) {
       const d = dst + i
       const s = src + i
-      if (
-        ((d | s) & GROUP_MASK) === 0 &&
-        count - i >= GROUP_FRAMES &&
-        !this.#groupHasData(s) &&
-        !this.#groupHasData(d)
-      ) {
-        i += GROUP_FRAMES
-        continue
-      }
       if (((d | s) & GROUP_MASK) === 0 && count - i >= GROUP_FRAMES && !this.#groupHasData(d)) {
-        // A whole group onto a group without data (a migration's first copy): the same
-        // entries, counts and hints as 64 copyFrame calls, without the per-frame lookups.
-        this.#shareGroup(d, s)
+        // A whole group onto a group without data: nothing to do when the source has none
+        // either; else (a migration's first copy) the same entries, counts and hints as 64
+        // copyFrame calls, without the per-frame lookups.
+        if (this.#groupHasData(s)) this.#shareGroup(d, s)
         i += GROUP_FRAMES
         continue
       }

@@ -261,8 +261,8 @@ export const amdv1: PageTableFormat<AmdV1Config, AmdV1Params> = definePageTableF
   skipCleanLeaves: (w, from, to) => scanLow(w, from, to, PR | D, PR),
 
   harvestDirtyLeaves(w, from, to, clear, out) {
-    // Blocks of eight entries, each block tested at once: clean leaves pass, and a block
-    // whose misses are all D bits has them taken from one gathered byte.
+    // Blocks of eight entries, each block tested at once: clean leaves pass, and in a
+    // block of present leaves the D bits are taken from one gathered byte.
     let j = from << 1
     const end = to << 1
     for (; j + 16 <= end; j += 16) {
