@@ -35,7 +35,7 @@ describe('INVALIDATE_*_PAGES address encoding (spec Table 14)', () => {
 })
 
 /** A bare unit the test programs by hand, without the driver. */
-function bare(): {
+function bare(bdf = '00:02.0'): {
   m: Machine
   hw: AmdIommuHw
   dev: PciDevice
@@ -63,7 +63,7 @@ function bare(): {
       (1n << BigInt(Control.CMDBUF_EN)) |
       (1n << BigInt(Control.EVT_LOG_EN)),
   )
-  const dev = new PciDevice(m.memory, hw, '00:02.0', {})
+  const dev = new PciDevice(m.memory, hw, bdf, {})
   return { m, hw, dev, devtab, cmd, evt }
 }
 
@@ -101,6 +101,27 @@ describe('AMD-Vi hardware model', () => {
     command(t, 0, [t.dev.rid, Cmd.INVALIDATE_DEVTAB_ENTRY << 28, 0, 0])
     expect(t.dev.dma.read(0x1000, 1)).toHaveLength(1)
     expect(t.hw.stats.dteFetches).toBe(2)
+  })
+
+  it('notices a change in any of the eight DTE words, in any frame of the table', () => {
+    // 00:02.0 is in the table's first frame, 01:02.2 (DeviceID 0x112) in its third.
+    for (const bdf of ['00:02.0', '01:02.2']) {
+      for (let i = 0; i < 8; i++) {
+        const t = bare(bdf)
+        const dte = t.devtab + t.dev.rid * 32
+        t.m.memory.write32(dte, Number(Dte.V))
+        // The same DTE one frame down must not stand in for this one.
+        if (t.dev.rid >= 128) t.m.memory.write32(dte - 4096, Number(Dte.V))
+        expect(() => t.dev.dma.read(0x1000, 1)).toThrow(DmaFault)
+        expect(() => t.dev.dma.read(0x1000, 1)).toThrow(DmaFault)
+        expect(t.hw.staleUses).toEqual([])
+        t.m.memory.write32(dte + 4 * i, t.m.memory.read32(dte + 4 * i) ^ 0x100)
+        expect(() => t.dev.dma.read(0x1000, 1)).toThrow(DmaFault)
+        expect(t.hw.staleUses).toHaveLength(1)
+        expect(t.hw.staleUses[0]?.what).toContain(`DTE word ${i} cached`)
+        expect(t.hw.staleUses[0]?.devid).toBe(t.dev.rid)
+      }
+    }
   })
 
   it('logs ILLEGAL_DEV_TABLE_ENTRY for a DTE with the reserved Mode 7', () => {

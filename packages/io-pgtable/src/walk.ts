@@ -178,8 +178,16 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
     let table = rootPfn
     let level = topLevel
     let depth = 0
+    const itemShift = this.#itemShift
+    const mask = this.#mask
+    const readPfn = this.#readPfn
+    const readIndex = this.#readIndex
+    const readWords = this.#readWords
+    // An IOVA page below 2^31 (IOVAs below 8 TiB) shifts as an int32.
+    const small = ipfn <= 0x7fff_ffff
     for (;;) {
-      const idx = shr(ipfn, this.#itemShift[level] as number) & (this.#mask[level] as number)
+      const sh = itemShift[level] as number
+      const idx = (small && sh < 32 ? ipfn >>> sh : shr(ipfn, sh)) & (mask[level] as number)
       let framePfn = table + (idx >>> 9)
       if (tables !== null) {
         framePfn = tables(framePfn)
@@ -187,9 +195,9 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
       }
       const w = mem.frameWords(framePfn)
       const j = idx & 511
-      this.#readPfn[depth] = framePfn
-      this.#readIndex[depth] = j
-      this.#readWords[depth] = w
+      readPfn[depth] = framePfn
+      readIndex[depth] = j
+      readWords[depth] = w
       const type = fmt.hwEntryType(w, j, level, p)
       if (type === EntryType.EMPTY) return this.#fault(WalkFault.NOT_PRESENT, level)
       if (type === HW_RESERVED) return this.#fault(WalkFault.RESERVED, level)
@@ -197,9 +205,11 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
         const next = fmt.hwNextLevel(w, j, level, p)
         if (next < 0 || next >= level) return this.#fault(WalkFault.RESERVED, level)
         // Skipped levels (AMD): their index bits must be zero.
-        for (let l = next + 1; l < level; l++) {
-          if ((shr(ipfn, this.#itemShift[l] as number) & (this.#mask[l] as number)) !== 0) {
-            return this.#fault(WalkFault.NOT_PRESENT, l)
+        if (next < level - 1) {
+          for (let l = next + 1; l < level; l++) {
+            if ((shr(ipfn, itemShift[l] as number) & (mask[l] as number)) !== 0) {
+              return this.#fault(WalkFault.NOT_PRESENT, l)
+            }
           }
         }
         perm &= fmt.hwTablePerms(w, j, level, p)
@@ -216,13 +226,15 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
       const contig = fmt.entryNumContigLg2(w, j, level, p)
       const sizeShift = (this.#itemShift[level] as number) + contig
       const hwUpdate = fmt.hwUpdateAccessedDirty
+      const isWriteDirty = fmt.isWriteDirty
       if (ad !== 0 && update && hwUpdate !== undefined) {
         const write = (access & Access.WRITE) !== 0
+        const pathLevel = this.#pathLevel
         for (let d = 0; d < depth; d++) {
           hwUpdate(
-            this.#readWords[d] as Uint32Array,
-            this.#readIndex[d] as number,
-            this.#pathLevel[d] as number,
+            readWords[d] as Uint32Array,
+            readIndex[d] as number,
+            pathLevel[d] as number,
             p,
             false,
             write,
@@ -237,7 +249,7 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
       r.sizeLg2 = sizeShift + PAGE_SHIFT
       r.pagePfn = fmt.entryOaPfn(w, j, level, p) + lowBits(ipfn, sizeShift)
       r.perm = perm
-      r.dirty = fmt.isWriteDirty?.(w, j, level, p) === true
+      r.dirty = isWriteDirty !== undefined && isWriteDirty(w, j, level, p)
       this.#reads = depth + 1
       this.#recordable = tables === null
       return r

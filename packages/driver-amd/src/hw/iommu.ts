@@ -491,15 +491,10 @@ export class AmdIommuHw implements IommuUnit {
     if (dte === undefined) {
       dte = this.#readDte(devid)
       this.#dteCache[devid] = dte
-    } else if (this.detectStale && !dte.staleReported) {
-      // Every translation compares the cached DTE with memory: through the frame's word
-      // view (a DTE is 32 aligned bytes, in one frame), not eight read32 calls.
+    } else if (this.detectStale && !dte.staleReported && !this.#dteMatches(devid, dte.raw)) {
       const pa = this.#devtabBase + devid * Dte.SIZE
-      // (A frame never written reads as zeros and is not given storage by the check.)
-      const words = this.memory.peekWords(Math.floor(pa / 4096)) ?? ZERO_DTE
-      const at = words === ZERO_DTE ? 0 : (pa & 0xfff) >>> 2
       for (let i = 0; i < 8; i++) {
-        if ((words[at + i] as number) !== dte.raw[i]) {
+        if (this.memory.read32(pa + 4 * i) !== dte.raw[i]) {
           dte.staleReported = true
           this.staleUses.push({
             cache: 'dte',
@@ -515,6 +510,27 @@ export class AmdIommuHw implements IommuUnit {
       }
     }
     return dte
+  }
+
+  /**
+   * True when DTE `devid` in memory holds the words cached as `raw`. Every translation
+   * asks, so it reads through the frame's word view (a DTE is 32 aligned bytes of one
+   * 4 KiB frame, 128 to a frame), not eight read32 calls; a frame never written reads as
+   * zeros and is not given storage by the check.
+   */
+  #dteMatches(devid: number, raw: Uint32Array): boolean {
+    const words = this.memory.peekWords(this.#devtabBase / 4096 + (devid >>> 7)) ?? ZERO_DTE
+    const at = words === ZERO_DTE ? 0 : (devid & 127) << 3
+    return (
+      words[at] === raw[0] &&
+      words[at + 1] === raw[1] &&
+      words[at + 2] === raw[2] &&
+      words[at + 3] === raw[3] &&
+      words[at + 4] === raw[4] &&
+      words[at + 5] === raw[5] &&
+      words[at + 6] === raw[6] &&
+      words[at + 7] === raw[7]
+    )
   }
 
   /**

@@ -147,7 +147,8 @@ export class Iotlb {
     perm: number,
     dirty: boolean,
   ): number {
-    const base = (mix(domid, pasid, vpn, sizeLg2) & (this.sets - 1)) * this.ways
+    const set = mix(domid, pasid, vpn, sizeLg2) & (this.sets - 1)
+    const base = set * this.ways
     // One pass: the entry for the same leaf, else the set's first free way.
     let slot = -1
     let free = -1
@@ -166,9 +167,9 @@ export class Iotlb {
     }
     if (slot < 0) slot = free
     if (slot < 0) {
-      const set = base / this.ways
-      slot = base + ((this.#next[set] as number) % this.ways)
-      this.#next[set] = ((this.#next[set] as number) + 1) % this.ways
+      const next = this.#next[set] as number
+      slot = base + next
+      this.#next[set] = next + 1 === this.ways ? 0 : next + 1
       this.#drop(slot)
       this.stats.evictions++
     }
