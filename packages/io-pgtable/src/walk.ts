@@ -226,7 +226,6 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
       const contig = fmt.entryNumContigLg2(w, j, level, p)
       const sizeShift = (this.#itemShift[level] as number) + contig
       const hwUpdate = fmt.hwUpdateAccessedDirty
-      const isWriteDirty = fmt.isWriteDirty
       if (ad !== 0 && update && hwUpdate !== undefined) {
         const write = (access & Access.WRITE) !== 0
         const pathLevel = this.#pathLevel
@@ -249,7 +248,7 @@ export class PageTableWalker<Cfg = unknown, P extends FormatParams = FormatParam
       r.sizeLg2 = sizeShift + PAGE_SHIFT
       r.pagePfn = fmt.entryOaPfn(w, j, level, p) + lowBits(ipfn, sizeShift)
       r.perm = perm
-      r.dirty = isWriteDirty !== undefined && isWriteDirty(w, j, level, p)
+      r.dirty = fmt.isWriteDirty?.(w, j, level, p) === true
       this.#reads = depth + 1
       this.#recordable = tables === null
       return r
