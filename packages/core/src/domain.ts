@@ -205,6 +205,12 @@ export function copyStructFromUserArray(
 export const MAP_SMALL: unique symbol = Symbol('iommu.mapSmall')
 
 /**
+ * The key of the model-only `DomainOps` query that lets a domain with an `iotlbSyncMap`
+ * take the {@link MAP_SMALL} fast path (see `DomainOps[SYNC_MAP_NOOP]`).
+ */
+export const SYNC_MAP_NOOP: unique symbol = Symbol('iommu.syncMapNoop')
+
+/**
  * The per-domain operations (`struct iommu_domain_ops`). `D` is the driver's domain type;
  * methods take the domain first, as the kernel's ops do.
  *
@@ -291,6 +297,14 @@ export interface DomainOps<D extends IommuDomain = IommuDomain> {
    * @throws the failing call's errno, with `progress`: the bytes mapped before it
    */
   [MAP_SMALL]?(domain: D, iova: bigint, paddr: bigint, size: bigint, prot: number): bigint
+
+  /**
+   * Model only: true when `iotlbSyncMap` would do nothing for this domain now (VT-d
+   * without caching mode or RWBF: `intel_iommu_iotlb_sync_map` flushes nothing), so that
+   * iommufd's per-page maps may take the {@link MAP_SMALL} fast path although the ops have
+   * an `iotlbSyncMap`: the per-page syncs it skips would have changed nothing.
+   */
+  [SYNC_MAP_NOOP]?(domain: D): boolean
 
   /**
    * unmapRange() - unmap [iova, iova + size) (the generic page table's `unmap_range`).

@@ -47,6 +47,7 @@ export {
   IommuDomain,
   type IommuResvRegion,
   MAP_SMALL,
+  SYNC_MAP_NOOP,
   type UserData,
   type UserDataArray,
 } from './domain.ts'

@@ -53,6 +53,7 @@ import {
   type PciDevice,
   Prot,
   ResvType,
+  SYNC_MAP_NOOP,
   type UnitContext,
   type UserData,
   type UserDataArray,
@@ -1398,6 +1399,8 @@ export function intel(options: IntelOptions = {}): Driver<IntelCaps> {
     iotlbSyncMap(d: VtdDomain, iova: bigint, size: bigint) {
       if (d.iotlbSyncMapNeeded) flushRange(d, iova, iova + size - 1n, false)
     },
+    /** The sync above does nothing: iommufd's per-page maps may go in one call. */
+    [SYNC_MAP_NOOP]: (d: VtdDomain) => !d.iotlbSyncMapNeeded,
     free(d: VtdDomain) {
       if (d.devices.size || d.devPasids.length || d.s1Domains.size) {
         throw new Error(`VT-d domain freed while attached or nested on`)

@@ -28,6 +28,8 @@ import {
 import { runUapiFuzz } from '@iommu/iommufd/testing'
 import { describe, expect, it } from 'vitest'
 import {
+  Cap,
+  DEFAULT_CAP,
   Fr,
   intel,
   intelFaultLog,
@@ -58,9 +60,13 @@ function vm(opts: {
   prot?: number
   prefault?: number[]
   ats?: boolean
+  /** CAP register of the unit (default: the model's). */
+  cap?: bigint
 }): Vm {
   const driver = intel()
-  const m = createMachine({ iommus: [driver] })
+  const m = createMachine({
+    iommus: [opts.cap === undefined ? driver : { driver, config: { cap: opts.cap } }],
+  })
   const unit = m.units[0] as VtdIommuHw
   const vmm = m.createProcess()
   const fd = openIommufd(m, vmm)
@@ -473,5 +479,40 @@ describe('random ioctls on the VT-d model', () => {
     // The run reached what it checks: DMA writes and dirty pages read back.
     expect(r.dmaWrites).toBeGreaterThan(100)
     expect(r.dirty.expected).toBeGreaterThan(5)
+  })
+})
+
+describe('VT-d maps with large pages disabled (batch_iommu_map_small)', () => {
+  /** Attach, then IOAS_MAP 64 more pages: the descriptors the map queued, and the walk. */
+  function mapAfterAttach(cap?: bigint) {
+    const v = vm({ hugePages: false, pages: 16, ...(cap === undefined ? {} : { cap }) })
+    v.fd.bindDevice(v.dev).attach(v.ioas)
+    const more = v.vmm.mmap(64 * PAGE)
+    for (let p = 0; p < 64; p++) v.vmm.write(more + p * PAGE, new Uint8Array([p + 1]))
+    const before = v.unit.stats.descriptors
+    v.fd.ioctl(IOMMU_IOAS_MAP, {
+      size: 40,
+      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+      ioas_id: v.ioas,
+      __reserved: 0,
+      user_va: BigInt(more),
+      length: BigInt(64 * PAGE),
+      iova: IOVA + 0x20_0000n,
+    })
+    const descriptors = v.unit.stats.descriptors - before
+    const read = [0, 31, 63].map((p) => v.dev.dma.read(IOVA + 0x20_0000n + BigInt(p * PAGE), 1)[0])
+    const leaves = domainOf(v).fspt?.pgtableWalk(IOVA + 0x20_0000n).length
+    return { descriptors, read, leaves }
+  }
+
+  it('queues no invalidation without caching mode or RWBF, and one flush a page with RWBF', () => {
+    const plain = mapAfterAttach()
+    expect(plain.descriptors).toBe(0)
+    expect(plain.read).toEqual([1, 32, 64])
+    // intel_iommu_iotlb_sync_map after each one-page iommu_map: a flush and its wait.
+    const rwbf = mapAfterAttach(DEFAULT_CAP | Cap.RWBF)
+    expect(rwbf.descriptors).toBe(64 * 2)
+    expect(rwbf.read).toEqual(plain.read)
+    expect(rwbf.leaves).toBe(plain.leaves)
   })
 })

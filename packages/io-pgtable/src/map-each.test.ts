@@ -6,6 +6,7 @@ import {
   MAP_SMALL,
   PhysicalMemory,
   Prot,
+  SYNC_MAP_NOOP,
 } from '@iommu/core'
 import { describe, expect, it } from 'vitest'
 import { pageTableDomainOps } from './domain-ops.ts'
@@ -246,5 +247,32 @@ describe('IommuCore.iommuMapSmall (batch_iommu_map_small)', () => {
     expect(fast.table.iovaToPhys(0x4040_0000n)).toBe(0n)
     expect(slow.table.iovaToPhys(0x4040_0000n)).toBe(0n)
     expect(fast.table.iovaToPhys(0x4060_3000n)).toBe(0x1000n)
+  })
+
+  it('takes the fast path with an iotlbSyncMap only while SYNC_MAP_NOOP says it does nothing', () => {
+    const core = new IommuCore()
+    const run = (needSync: boolean, noopQuery: boolean) => {
+      const d = domain(new PhysicalMemory({ size: 2 ** 40 }), true)
+      let small = 0
+      const ops = d.ops as DomainOps<D>
+      const mapSmall = ops[MAP_SMALL] as NonNullable<DomainOps<D>[typeof MAP_SMALL]>
+      ops[MAP_SMALL] = (...a) => {
+        small++
+        return mapSmall(...a)
+      }
+      ops.iotlbSyncMap = (dd: D, iova: bigint, size: bigint) => {
+        if (needSync) dd.synced.push(`map ${iova}+${size}`)
+      }
+      if (noopQuery) ops[SYNC_MAP_NOOP] = () => !needSync
+      core.iommuMapSmall(d, 0x4000_0000n, 0x8000_0000n, 0x10_0000n, RW)
+      expect(d.table.iovaToPhys(0x400f_f123n)).toBe(0x800f_f123n)
+      expect(d.table.pgtableWalk(0x4000_0000n).length).toBe(3)
+      return { small, synced: d.synced.length }
+    }
+    // A sync that does nothing, said so: one call.
+    expect(run(false, true)).toEqual({ small: 1, synced: 0 })
+    // A sync that flushes, or one the domain says nothing about: a map and a sync per page.
+    expect(run(true, true)).toEqual({ small: 0, synced: 256 })
+    expect(run(false, false)).toEqual({ small: 0, synced: 0 })
   })
 })

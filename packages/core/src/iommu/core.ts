@@ -25,6 +25,7 @@ import {
   type IommuDomain,
   type IommuResvRegion,
   MAP_SMALL,
+  SYNC_MAP_NOOP,
   type UserData,
 } from '../domain.ts'
 import { type Driver, type IommuOps, unitOfDriver } from '../driver.ts'
@@ -1132,8 +1133,9 @@ export class IommuCore {
    * one fails the pages mapped before it are unmapped again (one `iommu_unmap`) and its
    * error is thrown: iommufd's `batch_iommu_map_small`, which maps with large pages
    * disabled so that no IOPTE exceeds PAGE_SIZE. A domain whose ops offer the
-   * {@link MAP_SMALL} fast path (and need no `iotlbSyncMap` after each page) maps the pages
-   * in one call with the same result.
+   * {@link MAP_SMALL} fast path (and need no `iotlbSyncMap` after each page: none, or one
+   * that {@link SYNC_MAP_NOOP} says does nothing) maps the pages in one call with the same
+   * result.
    *
    * @throws the failing map's errno
    */
@@ -1149,7 +1151,7 @@ export class IommuCore {
     const mapSmall = ops[MAP_SMALL]
     if (
       mapSmall !== undefined &&
-      ops.iotlbSyncMap === undefined &&
+      (ops.iotlbSyncMap === undefined || ops[SYNC_MAP_NOOP]?.(domain) === true) &&
       domain.isPaging &&
       domain.pgsizeBitmap !== 0n &&
       size > 0n &&
