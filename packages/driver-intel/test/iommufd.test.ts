@@ -85,18 +85,29 @@ function vm(opts: {
   }
   const guest = vmm.mmap(opts.pages * PAGE)
   for (const p of opts.prefault ?? []) vmm.write(guest + p * PAGE, new Uint8Array([0xee]))
-  fd.ioctl(IOMMU_IOAS_MAP, {
-    size: 40,
-    flags:
-      IOMMU_IOAS_MAP_FIXED_IOVA | (opts.prot ?? IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE),
-    ioas_id: ioas,
-    __reserved: 0,
-    user_va: BigInt(guest),
-    length: BigInt(opts.pages * PAGE),
-    iova: IOVA,
-  })
+  ioasMap(fd, ioas, guest, opts.pages, IOVA, opts.prot)
   const dev = m.addPciDevice({ ats: opts.ats ?? false })
   return { m, driver, unit, vmm, fd, dev, ioas, guest }
+}
+
+/** IOMMU_IOAS_MAP of `pages` pages of the VMM's memory at `user` to a fixed IOVA. */
+function ioasMap(
+  fd: Iommufd,
+  ioas: number,
+  user: number,
+  pages: number,
+  iova: bigint,
+  prot = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+): void {
+  fd.ioctl(IOMMU_IOAS_MAP, {
+    size: 40,
+    flags: IOMMU_IOAS_MAP_FIXED_IOVA | prot,
+    ioas_id: ioas,
+    __reserved: 0,
+    user_va: BigInt(user),
+    length: BigInt(pages * PAGE),
+    iova,
+  })
 }
 
 function domainOf(v: Vm): VtdDomain {
@@ -362,15 +373,7 @@ describe('the missing-invalidation detector on VT-d', () => {
     // Map other memory at the same IOVA: new tables, and the device sees the new bytes.
     const again = v.vmm.mmap(1024 * PAGE)
     v.vmm.write(again + 700 * PAGE, new Uint8Array([0x42]))
-    v.fd.ioctl(IOMMU_IOAS_MAP, {
-      size: 40,
-      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-      ioas_id: v.ioas,
-      __reserved: 0,
-      user_va: BigInt(again),
-      length: BigInt(1024 * PAGE),
-      iova: IOVA,
-    })
+    ioasMap(v.fd, v.ioas, again, 1024, IOVA)
     expect(v.dev.dma.read(IOVA + BigInt(700 * PAGE), 1)[0]).toBe(0x42)
     expect(v.unit.staleUses).toEqual([])
   })
@@ -490,15 +493,7 @@ describe('VT-d maps with large pages disabled (batch_iommu_map_small)', () => {
     const more = v.vmm.mmap(64 * PAGE)
     for (let p = 0; p < 64; p++) v.vmm.write(more + p * PAGE, new Uint8Array([p + 1]))
     const before = v.unit.stats.descriptors
-    v.fd.ioctl(IOMMU_IOAS_MAP, {
-      size: 40,
-      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-      ioas_id: v.ioas,
-      __reserved: 0,
-      user_va: BigInt(more),
-      length: BigInt(64 * PAGE),
-      iova: IOVA + 0x20_0000n,
-    })
+    ioasMap(v.fd, v.ioas, more, 64, IOVA + 0x20_0000n)
     const descriptors = v.unit.stats.descriptors - before
     const read = [0, 31, 63].map((p) => v.dev.dma.read(IOVA + 0x20_0000n + BigInt(p * PAGE), 1)[0])
     const leaves = domainOf(v).fspt?.pgtableWalk(IOVA + 0x20_0000n).length
